@@ -1,0 +1,3 @@
+from spacehooks.cli import main
+
+main()
