@@ -95,6 +95,33 @@ def schema_doc():
 # --- gateway and serve ------------------------------------------------------------------
 
 
+# --- base images ------------------------------------------------------------------------
+
+@cli.group("base-image")
+def base_image():
+    """Base images per python version (built from the Debian mirror, no registry needed)."""
+
+
+@base_image.command("build")
+@click.option("--python", "pythons", multiple=True, metavar="VERSION",
+              help="Python version to build (repeatable; default: every python_versions entry we make).")
+@click.option("--force", is_flag=True, help="Rebuild even when the image or its cached copy is up to date.")
+@pass_ctx
+def base_image_build(ctx, pythons, force):
+    """Build base images, or load them from the cache when the recipe matches."""
+    from spacehooks import baseimage
+    baseimage.build(ctx.settings, list(pythons), force, echo=click.echo)
+
+
+@base_image.command("list")
+@pass_ctx
+def base_image_list(ctx):
+    """Show each configured python version, its image and whether it is up to date."""
+    from spacehooks import baseimage
+    for python, reference, state in baseimage.listing(ctx.settings):
+        click.echo(f"{python:<6} {reference:<40} {state}")
+
+
 # --- set-up -----------------------------------------------------------------------------
 
 

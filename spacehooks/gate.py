@@ -1,0 +1,255 @@
+"""The pre-receive gate: every check a push to the deploy branch must pass.
+
+Checks read through a `Source` (the pushed commit, or a working copy for `validate`),
+so both paths run the very same rules.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from spacehooks import depfiles, secretscan, spaceconfig
+from spacehooks.config import Settings
+from spacehooks.errors import SpaceError
+from spacehooks.gitrepo import ZERO, Repo
+from spacehooks.output import Out
+from spacehooks.spaceconfig import Problem
+
+DEP_FILES = ("pre-requirements.txt", "requirements.txt")
+REJECTED = "Sorry, your push was rejected during Space verification:"
+
+
+class CommitSource:
+    def __init__(self, repo: Repo, rev: str):
+        self.repo, self.rev = repo, rev
+
+    def kind(self, path: str) -> str | None:
+        entry = self.repo.entry(self.rev, path)
+        return entry.kind if entry else None
+
+    def size(self, path: str) -> int:
+        entry = self.repo.entry(self.rev, path)
+        return entry.size if entry else 0
+
+    def read(self, path: str) -> bytes:
+        return self.repo.read_blob(self.rev, path) or b""
+
+    def resolve(self, path: str):
+        return self.repo.resolve_inside(self.rev, path)
+
+
+class DirSource:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def _path(self, path: str) -> Path:
+        return self.root / path
+
+    def kind(self, path: str) -> str | None:
+        p = self._path(path)
+        if p.is_symlink():
+            return "link"
+        if p.is_dir():
+            return "tree"
+        return "blob" if p.is_file() else None
+
+    def size(self, path: str) -> int:
+        return self._path(path).stat().st_size
+
+    def read(self, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+    def resolve(self, path: str):
+        real = self._path(path).resolve()
+        if not real.is_relative_to(self.root):
+            return None, f"is a symlink to {os.readlink(self._path(path))}, outside the repository"
+        return str(real.relative_to(self.root)), None
+
+
+@dataclass
+class Report:
+    space_id: str
+    errors: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    config: spaceconfig.SpaceConfig | None = None
+
+
+def _read_limited(settings: Settings, source, path: str, report: Report) -> bytes | None:
+    limit = settings["max_file_bytes"]
+    if source.size(path) > limit:
+        report.errors.append(Problem(path, None, f"is {source.size(path)} bytes; at most {limit} bytes are allowed"))
+        return None
+    return source.read(path)
+
+
+def check_tree(settings: Settings, source, space_id: str) -> Report:
+    report = Report(space_id)
+    kind = source.kind("README.md")
+    if kind is None:
+        report.errors.append(Problem("README.md", None, 'is missing: a Space needs a README.md that starts with a YAML block setting at least "sdk"'))
+        return report
+    if kind != "blob":
+        report.errors.append(Problem("README.md", None, "must be a regular file (found a symlink or folder)"))
+        return report
+    data = _read_limited(settings, source, "README.md", report)
+    if data is None:
+        return report
+    cfg = spaceconfig.parse(data, "README.md")
+    report.config = cfg
+    report.errors += cfg.errors
+    report.warnings += cfg.warnings
+    _check_capabilities(settings, cfg, report)
+    _check_app_file(source, cfg, report)
+    _check_dependency_files(settings, source, cfg, report)
+    return report
+
+
+def _check_capabilities(settings: Settings, cfg, report: Report) -> None:
+    version = cfg.get("python_version")
+    if version and cfg.sdk in ("gradio", "streamlit"):
+        available = sorted(settings["python_versions"], key=lambda v: [int(x) for x in v.split(".")])
+        minor = ".".join(version.split(".")[:2])
+        if minor not in available:
+            report.errors.append(Problem(
+                "README.md", cfg.line_of("python_version"),
+                f'"python_version" {version} is not available on this server; it provides [{", ".join(available)}]',
+                "python_version"))
+
+
+def _check_app_file(source, cfg, report: Report) -> None:
+    sdk = cfg.sdk
+    if sdk == "docker":
+        if source.kind("Dockerfile") != "blob":
+            report.errors.append(Problem("Dockerfile", None, "is missing: sdk docker builds the repository's own Dockerfile; add one at the root"))
+        return
+    if sdk not in ("gradio", "streamlit", "static") or cfg.app_file is None:
+        return
+    if sdk == "static" and cfg.get("app_build_command"):
+        return  # the entry page is produced by the build command
+    app_file = cfg.app_file
+    line = cfg.line_of("app_file")
+    where = f'"app_file" {app_file}' if line else f'"app_file" (default {app_file} for sdk {sdk})'
+    kind = source.kind(app_file)
+    if kind == "link":
+        resolved, problem = source.resolve(app_file)
+        if problem:
+            report.errors.append(Problem("README.md", line, f"{where} {problem}", "app_file"))
+            return
+        kind = source.kind(resolved)
+    if kind is None:
+        fix = "add it or set app_file to the main file" if line is None else "add the file or fix the path"
+        report.errors.append(Problem("README.md", line, f"{where} does not exist in the repository; {fix}", "app_file"))
+    elif kind != "blob":
+        report.errors.append(Problem("README.md", line, f"{where} is a folder; it must be a file", "app_file"))
+
+
+def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> None:
+    if cfg.sdk in ("docker", "static"):
+        return  # the Dockerfile decides; static Spaces install nothing
+
+    def exists(path: str) -> bool:
+        return source.kind(path) == "blob"
+
+    if source.kind("packages.txt") == "blob":
+        data = _read_limited(settings, source, "packages.txt", report)
+        if data is not None:
+            report.errors += depfiles.check_packages(data)
+    for name in DEP_FILES:
+        if source.kind(name) == "blob":
+            data = _read_limited(settings, source, name, report)
+            if data is not None:
+                report.errors += depfiles.check_requirements(data, name, exists)
+
+
+def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Report) -> None:
+    if not settings["secret_scan.enabled"]:
+        return
+    commits = repo.new_commits(new, old=old)
+    findings = secretscan.scan_commits(repo.repo, commits, settings["secret_scan.allow_paths"])
+    report.errors += secretscan.as_problems(findings, report.space_id)
+
+
+@dataclass
+class RefUpdate:
+    old: str
+    new: str
+    ref: str
+
+
+def parse_updates(stdin_text: str) -> list[RefUpdate]:
+    updates = []
+    for line in stdin_text.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            updates.append(RefUpdate(*parts))
+    return updates
+
+
+def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out) -> bool:
+    """Check every ref update of a push; print the verdict; True when the push may land."""
+    deploy_ref = f"refs/heads/{settings['deploy_branch']}"
+    ok = True
+    for update in updates:
+        if update.ref != deploy_ref and not settings["check_other_refs"]:
+            continue
+        if update.new == ZERO:
+            if update.ref == deploy_ref:
+                out.alert(f"Sorry, your push was rejected: deleting {update.ref} would take {space_id} down.")
+                out.alert(f"To remove the Space, an administrator runs: spacehooks delete {space_id}")
+                ok = False
+            continue
+        out.step(f"Checking {space_id} ({update.ref.removeprefix('refs/heads/')} {update.new[:7]})")
+        report = check_tree(settings, CommitSource(repo, update.new), space_id)
+        check_secrets(settings, repo, update.new, update.old, report)
+        ok = print_report(out, report) and ok
+    return ok
+
+
+def print_report(out: Out, report: Report) -> bool:
+    for warning in report.warnings:
+        out.warn(str(warning))
+    if report.errors:
+        out.alert(REJECTED)
+        for problem in report.errors:
+            out.alert(str(problem))
+        return False
+    cfg = report.config
+    if cfg is not None:
+        out.detail(f"sdk {cfg.sdk}" + (f" {cfg.get('sdk_version')}" if cfg.get("sdk_version") else "")
+                   + (f", app {cfg.app_file}" if cfg.app_file else "") + ": all checks passed")
+    return True
+
+
+def validate_directory(settings: Settings, directory: Path, out: Out | None = None) -> bool:
+    out = out or Out()
+    directory = directory.resolve()
+    out.step(f"Checking {directory}")
+    report = check_tree(settings, DirSource(directory), directory.name)
+    if settings["secret_scan.enabled"]:
+        for path in _working_files(directory):
+            rel = str(PurePosixPath(path.relative_to(directory)))
+            if any(fnmatch.fnmatch(rel, p) for p in settings["secret_scan.allow_paths"]):
+                continue
+            try:
+                if path.stat().st_size > secretscan.MAX_BLOB:
+                    continue
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if b"\x00" in data[:8000]:
+                continue
+            report.errors += secretscan.as_problems(
+                [secretscan.Finding(rel, line, kind, sample) for line, kind, sample in secretscan.scan_blob(data)],
+                "OWNER/NAME")
+    return print_report(out, report)
+
+
+def _working_files(root: Path):
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                yield path

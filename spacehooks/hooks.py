@@ -1,0 +1,121 @@
+"""What the installed git hooks run: `githooks/*` exec `python -m spacehooks hook NAME`.
+
+pre-receive fails closed: any internal error refuses the push with a log reference.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import sys
+from pathlib import Path
+
+from spacehooks import config as config_mod
+from spacehooks.errors import SpaceError, report_bug
+from spacehooks.gitrepo import ZERO
+from spacehooks.output import Out
+from spacehooks.proc import run_hook
+
+CHAINED_SUFFIX = ".spacehooks-chained"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def pusher_identity(env: dict) -> str:
+    """Who pushed, from the variables each git server sets (PLATFORM.md)."""
+    for key in ("GITEA_PUSHER_NAME", "GL_USERNAME", "GL_USER", "REMOTE_USER", "SPACEHOOKS_PUSHER"):
+        if env.get(key):
+            return env[key]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def space_id_for(repo_path: Path, settings: config_mod.Settings, env: dict) -> str:
+    if env.get("GITEA_REPO_USER_NAME") and env.get("GITEA_REPO_NAME"):
+        parts = [env["GITEA_REPO_USER_NAME"], env["GITEA_REPO_NAME"]]
+    elif env.get("GL_PROJECT_PATH"):
+        parts = env["GL_PROJECT_PATH"].split("/")
+    elif env.get("GL_REPO"):
+        parts = env["GL_REPO"].split("/")
+    else:
+        path = repo_path.resolve()
+        root = Path(settings["repo_root"]).resolve()
+        parts = list(path.relative_to(root).parts) if path.is_relative_to(root) and path != root else list(path.parts[-2:])
+    parts = [p.removesuffix(".git") for p in parts if p]
+    if len(parts) == 1:
+        parts.insert(0, settings["default_owner"])
+    owner, name = "-".join(parts[:-1]), parts[-1]
+    if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
+        raise SpaceError(f"cannot make a Space id from {repo_path}: owner and name must be letters, digits, . _ -")
+    return f"{owner}/{name}"
+
+
+def push_options(env: dict) -> dict:
+    options = {}
+    for i in range(int(env.get("GIT_PUSH_OPTION_COUNT", "0") or 0)):
+        key, _, value = env.get(f"GIT_PUSH_OPTION_{i}", "").partition("=")
+        if key:
+            options[key] = value
+    return options
+
+
+def _chained(repo_path: Path, name: str) -> Path | None:
+    path = repo_path / "hooks" / (name + CHAINED_SUFFIX)
+    return path if path.exists() and os.access(path, os.X_OK) else None
+
+
+def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
+    from spacehooks import gate
+    from spacehooks.gitrepo import Repo
+    repo_path = Path.cwd()
+    chained = _chained(repo_path, "pre-receive")
+    if chained:
+        code = run_hook(chained, args, stdin)
+        if code != 0:
+            return code
+    settings = config_mod.load()
+    space_id = space_id_for(repo_path, settings, dict(os.environ))
+    updates = gate.parse_updates(stdin.decode(errors="replace"))
+    repo = Repo.open_for_hook(repo_path)
+    return 0 if gate.check_push(settings, repo, updates, space_id, out) else 1
+
+
+def post_receive(args: list[str], stdin: bytes, out: Out) -> int:
+    from spacehooks import gate
+    repo_path = Path.cwd()
+    chained = _chained(repo_path, "post-receive")
+    if chained:
+        run_hook(chained, args, stdin)
+    settings = config_mod.load()
+    env = dict(os.environ)
+    deploy_ref = f"refs/heads/{settings['deploy_branch']}"
+    updates = [u for u in gate.parse_updates(stdin.decode(errors="replace"))
+               if u.ref == deploy_ref and u.new != ZERO]
+    if not updates:
+        return 0
+    from spacehooks import queue
+    space_id = space_id_for(repo_path, settings, env)
+    return queue.post_receive(settings, space_id, repo_path, updates[-1].new, pusher_identity(env),
+                              push_options(env), out)
+
+
+HOOKS = {"pre-receive": pre_receive, "post-receive": post_receive}
+
+
+def run(name: str, args: list[str]) -> int:
+    out = Out()
+    stdin = sys.stdin.buffer.read()
+    try:
+        return HOOKS[name](args, stdin, out)
+    except SpaceError as exc:
+        out.alert(("Sorry, your push was rejected: " if name == "pre-receive" else "") + exc.format_message())
+        return 1 if name == "pre-receive" else 0
+    except Exception as exc:  # fail closed, but never show a traceback to the pusher
+        log = report_bug(exc)
+        if name == "pre-receive":
+            out.alert("Sorry, your push was rejected: the Space checks failed with an internal error.")
+        else:
+            out.alert("The push was stored, but starting the build failed with an internal error.")
+        out.alert(f"Reference for the administrator: {log}")
+        return 1 if name == "pre-receive" else 0

@@ -1,0 +1,159 @@
+"""Hook installation per git-server layout. Our hooks carry a marker; any hook that was
+there before is kept and chained (plain layout) or left alone (`.d` layouts)."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable
+
+from spacehooks import config as config_mod
+from spacehooks.errors import SpaceError
+from spacehooks.hooks import CHAINED_SUFFIX
+from spacehooks.proc import git
+
+MARKER = "spacehooks-managed hook"
+HOOK_NAMES = ("pre-receive", "post-receive")
+D_NAME = "spacehooks"
+
+
+def template_dir() -> Path:
+    for candidate in (Path(__file__).parent / "githooks", Path(__file__).parents[1] / "githooks",
+                      Path(sys.prefix) / "share" / "spacehooks" / "githooks"):
+        if (candidate / "pre-receive").exists():
+            return candidate
+    raise SpaceError("hook templates not found; reinstall the spacehooks package")
+
+
+def render(name: str, settings: config_mod.Settings) -> str:
+    config_path = os.environ.get("SPACEHOOKS_CONFIG", config_mod.DEFAULT_CONFIG)
+    env = (f"SPACEHOOKS_CONFIG=${{SPACEHOOKS_CONFIG:-{shlex.quote(str(Path(config_path).resolve()))}}}\n"
+           f"SPACEHOOKS_HOME=${{SPACEHOOKS_HOME:-{shlex.quote(str(settings.home.resolve()))}}}\n"
+           "export SPACEHOOKS_CONFIG SPACEHOOKS_HOME")
+    text = (template_dir() / name).read_text()
+    return text.replace("@ENV@", env).replace("@PYTHON@", shlex.quote(sys.executable))
+
+
+def is_bare(path: Path) -> bool:
+    return ((path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
+            and not (path / ".git").exists())
+
+
+def find_bare_repos(path: Path) -> list[Path]:
+    if is_bare(path):
+        return [path]
+    found = []
+    for folder, dirs, _ in os.walk(path):
+        here = Path(folder)
+        keep = []
+        for d in sorted(dirs):
+            if is_bare(here / d):
+                found.append(here / d)
+            elif not d.startswith("."):
+                keep.append(d)
+        dirs[:] = keep
+    return found
+
+
+def detect_layout(repo: Path) -> str:
+    existing = repo / "hooks" / "pre-receive"
+    if (repo / "hooks" / "pre-receive.d").is_dir():
+        return "gitea"
+    if existing.is_file() and not _is_ours(existing):
+        head = existing.read_text(errors="replace")[:2000].lower()
+        if "gitea" in head or "forgejo" in head:
+            return "gitea"
+    if (repo / "custom_hooks").is_dir() or "@hashed" in repo.parts:
+        return "gitlab"
+    return "plain"
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        return MARKER in path.read_text(errors="replace")[:500]
+    except OSError:
+        return False
+
+
+def _write(path: Path, content: str) -> bool:
+    if path.exists() and path.read_text(errors="replace") == content and os.access(path, os.X_OK):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(content)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+    return True
+
+
+def _hook_paths(repo: Path, layout: str, name: str) -> Path:
+    if layout == "plain":
+        return repo / "hooks" / name
+    if layout == "gitea":
+        return repo / "hooks" / f"{name}.d" / D_NAME
+    if layout == "gitlab":
+        return repo / "custom_hooks" / f"{name}.d" / D_NAME
+    raise SpaceError(f"unknown layout {layout!r}")
+
+
+def install_repo(settings: config_mod.Settings, repo: Path, layout: str) -> list[str]:
+    notes = []
+    for name in HOOK_NAMES:
+        target = _hook_paths(repo, layout, name)
+        if layout == "plain" and target.exists() and not _is_ours(target):
+            chained = target.with_name(name + CHAINED_SUFFIX)
+            if chained.exists():
+                raise SpaceError(f"{repo}: both {target.name} and {chained.name} exist",
+                                 hint=f"merge them by hand, then run install again")
+            target.replace(chained)
+            notes.append(f"kept the previous {name} (runs first, as {chained.name})")
+        if _write(target, render(name, settings)):
+            notes.append(f"installed {name}")
+    if git(["config", "--get", "receive.advertisePushOptions"], repo, check=False) != "true":
+        git(["config", "receive.advertisePushOptions", "true"], repo)
+        notes.append("enabled push options")
+    return notes
+
+
+def uninstall_repo(repo: Path, layout: str) -> list[str]:
+    notes = []
+    for name in HOOK_NAMES:
+        target = _hook_paths(repo, layout, name)
+        if target.exists() and _is_ours(target):
+            target.unlink()
+            notes.append(f"removed {name}")
+        chained = repo / "hooks" / (name + CHAINED_SUFFIX)
+        if layout == "plain" and chained.exists() and not target.exists():
+            chained.replace(target)
+            notes.append(f"restored the previous {name}")
+    return notes
+
+
+def _each_repo(paths: list[Path], layout: str, action: Callable, echo: Callable) -> None:
+    repos = [repo for path in paths for repo in find_bare_repos(path)]
+    if not repos:
+        raise SpaceError(f"no bare repository found under {', '.join(map(str, paths))}",
+                         hint="give the path of a bare repository (created with git init --bare) or a folder holding them")
+    for repo in repos:
+        chosen = detect_layout(repo) if layout == "auto" else layout
+        notes = action(repo, chosen)
+        echo(f"{repo}: {', '.join(notes) if notes else 'unchanged'} ({chosen} layout)")
+
+
+def install_paths(settings, paths: list[Path], layout: str, echo: Callable = print) -> None:
+    if layout == "gitolite" or (layout == "auto" and any(_gitolite_home(p) for p in paths)):
+        from spacehooks import install_gitolite
+        return install_gitolite.install(settings, paths, echo)
+    _each_repo(paths, layout, lambda repo, chosen: install_repo(settings, repo, chosen), echo)
+
+
+def uninstall_paths(settings, paths: list[Path], layout: str, echo: Callable = print) -> None:
+    if layout == "gitolite" or (layout == "auto" and any(_gitolite_home(p) for p in paths)):
+        from spacehooks import install_gitolite
+        return install_gitolite.uninstall(settings, paths, echo)
+    _each_repo(paths, layout, uninstall_repo, echo)
+
+
+def _gitolite_home(path: Path) -> bool:
+    return (path / ".gitolite.rc").is_file()
