@@ -125,11 +125,13 @@ def _check_requirement_line(line: str, base: str, exists: Callable[[str], bool])
     if line.startswith(("/", "~")):
         return "absolute paths read outside the repository; use a path relative to the repository root"
     if line.startswith((".", "..")) or line.endswith((".whl", ".tar.gz", ".zip")) and "://" not in line:
-        return _check_local_path(line.split(";")[0].strip(), base, exists, "path", directory=None)
+        return _check_local_path(line.split(";")[0].strip(), base, exists, "path")
     if re.match(r"^[a-z+]+://", line) or " @ " in line and "://" in line:
         return None
+    # per-requirement options (--hash, --config-settings) follow the requirement itself
+    requirement = re.split(r"\s+--?[a-z]", line, maxsplit=1)[0]
     try:
-        Requirement(line)
+        Requirement(requirement)
     except InvalidRequirement:
         return f"{line!r} is not a valid requirement; write a package name with an optional version, e.g. numpy==1.26.4"
     return None

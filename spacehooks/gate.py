@@ -102,6 +102,7 @@ def check_tree(settings: Settings, source, space_id: str) -> Report:
     report.warnings += cfg.warnings
     _check_capabilities(settings, cfg, report)
     _check_app_file(source, cfg, report)
+    report.errors.sort(key=lambda p: (p.file != "README.md", p.file, p.line or 0))
     _check_dependency_files(settings, source, cfg, report)
     return report
 

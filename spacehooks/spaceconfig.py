@@ -282,6 +282,8 @@ class _Builder:
             raise Invalid(f"is too large (more than {MAX_NODES} values; YAML aliases count each time they are used)")
         if depth > MAX_DEPTH:
             raise Invalid(f"is nested more than {MAX_DEPTH} levels deep")
+        if node.tag not in _STANDARD_TAGS:
+            raise Invalid(f"uses the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')}, which is not allowed")
         if isinstance(node, yaml.ScalarNode):
             return _scalar(node)
         if isinstance(node, yaml.SequenceNode):
@@ -296,6 +298,7 @@ class _Builder:
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
+_STANDARD_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp")}
 
 
 def _scalar(node):
@@ -352,6 +355,9 @@ def parse(data: bytes, filename: str = "README.md") -> SpaceConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark and mark and context_mark.line != mark.line:
+            problem += f" ({context} that starts on line {context_mark.line + 1 + offset})"
         return fail(f"invalid YAML: {problem}", mark.line + 1 + offset if mark else None)
     except RecursionError:
         return fail(f"YAML metadata block is nested too deeply", 2)

@@ -67,7 +67,7 @@ def push(work: Path, remote: str, ref: str = "main", *options: str, force: bool 
         args += ["-o", option]
     if force:
         args.append("--force")
-    return git(*args, remote, f"HEAD:refs/heads/{ref}" if ":" not in ref else ref, cwd=work, check=False, env=env)
+    return git(*args, remote, ref if ":" in ref else f"HEAD:{ref}" if ref.startswith("refs/") else f"HEAD:refs/heads/{ref}", cwd=work, check=False, env=env)
 
 
 def refs_and_objects(bare: Path) -> tuple:
