@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterator
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from spacehooks.spaceconfig import Problem, unsafe_path
 
 DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?")
@@ -129,6 +127,7 @@ def _check_requirement_line(line: str, base: str, exists: Callable[[str], bool])
     if re.match(r"^[a-z+]+://", line) or " @ " in line and "://" in line:
         return None
     # per-requirement options (--hash, --config-settings) follow the requirement itself
+    from packaging.requirements import InvalidRequirement, Requirement  # lazily: most pushes change no requirements line
     requirement = re.split(r"\s+--?[a-z]", line, maxsplit=1)[0]
     try:
         Requirement(requirement)

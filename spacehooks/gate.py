@@ -12,7 +12,6 @@ from pathlib import Path, PurePosixPath
 
 from spacehooks import depfiles, secretscan, spaceconfig
 from spacehooks.config import Settings
-from spacehooks.errors import SpaceError
 from spacehooks.gitrepo import ZERO, Repo
 from spacehooks.output import Out
 from spacehooks.spaceconfig import Problem
@@ -22,8 +21,15 @@ REJECTED = "Sorry, your push was rejected during Space verification:"
 
 
 class CommitSource:
-    def __init__(self, repo: Repo, rev: str):
-        self.repo, self.rev = repo, rev
+    def __init__(self, repo: Repo, rev: str, base: str | None = None):
+        self.repo, self.rev, self.base = repo, rev, base if base != ZERO else None
+
+    def unchanged(self, path: str) -> bool:
+        """Same blob as in the commit already deployed, which passed these rules then."""
+        if self.base is None:
+            return False
+        old, new = self.repo.entry(self.base, path), self.repo.entry(self.rev, path)
+        return old is not None and new is not None and old.oid == new.oid
 
     def kind(self, path: str) -> str | None:
         entry = self.repo.entry(self.rev, path)
@@ -46,6 +52,9 @@ class DirSource:
 
     def _path(self, path: str) -> Path:
         return self.root / path
+
+    def unchanged(self, path: str) -> bool:
+        return False
 
     def kind(self, path: str) -> str | None:
         p = self._path(path)
@@ -153,12 +162,12 @@ def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> 
     def exists(path: str) -> bool:
         return source.kind(path) == "blob"
 
-    if source.kind("packages.txt") == "blob":
+    if source.kind("packages.txt") == "blob" and not source.unchanged("packages.txt"):
         data = _read_limited(settings, source, "packages.txt", report)
         if data is not None:
             report.errors += depfiles.check_packages(data)
     for name in DEP_FILES:
-        if source.kind(name) == "blob":
+        if source.kind(name) == "blob" and not source.unchanged(name):
             data = _read_limited(settings, source, name, report)
             if data is not None:
                 report.errors += depfiles.check_requirements(data, name, exists)
@@ -202,7 +211,7 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
                 ok = False
             continue
         out.step(f"Checking {space_id} ({update.ref.removeprefix('refs/heads/')} {update.new[:7]})")
-        report = check_tree(settings, CommitSource(repo, update.new), space_id)
+        report = check_tree(settings, CommitSource(repo, update.new, update.old), space_id)
         check_secrets(settings, repo, update.new, update.old, report)
         ok = print_report(out, report) and ok
     return ok

@@ -13,7 +13,6 @@ from typing import Iterator
 
 import pygit2
 
-from spacehooks.errors import SpaceError
 
 ZERO = "0" * 40
 
@@ -32,6 +31,7 @@ class Repo:
         try:
             self.repo = pygit2.Repository(str(path))
         except pygit2.GitError as exc:
+            from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
             raise SpaceError(f"{path}: not a git repository ({exc})") from exc
         if quarantine:
             self.repo.odb.add_disk_alternate(quarantine)
@@ -44,6 +44,7 @@ class Repo:
     def commit(self, rev: str) -> pygit2.Commit:
         obj = self.repo.get(rev) if len(rev) == 40 else self.repo.revparse_single(rev)
         if obj is None:
+            from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
             raise SpaceError(f"commit {rev[:12]} not found in {self.path}")
         return obj.peel(pygit2.Commit)
 
@@ -68,6 +69,7 @@ class Repo:
         if entry is None or entry.kind != "blob":
             return None
         if max_bytes is not None and entry.size > max_bytes:
+            from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
             raise SpaceError(f"{path}: {entry.size} bytes is larger than the {max_bytes} bytes allowed")
         return self.repo[entry.oid].data
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from spacehooks import config as config_mod
-from spacehooks.errors import SpaceError, report_bug
 from spacehooks.gitrepo import ZERO
 from spacehooks.output import Out
 from spacehooks.proc import run_hook
@@ -47,6 +46,7 @@ def space_id_for(repo_path: Path, settings: config_mod.Settings, env: dict) -> s
         parts.insert(0, settings["default_owner"])
     owner, name = "-".join(parts[:-1]), parts[-1]
     if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
+        from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
         raise SpaceError(f"cannot make a Space id from {repo_path}: owner and name must be letters, digits, . _ -")
     return f"{owner}/{name}"
 
@@ -108,10 +108,14 @@ def run(name: str, args: list[str]) -> int:
     stdin = sys.stdin.buffer.read()
     try:
         return HOOKS[name](args, stdin, out)
-    except SpaceError as exc:
-        out.alert(("Sorry, your push was rejected: " if name == "pre-receive" else "") + exc.format_message())
-        return 1 if name == "pre-receive" else 0
     except Exception as exc:  # fail closed, but never show a traceback to the pusher
+        # SpaceError can only have been raised if its module was imported (it is imported
+        # lazily so that a push does not pay for click)
+        errors = sys.modules.get("spacehooks.errors")
+        if errors is not None and isinstance(exc, errors.SpaceError):
+            out.alert(("Sorry, your push was rejected: " if name == "pre-receive" else "") + exc.format_message())
+            return 1 if name == "pre-receive" else 0
+        from spacehooks.errors import report_bug
         log = report_bug(exc)
         if name == "pre-receive":
             out.alert("Sorry, your push was rejected: the Space checks failed with an internal error.")
@@ -119,3 +123,7 @@ def run(name: str, args: list[str]) -> int:
             out.alert("The push was stored, but starting the build failed with an internal error.")
         out.alert(f"Reference for the administrator: {log}")
         return 1 if name == "pre-receive" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1], sys.argv[2:]))

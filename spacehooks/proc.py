@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from spacehooks.errors import SpaceError
 
 # git exports these to hooks; a child git that inherits them operates on the wrong repo.
 GIT_ENV_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -23,6 +22,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict:
 def run(args: Sequence[str], *, cwd: str | Path | None = None, env: Mapping[str, str] | None = None,
         input: bytes | None = None, timeout: float | None = None, check: bool = True,
         capture: bool = True) -> subprocess.CompletedProcess:
+    from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
     try:
         result = subprocess.run(list(args), cwd=cwd, env=env, input=input, timeout=timeout,
                                 stdout=subprocess.PIPE if capture else None,

@@ -11,15 +11,15 @@ import pygit2
 
 from spacehooks.spaceconfig import Problem
 
-PATTERNS = [
-    ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,40}\b")),
-    ("an Anthropic API key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}")),
-    ("an OpenAI-style API key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}")),
-    ("an AWS access key id", re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b")),
-    ("an AWS secret access key", re.compile(r"(?i)aws_secret_access_key\s*[:=]\s*['\"]?[A-Za-z0-9/+]{40}\b")),
-    ("a GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{50,})\b")),
-    ("a private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
-    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+PATTERNS = [  # (what it is, regex source); order matters: the first alternative wins
+    ("a Hugging Face token", r"\bhf_[A-Za-z0-9]{30,40}\b"),
+    ("an Anthropic API key", r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
+    ("an OpenAI-style API key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    ("an AWS access key id", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b"),
+    ("an AWS secret access key", r"(?i:aws_secret_access_key)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{40}\b"),
+    ("a GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{50,})\b"),
+    ("a private key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+    ("a Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
 ]
 MAX_BLOB = 2 * 1024 * 1024
 
@@ -36,23 +36,24 @@ def _redact(text: str) -> str:
     return text[:6] + "…" if len(text) > 8 else "…"
 
 
-# One pass of C-speed regex over whole blobs; lines are counted only where something matched.
-_BYTES_PATTERNS = [(kind, re.compile(rx.pattern.encode())) for kind, rx in PATTERNS]
+# One alternation, compiled once, scanned in one C-speed pass over whole blobs; lines are
+# counted only where something matched.
+_COMBINED = re.compile(b"|".join(b"(?P<p%d>%s)" % (i, rx.encode()) for i, (_, rx) in enumerate(PATTERNS)))
 
 
 def scan_blob(new: bytes, old: bytes = b"") -> Iterator[tuple[int, str, str]]:
     """(line, kind, sample) for each secret in new that old did not already hold."""
     reported_lines = set()
-    for kind, rx in _BYTES_PATTERNS:
-        for match in rx.finditer(new):
-            token = match.group(0)
-            if old and token in old:
-                continue
-            line = new.count(b"\n", 0, match.start()) + 1
-            if line in reported_lines:
-                continue
-            reported_lines.add(line)
-            yield line, kind, _redact(token.decode(errors="replace"))
+    for match in _COMBINED.finditer(new):
+        token = match.group(0)
+        if old and token in old:
+            continue
+        line = new.count(b"\n", 0, match.start()) + 1
+        if line in reported_lines:
+            continue
+        reported_lines.add(line)
+        kind = PATTERNS[int(match.lastgroup[1:])][0]
+        yield line, kind, _redact(token.decode(errors="replace"))
 
 
 def scan_commits(repo: pygit2.Repository, commits: Iterable[pygit2.Commit], allow: list[str],

@@ -84,13 +84,11 @@ def one_of(choices):
 
 
 def matching(pattern: str, what: str, max_len: int | None = None):
-    rx = re.compile(pattern)
-
     def check(value, raw):
         text = _string(value, raw)
         if max_len is not None and len(text) > max_len:
             raise Invalid(f"must be at most {max_len} characters (found {len(text)})")
-        if not rx.fullmatch(text):
+        if not re.fullmatch(pattern, text):  # compiled on first use: a push pays only for its keys
             raise Invalid(f"must be {what} (found {_q(text)})")
         return text
     check.doc = what + (f", at most {max_len} characters" if max_len else "")
