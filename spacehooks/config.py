@@ -12,7 +12,6 @@ from typing import Any
 
 import yaml
 
-from spacehooks.errors import SpaceError
 
 DEFAULT_CONFIG = "/etc/spacehooks/config.yaml"
 DEFAULT_HOME = "/var/lib/spacehooks"
@@ -58,6 +57,7 @@ SETTINGS = [
     Setting("build.ca_bundle", "", str, "CA bundle file given to apt and pip inside builds (for servers behind a TLS-inspecting proxy)."),
     Setting("build.pip_index_url", "", str, "pip index used inside builds (empty: pip's default)."),
     Setting("build.apt_mirror", "", str, "Debian mirror URL used inside builds (empty: the base image's)."),
+    Setting("base_image.cache_dir", "/var/cache/spacehooks/images", str, "Where `base-image build` keeps saved base images and downloaded .deb/wheel files; a matching saved image is loaded instead of rebuilt."),
     Setting("run.memory_mb", 16384, int, "Default memory limit of a Space (the Hub's 16 GB)."),
     Setting("run.cpus", 8, (int, float), "Default CPU limit of a Space (the Hub's 8 cores)."),
     Setting("run.pids", 1024, int, "Most processes a Space may run."),
@@ -65,11 +65,14 @@ SETTINGS = [
     Setting("run.port_range", [20000, 29999], list, "Loopback ports handed to Space containers."),
     Setting("run.default_hardware", "cpu-basic", str, "Flavor of a new Space."),
     Setting("run.sleep_seconds", 172800, int, "Idle time before a Space sleeps (-1: never); per Space with `sleep-time set`."),
+    Setting("run.grace_seconds", 10, (int, float), "After a new version answers, the old container keeps serving open requests this long before it is stopped."),
     Setting("run.keep_builds", 3, int, "Images kept per Space for rollback; `gc` removes older ones."),
-    Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, gpus, gpu_kind, shared}`."),
+    Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
+    Setting("gpu.cdi_dirs", ["/etc/cdi", "/var/run/cdi"], list, "Folders holding CDI specs, later ones overriding earlier ones; must be the folders Podman reads (its defaults are these two)."),
     Setting("gateway.listen", "127.0.0.1:8080", str, "Address the gateway listens on."),
     Setting("gateway.domain", "localhost", str, "Spaces are served at `<owner>-<name>.<domain>`; the gallery at `<domain>`."),
     Setting("gateway.public_url", "http://{host}:8080", str, "How links to Spaces are written; `{host}` is the Space's host name."),
+    Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "Build and run logs are rotated at this size."),
     Setting("logs.keep", 3, int, "Rotated log files kept per Space."),
 ]
@@ -111,6 +114,11 @@ class Settings:
         return self.home / "state.db"
 
 
+def _fail(message: str, hint: str | None = None):
+    from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+    raise SpaceError(message, hint=hint)
+
+
 def load(path: str | os.PathLike | None = None, home: str | os.PathLike | None = None) -> Settings:
     path = Path(path or os.environ.get("SPACEHOOKS_CONFIG", DEFAULT_CONFIG))
     home = Path(home or os.environ.get("SPACEHOOKS_HOME", DEFAULT_HOME))
@@ -119,16 +127,16 @@ def load(path: str | os.PathLike | None = None, home: str | os.PathLike | None =
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SpaceError(f"{path}: not valid YAML: {exc}", hint="fix the file or remove it to use the defaults")
+            _fail(f"{path}: not valid YAML: {exc}", hint="fix the file or remove it to use the defaults")
         if not isinstance(raw, dict):
-            raise SpaceError(f"{path}: must be a mapping of settings")
+            _fail(f"{path}: must be a mapping of settings")
     values = {s.key: copy.deepcopy(s.default) for s in SETTINGS}
     for key, value in _flatten(raw).items():
         setting = _BY_KEY.get(key)
         if setting is None:
-            raise SpaceError(f"{path}: unknown setting {key!r}", hint="see `spacehooks config-doc` for every key")
+            _fail(f"{path}: unknown setting {key!r}", hint="see `spacehooks config-doc` for every key")
         if not isinstance(value, setting.kind) or (setting.kind is int and isinstance(value, bool)):
-            raise SpaceError(f"{path}: {key!r} must be {_kind_name(setting.kind)}, found {value!r}")
+            _fail(f"{path}: {key!r} must be {_kind_name(setting.kind)}, found {value!r}")
         values[key] = value
     return Settings(values, home, path if path.exists() else None)
 
