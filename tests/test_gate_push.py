@@ -187,3 +187,40 @@ def test_bug_in_checks_fails_closed_without_traceback(server, space, tmp_path):
 
 def test_push_options_are_advertised(server, space):
     assert git("config", "receive.advertisePushOptions", cwd=space).stdout.strip() == "true"
+
+
+def test_huge_binary_and_non_utf8_files(server, space, tmp_path):
+    server.configure(max_file_bytes=4096)
+    work = work_repo(tmp_path / "w", {"README.md": GRADIO_README + "x" * 5000, "app.py": "x\n"})
+    assert problems(push(work, str(space))) == ["README.md: is 5133 bytes; at most 4096 bytes are allowed"]
+    work_repo(work, {"README.md": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"}, "binary")
+    assert problems(push(work, str(space))) == ["README.md: is a binary file; the README must be UTF-8 text"]
+    work_repo(work, {"README.md": GRADIO_README, "requirements.txt": "caf\xe9\n".encode("latin-1")}, "latin1")
+    assert problems(push(work, str(space))) == ["requirements.txt:1: is not valid UTF-8 (byte 0xe9); save it as UTF-8"]
+    work_repo(work, {"requirements.txt": "numpy\n", "big.bin": bytes(range(256)) * 40000}, "big binary file is fine")
+    assert push(work, str(space)).returncode == 0
+
+
+def test_crlf_bom_readme_is_accepted(server, space, tmp_path):
+    readme = "\ufeff" + GRADIO_README.replace("\n", "\r\n").rstrip("\r\n").removesuffix("# Demo").rstrip("\r\n")
+    work = work_repo(tmp_path / "w", {"README.md": readme.encode(), "app.py": "x\n"})
+    result = push(work, str(space))
+    assert result.returncode == 0, result.stdout
+
+
+def test_concurrent_pushes_leave_one_winner_and_a_sound_repository(server, space, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    base = work_repo(tmp_path / "base", {"README.md": GRADIO_README, "app.py": "x\n"})
+    assert push(base, str(space)).returncode == 0
+    works = []
+    for i in range(4):
+        clone = tmp_path / f"c{i}"
+        git("clone", "-q", str(space), str(clone))
+        works.append(work_repo(clone, {"app.py": f"print({i})\n"}, f"change {i}"))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda w: push(w, str(space)), works))
+    winners = [w for w, r in zip(works, results) if r.returncode == 0]
+    assert len(winners) == 1, [r.stdout for r in results]
+    head = git("rev-parse", "main", cwd=space).stdout.strip()
+    assert head == git("rev-parse", "HEAD", cwd=winners[0]).stdout.strip()
+    assert git("fsck", "--no-progress", cwd=space, check=False).returncode == 0
