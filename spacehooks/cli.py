@@ -88,11 +88,277 @@ def schema_doc():
 
 # --- engine: worker, spaces and their admin commands (issue: build and run) ---------------
 
+@cli.command()
+@pass_ctx
+def worker(ctx):
+    """Run queued builds and deploy them (blocks; `serve` runs it too)."""
+    from spacehooks import worker as mod
+    mod.main_loop(ctx.settings)
+
+
+@cli.command()
+@pass_ctx
+def spaces(ctx):
+    """List Spaces with their stage, commit and port."""
+    from spacehooks import admin
+    admin.spaces(ctx.settings, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@pass_ctx
+def status(ctx, space):
+    """Show a Space's stage, container, error and recent builds."""
+    from spacehooks import admin
+    admin.status(ctx.settings, space, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@click.option("--build", "build_log", is_flag=True, help="Show the latest build log instead of the app's log.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@pass_ctx
+def logs(ctx, space, build_log, follow):
+    """Print a Space's run log (or its latest build log)."""
+    from spacehooks import admin
+    admin.logs(ctx.settings, space, build_log, follow, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@click.option("--no-cache", is_flag=True, help="Rebuild every layer (the Hub's factory rebuild).")
+@pass_ctx
+def rebuild(ctx, space, no_cache):
+    """Queue a new build of the Space's deploy branch."""
+    from spacehooks import admin
+    admin.rebuild(ctx.settings, space, no_cache, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@pass_ctx
+def restart(ctx, space):
+    """Restart a Space from its current image (blue-green)."""
+    from spacehooks import admin
+    admin.restart(ctx.settings, space, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@pass_ctx
+def pause(ctx, space):
+    """Stop a Space until it is resumed."""
+    from spacehooks import admin
+    admin.pause(ctx.settings, space, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@pass_ctx
+def resume(ctx, space):
+    """Start a paused or stopped Space again."""
+    from spacehooks import admin
+    admin.resume(ctx.settings, space, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@click.confirmation_option(prompt="Delete the Space's containers, images, secrets and state?")
+@pass_ctx
+def delete(ctx, space):
+    """Remove a Space's containers, images, secrets and state (not its git repository)."""
+    from spacehooks import admin
+    admin.delete(ctx.settings, space, click.echo)
+
+
+@cli.group()
+def secrets():
+    """Secrets of a Space: environment variables (and Streamlit secrets) never stored in git."""
+
+
+@secrets.command("set")
+@click.argument("space")
+@click.argument("key")
+@pass_ctx
+def secrets_set(ctx, space, key):
+    """Set a secret; the value comes from stdin or a hidden prompt, never an argument."""
+    from spacehooks import admin
+    value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else click.prompt(f"{key}", hide_input=True)
+    admin.secret_set(ctx.settings, space, key, value, click.echo)
+
+
+@secrets.command("list")
+@click.argument("space")
+@pass_ctx
+def secrets_list(ctx, space):
+    """List a Space's secret names (never values)."""
+    from spacehooks import admin
+    admin.secret_list(ctx.settings, space, click.echo)
+
+
+@secrets.command("delete")
+@click.argument("space")
+@click.argument("key")
+@pass_ctx
+def secrets_delete(ctx, space, key):
+    """Delete a secret (restarts the Space)."""
+    from spacehooks import admin
+    admin.secret_delete(ctx.settings, space, key, click.echo)
+
+
+@cli.group()
+def variables():
+    """Public variables of a Space, given to the app as environment variables."""
+
+
+@variables.command("set")
+@click.argument("space")
+@click.argument("key")
+@click.argument("value", required=False)
+@pass_ctx
+def variables_set(ctx, space, key, value):
+    """Set a variable (value from the argument or stdin; restarts the Space)."""
+    from spacehooks import admin
+    admin.variable_set(ctx.settings, space, key, value if value is not None else sys.stdin.read().rstrip("\n"),
+                       click.echo)
+
+
+@variables.command("list")
+@click.argument("space")
+@pass_ctx
+def variables_list(ctx, space):
+    """List a Space's variables with their values."""
+    from spacehooks import admin
+    admin.variable_list(ctx.settings, space, click.echo)
+
+
+@variables.command("delete")
+@click.argument("space")
+@click.argument("key")
+@pass_ctx
+def variables_delete(ctx, space, key):
+    """Delete a variable (restarts the Space)."""
+    from spacehooks import admin
+    admin.variable_delete(ctx.settings, space, key, click.echo)
+
+
+@cli.command()
+@pass_ctx
+def gc(ctx):
+    """Remove Space images older than the last run.keep_builds builds of each Space."""
+    from spacehooks import admin
+    admin.gc(ctx.settings, click.echo)
+
+
+@cli.command()
+@click.argument("space")
+@click.argument("build", type=int, required=False)
+@pass_ctx
+def rollback(ctx, space, build):
+    """Run an earlier build's image again (default: the one before the current)."""
+    from spacehooks import admin
+    admin.rollback(ctx.settings, space, build, click.echo)
+
+
+@cli.command()
+@pass_ctx
+def doctor(ctx):
+    """Check the Podman service, runtime, cgroups, ulimits and base images; print fixes."""
+    from spacehooks import admin
+    if not admin.doctor(ctx.settings, click.echo):
+        sys.exit(1)
+
+
 
 # --- gpu and hardware -------------------------------------------------------------------
 
+@cli.group()
+def hardware():
+    """Hardware flavors: what each gives, and what this host can provide."""
+
+
+@hardware.command("list")
+@pass_ctx
+def hardware_list(ctx):
+    """Show every flavor with its CPUs, memory, GPUs and availability on this host."""
+    from spacehooks import gpu
+    gpu.hardware_list(ctx.settings, click.echo)
+
+
+@hardware.command("set")
+@click.argument("space")
+@click.argument("flavor")
+@pass_ctx
+def hardware_set(ctx, space, flavor):
+    """Move SPACE (owner/name) to FLAVOR, freeing its old GPUs, and restart it if it runs."""
+    from spacehooks import gpu
+    gpu.hardware_set(ctx.settings, space, flavor, click.echo)
+
+
+@cli.group("gpu")
+def gpu_group():
+    """GPUs through CDI: the specs Podman reads, and who holds which device."""
+
+
+@gpu_group.command("list")
+@pass_ctx
+def gpu_list(ctx):
+    """List the CDI specs and their devices, with problems that keep Podman from loading them."""
+    from spacehooks import gpu
+    gpu.gpu_list(ctx.settings, click.echo)
+
+
+@gpu_group.command("cdi-generate")
+@click.option("--dev-root", type=click.Path(file_okay=False), default="/", show_default=True,
+              help="Folder whose dev/ holds the nvidia device nodes.")
+@click.option("--driver-root", type=click.Path(file_okay=False), default="/", show_default=True,
+              help="Folder where the driver's libraries and tools are installed, seen as / in the container.")
+@click.option("--output", "-o", default=None,
+              help="Spec file to write (default: spacehooks-nvidia.json in the first gpu.cdi_dirs folder); - prints it.")
+@click.option("--cdi-version", default=None, help="cdiVersion to write (default: what the local Podman loads, at most 0.5.0).")
+@pass_ctx
+def gpu_cdi_generate(ctx, dev_root, driver_root, output, cdi_version):
+    """Write a CDI spec for the NVIDIA GPUs of this host that the local Podman loads."""
+    from spacehooks import gpu
+    gpu.cdi_generate(ctx.settings, Path(dev_root), Path(driver_root), output, cdi_version, click.echo)
+
+
 
 # --- gateway and serve ------------------------------------------------------------------
+
+@cli.command()
+@click.option("--listen", metavar="HOST:PORT", help="Address to listen on (default: the gateway.listen setting).")
+@click.option("--no-sleep", is_flag=True, help="Never put idle Spaces to sleep from this process.")
+@pass_ctx
+def gateway(ctx, listen, no_sleep):
+    """Run the gateway alone: Space routing, gallery, Space pages, status API, sleep and wake."""
+    from spacehooks.gateway import serve as mod
+    mod.run(ctx.settings, listen, with_worker=False, sleep=not no_sleep, echo=click.echo)
+
+
+@cli.command()
+@click.option("--listen", metavar="HOST:PORT", help="Address to listen on (default: the gateway.listen setting).")
+@pass_ctx
+def serve(ctx, listen):
+    """Run the whole server in one process: gateway, build worker and sleeper."""
+    from spacehooks.gateway import serve as mod
+    mod.run(ctx.settings, listen, with_worker=True, echo=click.echo)
+
+
+@cli.group("sleep-time")
+def sleep_time():
+    """Idle time after which a Space sleeps (the next request wakes it)."""
+
+
+@sleep_time.command("set")
+@click.argument("space")
+@click.argument("seconds", type=int)
+@pass_ctx
+def sleep_time_set(ctx, space, seconds):
+    """Put SPACE to sleep after SECONDS without requests (-1: never sleep)."""
+    from spacehooks.gateway import sleeper
+    sleeper.set_sleep_time(ctx.settings, space, seconds, echo=click.echo)
+
 
 
 # --- base images ------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""Shared pieces of the gateway benchmarks: a throw-away server, a gateway process, a load loop."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BASE = "localhost/spacehooks/python:3.11"
+GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "bench",
+           "GIT_COMMITTER_EMAIL": "b@example.com", "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class Server:
+    """A spacehooks server in a temp folder: config, home, repo root, and a gateway process."""
+
+    def __init__(self, **settings):
+        self.tmp = Path(tempfile.mkdtemp(prefix="spacehooks-bench-"))
+        self.gateway_port = free_port()
+        self.values = {"repo_root": str(self.tmp / "git"), "gateway.listen": f"127.0.0.1:{self.gateway_port}",
+                       "gateway.public_url": f"http://{{host}}:{self.gateway_port}",
+                       "python_versions": {"3.11": BASE},
+                       "build": {"ca_bundle": "/etc/ssl/certs/ca-certificates.crt", "push_log_seconds": 0},
+                       "run": {"grace_seconds": 2, "memory_mb": 1024, "cpus": 1}, **settings}
+        (self.tmp / "git").mkdir()
+        self.config = self.tmp / "config.yaml"
+        self.config.write_text(yaml.safe_dump(self.values))
+        self.env = {**os.environ, "SPACEHOOKS_CONFIG": str(self.config), "SPACEHOOKS_HOME": str(self.tmp / "home"),
+                    "PATH": f"{BIN}:{os.environ['PATH']}"}
+        os.environ.update({k: self.env[k] for k in ("SPACEHOOKS_CONFIG", "SPACEHOOKS_HOME")})
+        from spacehooks import config
+        self.settings = config.load()
+        self.gateway = None
+
+    def start_gateway(self) -> None:
+        log = open(self.tmp / "gateway.log", "ab")
+        self.gateway = subprocess.Popen([str(BIN / "spacehooks"), "gateway"], env=self.env, stdout=log, stderr=log)
+        wait_port(self.gateway_port)
+
+    def host(self, space_id: str) -> str:
+        from spacehooks.gateway.registry import host_label
+        return f"{host_label(space_id)}.localhost"
+
+    def git(self, *args, cwd=None) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, env={**self.env, **GIT_ENV}, check=True, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout
+
+    def create(self, space_id: str, files: dict) -> tuple[Path, Path]:
+        bare = self.tmp / "git" / f"{space_id}.git"
+        self.git("init", "-q", "--bare", "-b", "main", str(bare))
+        subprocess.run([str(BIN / "spacehooks"), "install", str(bare)], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        work = self.tmp / "work" / space_id
+        self.git("init", "-q", "-b", "main", str(work))
+        self.commit(work, files, "initial")
+        return bare, work
+
+    def commit(self, work: Path, files: dict, message: str) -> None:
+        for rel, text in files.items():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            (work / rel).write_text(text)
+        self.git("add", "-A", cwd=work)
+        self.git("commit", "-qm", message, cwd=work)
+
+    def push_and_build(self, work: Path, bare: Path) -> None:
+        self.git("push", "-q", str(bare), "HEAD:refs/heads/main", cwd=work)
+        from spacehooks import worker
+        while worker.Worker(self.settings).run_once():
+            pass
+
+    def space(self, space_id: str) -> dict:
+        from spacehooks import state
+        st = state.open(self.settings)
+        try:
+            return st.get_space(space_id)
+        finally:
+            st.close()
+
+    def close(self) -> None:
+        if self.gateway:
+            self.gateway.terminate()
+            self.gateway.wait(20)
+        from spacehooks import podman, state
+        st = state.open(self.settings)
+        ours = {s["id"] for s in st.list_spaces()}
+        st.close()
+        client = podman.client(self.settings)
+        for container in client.containers.list(all=True, filters={"label": "spacehooks.space"}):
+            if container.labels.get("spacehooks.space") in ours:
+                container.remove(force=True)
+
+
+async def load(url: str, host: str | None, requests: int, concurrency: int) -> dict:
+    """Send `requests` GETs over `concurrency` keep-alive connections; latency in ms."""
+    latencies: list[float] = []
+    failures = 0
+    headers = {"Host": host} if host else {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        remaining = iter(range(requests))
+
+        async def one_connection():
+            nonlocal failures
+            for _ in remaining:
+                started = time.perf_counter()
+                try:
+                    async with session.get(url, headers=headers) as response:
+                        await response.read()
+                        if response.status != 200:
+                            failures += 1
+                except aiohttp.ClientError:
+                    failures += 1
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_connection() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"rps": requests / elapsed, "median_ms": statistics.median(latencies),
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "failed": failures}

@@ -1,0 +1,341 @@
+"""What the admin commands do: list, inspect, logs, rebuild, restart, pause, secrets, gc, doctor."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from spacehooks import builder, podman, runner
+from spacehooks import queue as queue_mod
+from spacehooks import state as state_mod
+from spacehooks.errors import SpaceError
+from spacehooks.output import Out
+
+Echo = Callable[[str], None]
+
+
+def _open(settings):
+    return state_mod.open(settings)
+
+
+def spaces(settings, echo: Echo) -> None:
+    st = _open(settings)
+    rows = st.list_spaces()
+    st.close()
+    if not rows:
+        echo("no Spaces yet: push to a repository with the hooks installed")
+        return
+    echo(f"{'SPACE':30} {'STAGE':22} {'COMMIT':12} {'PORT':6} HARDWARE")
+    for s in rows:
+        echo(f"{s['id']:30} {s['stage']:22} {(s['commit'] or '-')[:12]:12} {str(s['port'] or '-'):6} {s['hardware'] or '-'}")
+
+
+def status(settings, space_id: str, echo: Echo) -> None:
+    st = _open(settings)
+    try:
+        s = queue_mod.require_space(st, space_id)
+        builds = st.builds(space_id, limit=5)
+    finally:
+        st.close()
+    echo(f"space:     {s['id']}")
+    echo(f"stage:     {s['stage']}")
+    echo(f"commit:    {s['commit'] or '-'}")
+    echo(f"build:     {s['build_id'] or '-'}")
+    echo(f"container: {s['container'] or '-'}")
+    echo(f"port:      {s['port'] or '-'}")
+    echo(f"hardware:  {s['hardware'] or '-'}")
+    if s["error"]:
+        echo("error:     " + s["error"].replace("\n", "\n           "))
+    for b in builds:
+        echo(f"build #{b['id']}: {b['status']} {b['commit'][:12]} by {b['pusher'] or '-'}"
+             + (f" ({b['error'].splitlines()[0]})" if b["error"] else ""))
+
+
+def logs(settings, space_id: str, build: bool, follow: bool, echo: Echo) -> None:
+    st = _open(settings)
+    try:
+        space = queue_mod.require_space(st, space_id)
+        if build:
+            builds = st.builds(space_id, limit=1)
+            if not builds:
+                raise SpaceError(f"{space_id} has no builds yet", hint="push to it")
+            queue_mod.follow_build(st, builds[0]["id"], _EchoOut(echo), None if follow else 0)
+            return
+    finally:
+        st.close()
+    path = state_mod.State(None, Path(settings.home)).run_log_path(space_id)
+    if path.exists():
+        echo(path.read_text().rstrip())
+    if not space["container"]:
+        if not path.exists():
+            echo(f"{space_id} has no running container ({space['stage']})")
+        return
+    from podman.errors import NotFound
+    try:
+        container = podman.client(settings).containers.get(space["container"])
+    except NotFound as exc:
+        raise SpaceError(f"container {space['container']} of {space_id} is gone", hint=f"spacehooks restart {space_id}") from exc
+    for chunk in container.logs(stream=follow, follow=follow, stdout=True, stderr=True):
+        echo(chunk.decode(errors="replace").rstrip("\n"))
+
+
+class _EchoOut(Out):
+    def __init__(self, echo: Echo):
+        super().__init__()
+        self._echo = echo
+
+    def _write(self, prefix: str, message: str) -> None:
+        for line in str(message).splitlines() or [""]:
+            self._echo(line if prefix == "       " else prefix + line)
+
+
+def rebuild(settings, space_id: str, no_cache: bool, echo: Echo) -> int:
+    st = _open(settings)
+    try:
+        space = queue_mod.require_space(st, space_id)
+        from spacehooks.gitrepo import Repo
+        commit = Repo(space["repo_path"]).resolve_ref(f"refs/heads/{settings['deploy_branch']}")
+        if commit is None:
+            raise SpaceError(f"{space_id}: branch {settings['deploy_branch']} has no commit", hint="push to it")
+        config, stage, error = queue_mod.read_config(Path(space["repo_path"]), commit)
+        if stage:
+            raise SpaceError(f"{space_id} cannot be built: {error}")
+        build_id = queue_mod.enqueue(settings, st, space_id, Path(space["repo_path"]), commit, "admin",
+                                     no_cache=no_cache, config=config)
+    finally:
+        st.close()
+    echo(f"build #{build_id} queued for {space_id}" + (" (no cache)" if no_cache else ""))
+    return build_id
+
+
+def _existing(settings, space_id: str) -> dict:
+    st = _open(settings)
+    try:
+        return queue_mod.require_space(st, space_id)
+    finally:
+        st.close()
+
+
+def restart(settings, space_id: str, echo: Echo) -> None:
+    _existing(settings, space_id)
+    runner.restart(settings, space_id)
+    _report_stage(settings, space_id, echo)
+
+
+def _report_stage(settings, space_id: str, echo: Echo) -> None:
+    space = _existing(settings, space_id)
+    echo(f"{space_id}: {space['stage']}")
+    if space["error"]:
+        raise SpaceError(f"{space_id}: {space['error']}")
+
+
+def pause(settings, space_id: str, echo: Echo) -> None:
+    _existing(settings, space_id)
+    runner.stop(settings, space_id, stage="PAUSED")
+    echo(f"{space_id}: PAUSED (resume with `spacehooks resume {space_id}`)")
+
+
+def resume(settings, space_id: str, echo: Echo) -> None:
+    space = _existing(settings, space_id)
+    if space["stage"] not in ("PAUSED", "STOPPED", "SLEEPING"):
+        raise SpaceError(f"{space_id} is {space['stage']}, not paused")
+    runner.start(settings, space_id)
+    _report_stage(settings, space_id, echo)
+
+
+def delete(settings, space_id: str, echo: Echo) -> None:
+    space = _existing(settings, space_id)
+    st = _open(settings)
+    try:
+        st.update_space(space_id, stage="DELETING")
+        st.conn.execute("UPDATE builds SET status = ?, stop_requested = 1 WHERE space_id = ? AND status IN (?, ?)",
+                        (state_mod.CANCELLED, space_id, state_mod.QUEUED, state_mod.RUNNING))
+        runner.stop(settings, space_id, stage="DELETING")
+        client = podman.client(settings)
+        for c in client.containers.list(all=True, filters={"label": f"{runner.LABEL}={space_id}"}):
+            c.remove(force=True)
+        for image in client.images.list(name=builder.image_repo(space_id)):
+            client.images.remove(image.id, force=True)
+        for key in state_mod.read_secrets(settings.home, space_id):
+            state_mod.delete_secret(settings.home, space_id, key)
+        st.delete_space(space_id)
+    finally:
+        st.close()
+    echo(f"{space_id} deleted (its git repository {space['repo_path']} is left alone)")
+
+
+# --- secrets and variables: changing one restarts the Space ------------------------------
+def _check_key(key: str) -> None:
+    if not state_mod.SECRET_KEY.fullmatch(key):
+        raise SpaceError(f"{key!r} is not a valid name", hint="use letters, digits and _, not starting with a digit")
+
+
+def _restart_if_running(settings, space_id: str, echo: Echo) -> None:
+    space = _existing(settings, space_id)
+    if space["stage"] in queue_mod.ACTIVE_STAGES and space["container"]:
+        runner.restart(settings, space_id)
+        echo(f"{space_id} restarted: {_existing(settings, space_id)['stage']}")
+
+
+def secret_set(settings, space_id: str, key: str, value: str, echo: Echo = lambda s: None) -> None:
+    _check_key(key)
+    st = _open(settings)
+    st.ensure_space(space_id, _repo_path(settings, space_id), hardware=settings["run.default_hardware"])
+    st.close()
+    state_mod.write_secret(settings.home, space_id, key, value)
+    echo(f"secret {key} set for {space_id}")
+    _restart_if_running(settings, space_id, echo)
+
+
+def secret_list(settings, space_id: str, echo: Echo) -> None:
+    for key in state_mod.read_secrets(settings.home, space_id):
+        echo(key)
+
+
+def secret_delete(settings, space_id: str, key: str, echo: Echo) -> None:
+    if not state_mod.delete_secret(settings.home, space_id, key):
+        raise SpaceError(f"{space_id} has no secret {key}", hint=f"see `spacehooks secrets list {space_id}`")
+    echo(f"secret {key} deleted from {space_id}")
+    _restart_if_running(settings, space_id, echo)
+
+
+def variable_set(settings, space_id: str, key: str, value: str, echo: Echo = lambda s: None) -> None:
+    _check_key(key)
+    st = _open(settings)
+    try:
+        st.ensure_space(space_id, _repo_path(settings, space_id), hardware=settings["run.default_hardware"])
+        st.set_variable(space_id, key, value)
+    finally:
+        st.close()
+    echo(f"variable {key} set for {space_id}")
+    _restart_if_running(settings, space_id, echo)
+
+
+def variable_list(settings, space_id: str, echo: Echo) -> None:
+    st = _open(settings)
+    try:
+        for key, value in st.variables(space_id).items():
+            echo(f"{key}={value}")
+    finally:
+        st.close()
+
+
+def variable_delete(settings, space_id: str, key: str, echo: Echo) -> None:
+    st = _open(settings)
+    try:
+        found = st.delete_variable(space_id, key)
+    finally:
+        st.close()
+    if not found:
+        raise SpaceError(f"{space_id} has no variable {key}", hint=f"see `spacehooks variables list {space_id}`")
+    echo(f"variable {key} deleted from {space_id}")
+    _restart_if_running(settings, space_id, echo)
+
+
+def _repo_path(settings, space_id: str) -> Path:
+    return Path(settings["repo_root"]) / f"{space_id}.git"
+
+
+# --- images: gc and rollback --------------------------------------------------------------
+def gc(settings, echo: Echo) -> int:
+    """Remove Space images beyond the newest run.keep_builds per Space (the running one stays)."""
+    keep = settings["run.keep_builds"]
+    st = _open(settings)
+    client = podman.client(settings)
+    removed = 0
+    try:
+        runner.reap(settings, st)
+        for space in st.list_spaces():
+            tags = []
+            for image in client.images.list(name=builder.image_repo(space["id"])):
+                for tag in image.tags:
+                    if tag.startswith(builder.image_repo(space["id"]) + ":b"):
+                        tags.append((int(tag.rsplit(":b", 1)[1]), tag))
+            for number, tag in sorted(tags, reverse=True)[keep:]:
+                if tag == space["image"]:
+                    continue
+                try:
+                    client.images.remove(tag)
+                except Exception as exc:  # an image still used by a container is kept
+                    echo(f"kept {tag}: {exc}")
+                    continue
+                removed += 1
+                echo(f"removed {tag}")
+    finally:
+        st.close()
+    echo(f"{removed} old image(s) removed")
+    return removed
+
+
+def rollback(settings, space_id: str, build_id: int | None, echo: Echo) -> None:
+    st = _open(settings)
+    try:
+        space = queue_mod.require_space(st, space_id)
+        candidates = [b for b in st.builds(space_id, limit=200)
+                      if b["status"] == state_mod.SUCCEEDED and b["id"] != space["build_id"]
+                      and (b["image"] or b["config"].get("sdk") == "static")]
+        if build_id is not None:
+            candidates = [b for b in candidates if b["id"] == build_id]
+        else:
+            candidates = [b for b in candidates if b["id"] < (space["build_id"] or 0)]
+        if not candidates:
+            raise SpaceError(f"{space_id}: no earlier successful build" + (f" #{build_id}" if build_id else ""),
+                             hint=f"see `spacehooks status {space_id}` for its builds")
+        target = candidates[0]
+    finally:
+        st.close()
+    if target["image"] and not podman.client(settings).images.exists(target["image"]):
+        raise SpaceError(f"the image of build #{target['id']} was removed by gc",
+                         hint=f"rebuild instead: spacehooks rebuild {space_id}")
+    echo(f"rolling {space_id} back to build #{target['id']} ({target['commit'][:12]})")
+    runner.deploy(settings, space_id, target["image"], target["id"], target["commit"], target["config"])
+    _report_stage(settings, space_id, echo)
+
+
+# --- doctor -------------------------------------------------------------------------------
+def doctor(settings, echo: Echo) -> bool:
+    """Check what builds and runs need; print each problem with its fix. True when all is well."""
+    problems = 0
+
+    def check(ok: bool, good: str, bad: str, fix: str) -> None:
+        nonlocal problems
+        echo(f"ok       {good}" if ok else f"PROBLEM  {bad}\n  fix: {fix}")
+        problems += not ok
+
+    url = settings["podman_url"]
+    try:
+        podman.ping(url)
+        data = podman.info(settings)
+    except SpaceError as exc:
+        check(False, "", exc.message, exc.hint or "")
+        return False
+    check(True, f"Podman service answers at {url}", "", "")
+    host = data.get("host", {})
+    runtime = (host.get("ociRuntime") or {}).get("name", "?")
+    cgroups = host.get("cgroupVersion", "?")
+    check(runtime == "runc" or cgroups == "v2", f"runtime {runtime} on cgroups {cgroups}",
+          f"runtime {runtime} on cgroups {cgroups}: crun refuses cgroup v1 hybrid hosts",
+          'set `[engine] runtime = "runc"` in the service\'s containers.conf (contrib/podman/containers.conf)')
+    limits_ok = host.get("cgroupControllers") is None or {"memory", "pids", "cpu"} <= set(host.get("cgroupControllers") or [])
+    check(limits_ok, "cgroup controllers memory, cpu, pids available",
+          f"cgroup controllers {host.get('cgroupControllers')} lack memory, cpu or pids: limits cannot apply",
+          "enable the memory, cpu and pids controllers (cgroup_enable=memory on the kernel command line)")
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    check(hard == resource.RLIM_INFINITY or settings["run.nofile"] <= hard,
+          f"run.nofile {settings['run.nofile']} fits the host's hard limit {hard}",
+          f"run.nofile {settings['run.nofile']} is above the host's hard open-file limit {hard}: containers will not start",
+          f"set run.nofile to {hard} or less")
+    client = podman.client(settings)
+    for version, image in settings["python_versions"].items():
+        check(client.images.exists(image), f"base image for python {version}: {image}",
+              f"base image {image} for python {version} is missing",
+              "run `spacehooks base-image build`" if image.startswith("localhost/") else f"pull {image}")
+    ca = settings["build.ca_bundle"]
+    check(not ca or os.access(ca, os.R_OK), f"build.ca_bundle {ca or '(none)'}", f"build.ca_bundle {ca} is not readable",
+          "point build.ca_bundle at a readable PEM file (e.g. /etc/ssl/certs/ca-certificates.crt)")
+    home = Path(settings.home)
+    check(home.is_dir() and os.access(home, os.W_OK), f"SPACEHOOKS_HOME {home} is writable",
+          f"SPACEHOOKS_HOME {home} is missing or not writable", f"mkdir -p {home} and give it to the spacehooks user")
+    echo("all checks passed" if not problems else f"{problems} problem(s) found")
+    return problems == 0

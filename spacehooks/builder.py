@@ -1,0 +1,172 @@
+"""Containerfile generation and layered builds, in the Hub's layer order.
+
+base -> packages.txt (apt) -> pre-requirements.txt -> requirements.txt -> SDK -> app files.
+Each dependency file is copied on its own just before its step, so a push that changes only
+code reuses every layer up to the app files.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from spacehooks import podman
+from spacehooks.errors import SpaceError
+
+CA_SECRET = "spacehooks-ca"
+CA_PATH = f"/run/secrets/{CA_SECRET}"
+APP_DIR = "/home/user/app"
+SDK_PACKAGES = {"gradio": "gradio", "streamlit": "streamlit"}
+
+
+def image_name(space_id: str, build_id: int) -> str:
+    return f"localhost/spacehooks/space/{space_id.lower()}:b{build_id}"
+
+
+def image_repo(space_id: str) -> str:
+    return f"localhost/spacehooks/space/{space_id.lower()}"
+
+
+def base_image(settings, config: dict) -> str:
+    wanted = str(config.get("python_version") or settings["default_python_version"])
+    versions = settings["python_versions"]
+    for candidate in (wanted, ".".join(wanted.split(".")[:2])):
+        if candidate in versions:
+            return versions[candidate]
+    raise SpaceError(f"python_version {wanted} is not available on this server (available: {', '.join(sorted(versions))})",
+                     hint="set python_version in README.md to one of those, or ask the admin to add it to python_versions")
+
+
+def packages(data: bytes) -> list[str]:
+    """Package names only: comment lines and inline comments would break apt-get."""
+    names = []
+    for line in data.decode(errors="replace").splitlines():
+        names += line.split("#", 1)[0].split()
+    return names
+
+
+def _ca_mount(settings) -> str:
+    return f"--mount=type=secret,id={CA_SECRET} " if settings["build.ca_bundle"] else ""
+
+
+def _pip(settings) -> str:
+    env = []
+    if settings["build.ca_bundle"]:
+        env.append(f"PIP_CERT={CA_PATH}")
+    if settings["build.pip_index_url"]:
+        env.append(f"PIP_INDEX_URL={shlex.quote(settings['build.pip_index_url'])}")
+    return (f"RUN --mount=type=cache,target=/root/.cache/pip {_ca_mount(settings)}"
+            # base images often set PIP_NO_CACHE_DIR, which disables pip's cache whatever its value
+            + " ".join(["env -u PIP_NO_CACHE_DIR"] + env + ["pip install --disable-pip-version-check"]))
+
+
+def _apt(settings, names: list[str]) -> str:
+    cmd = []
+    if settings["build.apt_mirror"]:
+        mirror = shlex.quote(settings["build.apt_mirror"])
+        cmd.append(f"sed -i -E 's#https?://deb.debian.org/debian/?#'{mirror}'#' "
+                   "/etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null;")
+    ca = f"-o Acquire::https::CaInfo={CA_PATH} " if settings["build.ca_bundle"] else ""
+    cmd.append(f"apt-get {ca}update && DEBIAN_FRONTEND=noninteractive apt-get {ca}install -y "
+               f"--no-install-recommends {' '.join(shlex.quote(n) for n in names)}")
+    return ("RUN --mount=type=cache,target=/var/cache/apt,sharing=locked "
+            "--mount=type=cache,target=/var/lib/apt/lists,sharing=locked "
+            f"{_ca_mount(settings)}" + " ".join(cmd))
+
+
+def containerfile(settings, config: dict, deps: dict[str, bytes]) -> str:
+    """deps: the dependency files the commit has (name -> content)."""
+    sdk = config["sdk"]
+    app_file = config.get("app_file") or "app.py"
+    lines = [f"FROM {base_image(settings, config)}", "USER root"]
+    names = packages(deps.get("packages.txt", b""))
+    if names:
+        lines += ["COPY deps/packages.txt /tmp/spacehooks/packages.txt", _apt(settings, names)]
+    for name in ("pre-requirements.txt", "requirements.txt"):
+        if name in deps:
+            lines += [f"COPY deps/{name} /tmp/spacehooks/{name}", f"{_pip(settings)} -r /tmp/spacehooks/{name}"]
+    version = config.get("sdk_version")
+    lines.append(f"{_pip(settings)} {SDK_PACKAGES[sdk]}{'==' + str(version) if version else ''}")
+    lines += [f"COPY --chown=1000:1000 app/ {APP_DIR}/", "USER 1000", f"WORKDIR {APP_DIR}",
+              "ENV HOME=/home/user PYTHONUNBUFFERED=1"]
+    if sdk == "streamlit":
+        cmd = ["streamlit", "run", app_file, "--server.port=8501", "--server.address=0.0.0.0",
+               "--server.headless=true"]
+    else:
+        cmd = ["python", app_file]
+    lines.append("CMD [" + ", ".join(f'"{c}"' for c in cmd) + "]")
+    return "\n".join(lines) + "\n"
+
+
+class LogCounter:
+    """Counts build steps and cache hits so the log can say which layers were reused."""
+
+    def __init__(self, write: Callable[[str], None], redact: list[str]):
+        self.write = write
+        self.redact = [r for r in redact if len(r) >= 4]
+        self.steps = 0
+        self.cached = 0
+
+    def __call__(self, line: str) -> None:
+        for value in self.redact:
+            line = line.replace(value, "*****")
+        if re.match(r"STEP \d+/\d+: ", line):
+            self.steps += 1
+        if line.startswith("--> Using cache"):
+            self.cached += 1
+            line += "  [cached layer]"
+        self.write(line)
+
+
+def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, config: dict, *,
+          secrets: dict[str, str], no_cache: bool, write: Callable[[str], None],
+          should_stop: Callable[[], bool]) -> str | None:
+    """Build the commit's image; returns its name, or None for sdk static (no container)."""
+    from spacehooks.gitrepo import Repo
+    sdk = config.get("sdk")
+    if sdk == "static":
+        write("sdk static: no image to build; the gateway serves the commit's files")
+        return None
+    tag = image_name(space_id, build_id)
+    work = Path(tempfile.mkdtemp(prefix="spacehooks-build-"))
+    try:
+        repo = Repo(repo_path)
+        build_secrets: dict[str, bytes] = {}
+        if sdk == "docker":
+            context = work / "app"
+            repo.export(commit, context)
+            dockerfile = "Dockerfile"
+            # the Hub hands every secret to docker builds through RUN --mount=type=secret only
+            build_secrets = {k: v.encode() for k, v in secrets.items()}
+        else:
+            context = work
+            repo.export(commit, work / "app")
+            (work / "deps").mkdir()
+            deps = {}
+            for name in ("packages.txt", "pre-requirements.txt", "requirements.txt"):
+                data = repo.read_blob(commit, name)
+                if data is not None:
+                    deps[name] = data
+                    content = "\n".join(packages(data)) + "\n" if name == "packages.txt" else data
+                    (work / "deps" / name).write_bytes(content.encode() if isinstance(content, str) else content)
+            dockerfile = "Containerfile"
+            (work / dockerfile).write_text(containerfile(settings, config, deps))
+        if settings["build.ca_bundle"]:
+            ca = Path(settings["build.ca_bundle"])
+            try:
+                build_secrets[CA_SECRET] = ca.read_bytes()
+            except OSError as exc:
+                raise SpaceError(f"build.ca_bundle {ca}: cannot read ({exc.strerror})",
+                                 hint="point build.ca_bundle at a readable PEM file, or set it to an empty string")
+        counter = LogCounter(write, list(secrets.values()))
+        write(f"Building {tag} from {commit[:12]}" + (" without cache" if no_cache else ""))
+        podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
+                     secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
+                     should_stop=should_stop)
+        write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
+        return tag
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

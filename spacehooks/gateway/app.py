@@ -1,0 +1,215 @@
+"""Routing: `<owner>-<name>.<domain>` goes to the Space, the main domain gets the pages and API."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from spacehooks.gateway import api, pages
+from spacehooks.gateway.proxy import Proxy, Unreachable
+from spacehooks.gateway.registry import Registry
+from spacehooks.gateway.sleeper import SERVING, SLEEPING, Sleeper, WAKE_TIMEOUT, is_static
+from spacehooks.gateway.staticspace import StaticFiles
+
+log = logging.getLogger("spacehooks.gateway")
+
+STATIC = Path(__file__).parent / "static"
+# Browsers wait this long for a waking Space before they get the auto-refreshing page.
+BROWSER_WAKE_WAIT = 3.0
+CUSTOM_HEADERS = ("cross-origin-embedder-policy", "cross-origin-opener-policy", "cross-origin-resource-policy")
+SETTINGS, REGISTRY, SLEEPER = api.SETTINGS, api.REGISTRY, web.AppKey("sleeper", Sleeper)
+# Pauses before each retry against an unchanged port (a freshly switched port is tried at once):
+# a published port can refuse connections for a moment while Podman rewires another container.
+RETRY_PAUSES = (0.05, 0.2, 0.4, 0.8, 1.5)
+ERROR_STAGES = {"NO_APP_FILE", "CONFIG_ERROR", "BUILD_ERROR", "RUNTIME_ERROR"}
+
+
+def wants_html(request: web.Request) -> bool:
+    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+
+
+def space_label(settings, host: str) -> str | None:
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    host = host.lower().rstrip(".")
+    suffix = "." + settings["gateway.domain"].lower()
+    return host[: -len(suffix)] if host.endswith(suffix) and len(host) > len(suffix) else None
+
+
+def header_setter(settings, space: dict):
+    """Headers every answer at the Space's address carries: README custom_headers, embedding rule."""
+    config = space.get("config") or {}
+    custom = config.get("custom_headers") if isinstance(config.get("custom_headers"), dict) else {}
+    chosen = [(k, str(v)) for k, v in custom.items() if str(k).lower() in CUSTOM_HEADERS]
+    frame_rule = None
+    if config.get("disable_embedding") is True:
+        # Only the Space's own page on this server may frame it.
+        frame_rule = f"frame-ancestors 'self' {pages.public_url(settings, settings['gateway.domain'])}"
+
+    def apply(headers: CIMultiDict) -> None:
+        for key, value in chosen:
+            headers[key] = value
+        if frame_rule:
+            headers.add("Content-Security-Policy", frame_rule)
+    return apply
+
+
+class Gateway:
+    def __init__(self, settings, registry: Registry, sleeper: Sleeper):
+        self.settings = settings
+        self.registry = registry
+        self.sleeper = sleeper
+        self.proxy = Proxy()
+        self.static = StaticFiles()
+
+    async def space_request(self, request: web.Request, label: str) -> web.StreamResponse:
+        settings = self.settings
+        space_id = await self.registry.resolve_host(label)
+        if space_id is None:
+            return pages.not_found(settings, f"Nothing is served at {request.host}.")
+        space = await self.registry.space(space_id)
+        self.registry.touch(space_id)
+        apply_headers = header_setter(settings, space)
+        stage = space.get("stage")
+        if is_static(space):
+            if space.get("commit") and stage not in ("PAUSED", "STOPPED", "DELETING"):
+                return await self.static.serve(request, space, apply_headers)
+        elif stage == SLEEPING:
+            answer = await self._wake(request, space)
+            if answer is not None:
+                return answer
+            space = await self.registry.space(space_id)
+        if stage not in SERVING and stage != SLEEPING or not space.get("port"):
+            return self._not_serving(request, space)
+        return await self._forward(request, space, apply_headers)
+
+    async def _forward(self, request, space, apply_headers) -> web.StreamResponse:
+        space_id = space["id"]
+
+        async def ports(tries: int):
+            port = space["port"]
+            yield port
+            for pause in RETRY_PAUSES[:tries - 1]:
+                fresh = await self.registry.space(space_id, fresh=True)
+                if not fresh or not fresh.get("port"):
+                    return
+                if fresh["port"] == port:
+                    await asyncio.sleep(pause)  # same container: give a restarting one a moment
+                port = fresh["port"]
+                yield port
+
+        streaming = request.headers.get("Upgrade", "").lower() == "websocket" \
+            or "text/event-stream" in request.headers.get("Accept", "")
+        if streaming:
+            self.registry.stream_opened(space_id)
+        try:
+            try:
+                return await self.proxy.forward(request, ports, apply_headers)
+            except Unreachable:
+                # put to sleep while the request was on its way: wake it like any sleeping Space
+                fresh = await self.registry.space(space_id, fresh=True)
+                if not fresh or fresh.get("stage") != SLEEPING or request.body_exists:
+                    raise
+                answer = await self._wake(request, fresh)
+                if answer is not None:
+                    return answer
+                space = await self.registry.space(space_id)
+                return await self.proxy.forward(request, ports, apply_headers)
+        except Unreachable as exc:
+            log.warning("%s: no answer from its container: %s", space_id, exc)
+            if wants_html(request):
+                return pages.space_status(self.settings, space, "unreachable",
+                                          "The app did not take the connection. It may be restarting.", refresh=5,
+                                          status=502)
+            return web.Response(status=502, text=f"502: Space {space_id} is not answering\n")
+        finally:
+            if streaming:
+                self.registry.stream_closed(space_id)
+
+    async def _wake(self, request, space) -> web.StreamResponse | None:
+        """None once the Space is awake; otherwise the answer to send instead."""
+        task = self.sleeper.wake(space["id"])
+        try:
+            await asyncio.wait_for(asyncio.shield(task), BROWSER_WAKE_WAIT if wants_html(request) else WAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            if wants_html(request):
+                return pages.space_status(self.settings, space, "waking", refresh=2, status=503)
+            return web.Response(status=504, text=f"504: Space {space['id']} did not wake in time\n")
+        except Exception:
+            message = self.sleeper.wake_errors.get(space["id"], "waking failed")
+            if wants_html(request):
+                return pages.space_status(self.settings, space, "failed", message, status=503)
+            return web.Response(status=503, text=f"503: Space {space['id']} could not wake: {message}\n")
+        return None
+
+    def _not_serving(self, request, space) -> web.Response:
+        stage = space.get("stage")
+        if stage in ERROR_STAGES:
+            kind, refresh = "failed", None
+        elif stage in ("PAUSED", "STOPPED", "DELETING"):
+            kind, refresh = "paused", None
+        elif stage == "APP_STARTING":
+            kind, refresh = "starting", 3
+        else:
+            kind, refresh = "building", 5
+        if wants_html(request):
+            return pages.space_status(self.settings, space, kind, refresh=refresh)
+        reason = f": {space['error']}" if space.get("error") else ""
+        return web.Response(status=503, text=f"503: Space {space['id']} is {stage}{reason}\n",
+                            headers={"Retry-After": str(refresh)} if refresh else None)
+
+    # -- the main domain -------------------------------------------------------------------
+    async def gallery(self, request: web.Request) -> web.Response:
+        return pages.gallery(self.settings, await self.registry.spaces())
+
+    async def space_page(self, request: web.Request) -> web.Response:
+        space_id = f"{request.match_info['owner']}/{request.match_info['name']}"
+        space = await self.registry.space(space_id)
+        if space is None:
+            return pages.not_found(self.settings, f"There is no Space {space_id} on this server.")
+        return pages.space_page(self.settings, space)
+
+    async def spaces_api(self, request: web.Request) -> web.Response:
+        return web.json_response([api.runtime(self.settings, s) for s in await self.registry.spaces()])
+
+
+def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None = None,
+             run_sleeper: bool = True) -> web.Application:
+    registry = registry or Registry(settings)
+    sleeper = sleeper or Sleeper(settings, registry)
+    gateway = Gateway(settings, registry, sleeper)
+
+    @web.middleware
+    async def by_host(request: web.Request, handler):
+        label = space_label(settings, request.host)
+        if label is not None:
+            return await gateway.space_request(request, label)
+        return await handler(request)
+
+    app = web.Application(middlewares=[by_host], client_max_size=1024 ** 3)
+    app[SETTINGS], app[REGISTRY], app[SLEEPER] = settings, registry, sleeper
+    app.router.add_get("/", gateway.gallery)
+    app.router.add_get("/spaces/{owner}/{name}", gateway.space_page)
+    app.router.add_get("/api/spaces", gateway.spaces_api)
+    app.router.add_get("/api/spaces/{owner}/{name}/runtime", api.runtime_handler)
+    app.router.add_get("/api/spaces/{owner}/{name}/logs/{kind:build|run}", api.logs_handler)
+    app.router.add_static("/static/", STATIC)
+
+    async def lifecycle(app):
+        await gateway.proxy.start()
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(
+            sleeper.loop(stop, settings["gateway.sleep_check_seconds"])) if run_sleeper else None
+        yield
+        stop.set()
+        if task:
+            await task
+        await gateway.proxy.close()
+        gateway.static.close()
+        sleeper.close()
+        await asyncio.get_running_loop().run_in_executor(None, registry.close)
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

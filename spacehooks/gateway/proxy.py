@@ -1,0 +1,176 @@
+"""Pass HTTP (streamed both ways), server-sent events and WebSockets through to a Space.
+
+A request that cannot reach the container is retried once against a freshly read port: during
+a redeploy the runner switches the port and then retires the old container, so a request that
+raced the switch lands on the new one instead of failing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+log = logging.getLogger("spacehooks.gateway")
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection"}
+WS_OWN = {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+          "sec-websocket-protocol", "sec-websocket-accept", "content-length"}
+# Bodies up to this size are read before sending so that a retry can send them again.
+REPLAYABLE_BYTES = 1024 * 1024
+# Small answers are read whole: one write instead of a streamed loop.
+BUFFER_BYTES = 64 * 1024
+# Tries per request while the Space's port does not answer (see Gateway._forward for the pauses).
+RETRIES = 6
+UNREACHABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+class Unreachable(Exception):
+    """The Space's container did not take the connection, even on the second try."""
+
+
+def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMultiDict:
+    headers = CIMultiDict()
+    for key, value in request.headers.items():
+        lower = key.lower()
+        if lower not in HOP_BY_HOP and lower not in drop:
+            headers.add(key, value)
+    peer = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
+    headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
+    return headers
+
+
+class Proxy:
+    def __init__(self):
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                             cookie_jar=aiohttp.DummyCookieJar())
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def forward(self, request: web.Request, ports, extra_headers) -> web.StreamResponse:
+        """`ports` is an async iterator factory: first the cached port, then a fresh one."""
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request, ports, extra_headers)
+        body: bytes | aiohttp.StreamReader | None = None
+        replayable = True
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length <= REPLAYABLE_BYTES:
+                body = await request.read()
+            else:
+                body, replayable = request.content, False
+        headers = upstream_headers(request)
+        last_error: Exception | None = None
+        async for port in ports(RETRIES if replayable else 1):
+            url = f"http://127.0.0.1:{port}{request.raw_path}"
+            try:
+                upstream = await self.session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False,
+                    skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+            except UNREACHABLE as exc:
+                last_error = exc
+                continue
+            try:
+                length = upstream.content_length
+                if length is not None and length <= BUFFER_BYTES:
+                    try:
+                        data = await upstream.read()
+                    except (aiohttp.ClientPayloadError, *UNREACHABLE) as exc:
+                        # nothing was sent to the client yet: as good as never reached
+                        last_error = exc
+                        continue
+                    return self._whole(upstream, data, extra_headers)
+                return await self._relay(request, upstream, extra_headers)
+            finally:
+                upstream.release()
+        raise Unreachable(str(last_error))
+
+    def _whole(self, upstream: aiohttp.ClientResponse, data: bytes, extra_headers) -> web.Response:
+        headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
+        extra_headers(headers)
+        response = web.Response(status=upstream.status, reason=upstream.reason, headers=headers)
+        response.body = data
+        # aiohttp would recompute it; keep the upstream's (HEAD answers have no body)
+        response.headers["Content-Length"] = str(upstream.content_length)
+        return response
+
+    async def _relay(self, request, upstream: aiohttp.ClientResponse, extra_headers) -> web.StreamResponse:
+        headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
+        extra_headers(headers)
+        length = upstream.content_length
+        if length is None:
+            headers.pop("Content-Length", None)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except (aiohttp.ClientPayloadError, *UNREACHABLE) as exc:
+            # Half an answer was sent: cut the connection so the client sees it incomplete.
+            log.warning("%s: the app closed the connection mid-answer: %s", request.host, exc)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def _websocket(self, request: web.Request, ports, extra_headers) -> web.StreamResponse:
+        protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        headers = upstream_headers(request, drop=WS_OWN)
+        upstream = None
+        last_error: Exception | None = None
+        async for port in ports(RETRIES):
+            try:
+                upstream = await self.session.ws_connect(
+                    f"http://127.0.0.1:{port}{request.raw_path}", headers=headers, protocols=protocols,
+                    autoping=True, compress=0, max_msg_size=0)
+                break
+            except aiohttp.WSServerHandshakeError as exc:
+                return web.Response(status=exc.status, text=exc.message or "WebSocket refused")
+            except UNREACHABLE as exc:
+                last_error = exc
+        if upstream is None:
+            raise Unreachable(str(last_error))
+        client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
+                                       autoping=True, compress=False, max_msg_size=0)
+        extra_headers(client.headers)
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close()
+            raise
+        pumps = [asyncio.ensure_future(_pump(client, upstream)), asyncio.ensure_future(_pump(upstream, client))]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            await upstream.close()
+            await client.close()
+        return client
+
+
+async def _pump(source, sink) -> None:
+    async for message in source:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+        elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+            break
+    if not sink.closed:
+        await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)

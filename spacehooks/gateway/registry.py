@@ -1,0 +1,138 @@
+"""What the gateway knows about Spaces: a snapshot of the state store, at most a second old.
+
+All state-store calls run on one dedicated thread that owns its own `State` (SQLite
+connections are bound to the thread that opened them, and a slow write must never stall the
+event loop). Traffic is recorded in memory and written in batches by `flush_touches`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+log = logging.getLogger("spacehooks.gateway")
+
+# The runner switches a Space's port in the state store; the gateway must see it within 1 s.
+SNAPSHOT_TTL = 1.0
+
+
+def host_label(space_id: str) -> str:
+    """`owner/name` -> the Hub's sub-domain label `owner-name` (lower case, `_` and `.` as `-`)."""
+    return re.sub(r"[^a-z0-9-]", "-", space_id.replace("/", "-").lower())
+
+
+class Registry:
+    def __init__(self, settings, open_state: Callable[[Any], Any] | None = None):
+        self.settings = settings
+        self._open_state = open_state
+        self._state = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._spaces: dict[str, dict] = {}
+        self._by_label: dict[str, str] = {}
+        self._loaded_at = 0.0
+        self._refreshing: asyncio.Future | None = None
+        self.touched: set[str] = set()
+        self.last_seen: dict[str, float] = {}
+        self.open_streams: dict[str, int] = {}
+
+    # -- the state thread --------------------------------------------------------------
+    def _state_obj(self):
+        if self._state is None:
+            if self._open_state is None:
+                from spacehooks import state
+                self._open_state = state.open
+            self._state = self._open_state(self.settings)
+        return self._state
+
+    async def call(self, method: str, *args, **kw):
+        def job():
+            return getattr(self._state_obj(), method)(*args, **kw)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, job)
+
+    def close(self) -> None:
+        def job():
+            if self._state is not None and hasattr(self._state, "close"):
+                self._state.close()
+        self._thread.submit(job).result()
+        self._thread.shutdown(wait=True)
+
+    # -- snapshot ------------------------------------------------------------------------
+    async def refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._loaded_at < SNAPSHOT_TTL:
+            return
+        # One reload at a time; concurrent requests wait for the same one.
+        if self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+            if not force:
+                return
+        loop = asyncio.get_running_loop()
+        self._refreshing = loop.create_future()
+        try:
+            rows = await self.call("list_spaces")
+            spaces = {row["id"]: dict(row) for row in rows}
+            by_label: dict[str, str] = {}
+            for space_id in sorted(spaces):
+                label = host_label(space_id)
+                if label in by_label:
+                    log.warning("host %s.%s is claimed by %s and %s; serving %s", label,
+                                self.settings["gateway.domain"], by_label[label], space_id, by_label[label])
+                    continue
+                by_label[label] = space_id
+            self._spaces, self._by_label = spaces, by_label
+            self._loaded_at = time.monotonic()
+        finally:
+            self._refreshing.set_result(None)
+            self._refreshing = None
+
+    async def space(self, space_id: str, fresh: bool = False) -> dict | None:
+        if fresh:
+            row = await self.call("get_space", space_id)
+            if row is None:
+                self._spaces.pop(space_id, None)
+                return None
+            self._spaces[space_id] = dict(row)
+            return self._spaces[space_id]
+        await self.refresh()
+        return self._spaces.get(space_id)
+
+    async def spaces(self) -> list[dict]:
+        await self.refresh()
+        return [self._spaces[k] for k in sorted(self._spaces)]
+
+    async def resolve_host(self, label: str) -> str | None:
+        """The Space id served at `<label>.<domain>`; `owner-name` is ambiguous, so ask the store."""
+        await self.refresh()
+        space_id = self._by_label.get(label)
+        if space_id is None and time.monotonic() - self._loaded_at > 0.2:
+            await self.refresh(force=True)
+            space_id = self._by_label.get(label)
+        return space_id
+
+    # -- traffic -------------------------------------------------------------------------
+    def touch(self, space_id: str) -> None:
+        self.touched.add(space_id)
+        self.last_seen[space_id] = time.time()
+
+    def stream_opened(self, space_id: str) -> None:
+        self.open_streams[space_id] = self.open_streams.get(space_id, 0) + 1
+        self.touch(space_id)
+
+    def stream_closed(self, space_id: str) -> None:
+        self.open_streams[space_id] = self.open_streams.get(space_id, 1) - 1
+        self.touch(space_id)
+
+    async def flush_touches(self) -> None:
+        # A WebSocket or event stream held open is traffic too.
+        batch = self.touched | {k for k, n in self.open_streams.items() if n > 0}
+        self.touched = set()
+        if not batch:
+            return
+
+        def job():
+            state = self._state_obj()
+            for space_id in batch:
+                state.touch(space_id)
+        await asyncio.get_running_loop().run_in_executor(self._thread, job)

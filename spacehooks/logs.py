@@ -1,0 +1,79 @@
+"""spacehooks' own log lines (to stderr, readable by journald) and size-based rotation of
+the build and run log files the engine writes.
+
+Under systemd (JOURNAL_STREAM set) each line starts with a `<N>` syslog priority, which
+journald turns into the entry's level and strips; elsewhere lines carry a time and level.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+# syslog priorities journald understands as line prefixes (sd-daemon.h)
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+class JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        # a traceback spans lines: each gets the prefix, or journald files them at INFO
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def setup_logging(level: str | int = "INFO", stream: TextIO | None = None,
+                  journal: bool | None = None) -> logging.Logger:
+    """Configure the `spacehooks` logger once per process (serve, worker, gateway)."""
+    if journal is None:
+        journal = bool(os.environ.get("JOURNAL_STREAM"))
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if journal:  # journald adds the time and the unit's name itself
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                               "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger("spacehooks")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level if isinstance(level, int) else level.upper())
+    logger.propagate = False
+    return logger
+
+
+def rotated_name(path: Path, n: int) -> Path:
+    return path.with_name(f"{path.name}.{n}")
+
+
+def rotate(path: str | os.PathLike, settings) -> bool:
+    """Rotate `path` when it has reached `logs.max_bytes`: path -> path.1 -> ... -> path.<keep>.
+
+    Returns whether it rotated. The caller reopens the file afterwards (a process writing
+    through an open handle keeps writing to path.1). `logs.keep` 0 just truncates.
+    """
+    path = Path(path)
+    max_bytes, keep = int(settings["logs.max_bytes"]), int(settings["logs.keep"])
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if max_bytes <= 0 or size < max_bytes:
+        return False
+    if keep <= 0:
+        path.unlink()
+        return True
+    rotated_name(path, keep).unlink(missing_ok=True)
+    for n in range(keep - 1, 0, -1):
+        older = rotated_name(path, n)
+        if older.exists():
+            older.replace(rotated_name(path, n + 1))
+    path.replace(rotated_name(path, 1))
+    # files from a larger `keep` setting of the past would never go away otherwise
+    n = keep + 1
+    while rotated_name(path, n).exists():
+        rotated_name(path, n).unlink()
+        n += 1
+    return True

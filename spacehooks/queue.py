@@ -1,0 +1,203 @@
+"""Build queue: post-receive records a build, the worker claims it, a newer push supersedes it.
+
+post-receive only writes to the state store, so the git user needs no access to Podman.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from spacehooks import state as state_mod
+from spacehooks.errors import SpaceError
+from spacehooks.output import Out
+
+END_OF_LOG_POLL = 0.3
+ACTIVE_STAGES = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
+
+
+def read_config(repo_path: Path, commit: str) -> tuple[dict, str | None, str | None]:
+    """README values of the commit, plus (stage, error) when it cannot be built."""
+    from spacehooks import spaceconfig
+    from spacehooks.gitrepo import Repo
+    repo = Repo(repo_path)
+    data = repo.read_blob(commit, "README.md")
+    if data is None:
+        return {}, "CONFIG_ERROR", "README.md is missing: add one with a YAML block that sets sdk"
+    cfg = spaceconfig.parse(data)
+    if cfg.errors:
+        return cfg.values, "CONFIG_ERROR", "; ".join(str(p) for p in cfg.errors)
+    app_file = cfg.app_file
+    if cfg.sdk == "docker":
+        if repo.entry(commit, "Dockerfile") is None:
+            return cfg.values, "NO_APP_FILE", "sdk docker needs a Dockerfile at the repository root"
+    elif app_file and repo.entry(commit, app_file) is None:
+        return cfg.values, "NO_APP_FILE", f"app file {app_file} is not in the commit: add it or set app_file in README.md"
+    return cfg.values, None, None
+
+
+def enqueue(settings, st: state_mod.State, space_id: str, repo_path: Path, commit: str,
+            pusher: str = "", no_cache: bool = False, config: dict | None = None) -> int:
+    """Record a build and supersede older queued or running builds of the Space."""
+    st.ensure_space(space_id, repo_path, hardware=settings["run.default_hardware"])
+    now = time.time()
+    st.conn.execute("BEGIN IMMEDIATE")
+    try:
+        st.conn.execute("UPDATE builds SET status = ?, finished_at = ?, error = ? WHERE space_id = ? AND status = ?",
+                        (state_mod.SUPERSEDED, now, "superseded by a newer push", space_id, state_mod.QUEUED))
+        st.conn.execute("UPDATE builds SET stop_requested = 1 WHERE space_id = ? AND status = ?",
+                        (space_id, state_mod.RUNNING))
+        cur = st.conn.execute(
+            'INSERT INTO builds (space_id, "commit", pusher, status, no_cache, config, created_at)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (space_id, commit, pusher, state_mod.QUEUED, int(no_cache), _json(config or {}), now))
+        build_id = cur.lastrowid
+        st.conn.execute("COMMIT")
+    except BaseException:
+        st.conn.execute("ROLLBACK")
+        raise
+    space = st.get_space(space_id)
+    stage = "RUNNING_BUILDING" if space["stage"] in ACTIVE_STAGES else "BUILDING"
+    st.update_space(space_id, stage=stage)
+    return build_id
+
+
+def _json(value) -> str:
+    import json
+    return json.dumps(value)
+
+
+def claim(st: state_mod.State, max_running: int) -> dict | None:
+    """Take the oldest queued build whose Space has none running, if fewer than max_running run."""
+    st.conn.execute("BEGIN IMMEDIATE")
+    try:
+        running = st.conn.execute("SELECT COUNT(*) FROM builds WHERE status = ?", (state_mod.RUNNING,)).fetchone()[0]
+        row = None
+        if running < max_running:
+            row = st.conn.execute(
+                "SELECT id FROM builds b WHERE status = ? AND NOT EXISTS ("
+                " SELECT 1 FROM builds r WHERE r.space_id = b.space_id AND r.status = ?) ORDER BY id LIMIT 1",
+                (state_mod.QUEUED, state_mod.RUNNING)).fetchone()
+        if row:
+            st.conn.execute("UPDATE builds SET status = ?, started_at = ?, worker_pid = ? WHERE id = ?",
+                            (state_mod.RUNNING, time.time(), os.getpid(), row[0]))
+        st.conn.execute("COMMIT")
+    except BaseException:
+        st.conn.execute("ROLLBACK")
+        raise
+    return st.get_build(row[0]) if row else None
+
+
+def requeue_orphans(st: state_mod.State) -> list[int]:
+    """Builds left running by a worker that is gone go back to the queue (restart pick-up)."""
+    orphans = []
+    for row in st.conn.execute("SELECT id, worker_pid FROM builds WHERE status = ?", (state_mod.RUNNING,)).fetchall():
+        if row[1] == os.getpid() or _alive(row[1]):
+            continue
+        orphans.append(row[0])
+    for build_id in orphans:
+        st.update_build(build_id, status=state_mod.QUEUED, worker_pid=None, started_at=None)
+    return orphans
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_requested(st: state_mod.State, build_id: int) -> bool:
+    row = st.conn.execute("SELECT stop_requested FROM builds WHERE id = ?", (build_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def post_receive(settings, space_id: str, repo_path: Path, commit: str, pusher: str,
+                 push_options: dict, out: Out) -> int:
+    st = state_mod.open(settings)
+    try:
+        config, stage, error = read_config(Path(repo_path), commit)
+        st.ensure_space(space_id, repo_path, hardware=settings["run.default_hardware"])
+        if stage:
+            st.update_space(space_id, stage=stage, error=error, config=config)
+            out.alert(f"{stage}: {error}")
+            return 0
+        build_id = enqueue(settings, st, space_id, Path(repo_path), commit, pusher,
+                           no_cache="rebuild" in push_options, config=config)
+        out.step(f"Build #{build_id} queued for {space_id} at {commit[:12]}"
+                 + (" (no cache)" if "rebuild" in push_options else ""))
+        if not st.worker_alive():
+            out.alert("no build worker is running: the build waits in the queue until "
+                      "`spacehooks worker` (or `spacehooks serve`) runs")
+            return 0
+        limit = None if "wait" in push_options else settings["build.push_log_seconds"]
+        return follow_build(st, build_id, out, limit)
+    finally:
+        st.close()
+
+
+def follow_build(st: state_mod.State, build_id: int, out: Out, seconds: float | None) -> int:
+    """Stream a build's log lines until it ends or `seconds` pass; print where it stands."""
+    build = st.get_build(build_id)
+    path = st.build_log_path(build["space_id"], build_id)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    offset = 0
+    while True:
+        offset = _print_new_lines(path, offset, out)
+        build = st.get_build(build_id)
+        if build["status"] in state_mod.FINAL:
+            # the worker ends the build row only after the deploy, so the stage is final here
+            space = st.get_space(build["space_id"]) or {}
+            _print_new_lines(path, offset, out)
+            return _report(build, space, out)
+        if _past(deadline):
+            out.step(f"Build #{build_id} continues in the background ({build['status']})")
+            out.detail(f"follow it with: spacehooks logs {build['space_id']} --build --follow"
+                       " (or push with -o wait)")
+            return 0
+        time.sleep(END_OF_LOG_POLL)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _print_new_lines(path: Path, offset: int, out: Out) -> int:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].decode(errors="replace").splitlines():
+        out.detail(line)
+    return offset + end
+
+
+def _report(build: dict, space: dict, out: Out) -> int:
+    if build["status"] == state_mod.SUCCEEDED:
+        if space.get("build_id") == build["id"] and space.get("stage") == "RUNNING":
+            out.step(f"Build #{build['id']} deployed: {space['id']} is RUNNING")
+        else:
+            out.alert(f"Build #{build['id']} built, but the app did not start: {space.get('stage')}")
+            if space.get("error"):
+                out.alert(space["error"])
+        return 0
+    if build["status"] == state_mod.SUPERSEDED:
+        out.step(f"Build #{build['id']} was superseded by a newer push")
+        return 0
+    out.alert(f"Build #{build['id']} failed: {build.get('error') or build['status']}")
+    return 0
+
+
+def require_space(st: state_mod.State, space_id: str) -> dict:
+    space = st.get_space(space_id)
+    if space is None:
+        raise SpaceError(f"no Space {space_id!r}", hint="see `spacehooks spaces` for the known Spaces")
+    return space

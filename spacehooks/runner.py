@@ -1,0 +1,347 @@
+"""Container life cycle: blue-green replace, limits, env, secrets, sleep and wake.
+
+A new container starts on a fresh loopback port beside the old one; only when it answers
+HTTP does the Space's port/container switch in the state store (the gateway follows that
+row), and the old container is removed after run.grace_seconds.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from spacehooks import podman
+from spacehooks import state as state_mod
+from spacehooks.errors import SpaceError
+
+LABEL = "spacehooks.space"
+LOG_TAIL = 30
+POLL = 0.5
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class StartFailed(Exception):
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+def duration_seconds(text: str | None, default: float = 1800) -> float:
+    if not text:
+        return default
+    return sum(int(n) * DURATION_UNITS[u] for n, u in re.findall(r"(\d+)([smhd])", str(text))) or default
+
+
+def container_name(space_id: str, build_id) -> str:
+    return f"spacehooks-{space_id.replace('/', '-')}-{build_id}-{int(time.time() * 1000) % 100000000}"
+
+
+def space_host(settings, space_id: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", space_id.lower().replace("/", "-")) + "." + settings["gateway.domain"]
+
+
+def limits_for(settings, space: dict) -> dict:
+    flavor = settings.flavors.get(space.get("hardware") or settings["run.default_hardware"], {})
+    limits = {"memory_mb": settings["run.memory_mb"], "cpus": settings["run.cpus"], "pids": settings["run.pids"]}
+    limits.update({k: flavor[k] for k in ("memory_mb", "cpus") if k in flavor})
+    limits.update(space.get("limits") or {})
+    limits["gpus"] = flavor.get("gpus", 0)
+    return limits
+
+
+def environment(settings, space: dict, config: dict, limits: dict, secrets: dict, variables: dict) -> dict:
+    owner, _, name = space["id"].partition("/")
+    env = {**variables, **secrets}
+    env.update({
+        "SPACE_ID": space["id"], "SPACE_AUTHOR_NAME": owner, "SPACE_REPO_NAME": name,
+        "SPACE_TITLE": str(config.get("title") or name), "SPACE_HOST": space_host(settings, space["id"]),
+        "CPU_CORES": str(limits["cpus"]), "MEMORY": f"{int(limits['memory_mb']) // 1024}Gi"
+        if int(limits["memory_mb"]) >= 1024 else f"{int(limits['memory_mb'])}Mi",
+        "ACCELERATOR": "cuda" if limits.get("gpus") else "none", "SYSTEM": "spaces",
+        "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7860", "HOME": "/home/user",
+    })
+    return env
+
+
+def free_port(settings, st: state_mod.State) -> int:
+    low, high = settings["run.port_range"]
+    used = {s["port"] for s in st.list_spaces() if s["port"]}
+    candidates = [p for p in range(low, high + 1) if p not in used]
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SpaceError(f"no free port in run.port_range {low}-{high}", hint="widen run.port_range")
+
+
+def _gpu_devices(settings, space: dict, limits: dict) -> list[str]:
+    if not limits.get("gpus"):
+        return []
+    try:
+        from spacehooks import gpu
+    except ImportError as exc:
+        raise SpaceError(f"hardware {space.get('hardware')} needs GPUs, but GPU support is not installed") from exc
+    return gpu.devices_for(settings, space["id"], space.get("hardware") or settings["run.default_hardware"])
+
+
+def _release_gpu(settings, space_id: str) -> None:
+    try:
+        from spacehooks import gpu
+    except ImportError:
+        return
+    gpu.release(settings, space_id)
+
+
+def _streamlit_secrets(settings, space_id: str, secrets: dict) -> Path:
+    """Streamlit reads secrets from .streamlit/secrets.toml: written here, mounted read-only."""
+    folder = Path(settings.home) / "run" / space_id
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / "secrets.toml"
+    body = "".join(f'{k} = "{_toml_escape(v)}"\n' for k, v in sorted(secrets.items()))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(body)
+    if os.geteuid() == 0:
+        os.chown(path, 1000, 1000)  # the app runs as uid 1000 and must read it
+    else:
+        path.chmod(0o444)
+    return path
+
+
+def _toml_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config: dict, build_id, port: int) -> dict:
+    limits = limits_for(settings, space)
+    secrets = state_mod.read_secrets(settings.home, space["id"])
+    variables = st.variables(space["id"])
+    app_port = int(config.get("app_port") or 7860) if config.get("sdk") == "docker" else (
+        8501 if config.get("sdk") == "streamlit" else 7860)
+    nofile = settings["run.nofile"]
+    kwargs = dict(
+        image=image, name=container_name(space["id"], build_id),
+        labels={LABEL: space["id"], "spacehooks.build": str(build_id)},
+        environment=environment(settings, space, config, limits, secrets, variables),
+        ports={f"{app_port}/tcp": ("127.0.0.1", port)},
+        mem_limit=f"{int(limits['memory_mb'])}m", memswap_limit=f"{int(limits['memory_mb'])}m",
+        cpu_period=100000, cpu_quota=int(float(limits["cpus"]) * 100000), pids_limit=int(limits["pids"]),
+        user="1000", no_new_privileges=True, cap_drop=["ALL"], init=True,
+        restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+        ulimits=[{"Name": "nofile", "Soft": nofile, "Hard": nofile},
+                 {"Name": "nproc", "Soft": int(limits["pids"]) * 4, "Hard": int(limits["pids"]) * 4}],
+        detach=True,
+    )
+    if config.get("sdk") == "streamlit":
+        path = _streamlit_secrets(settings, space["id"], secrets)
+        kwargs["mounts"] = [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
+                             "read_only": True}]
+    devices = _gpu_devices(settings, space, limits)
+    if devices:
+        kwargs["devices"] = devices
+    return kwargs
+
+
+def _launch(settings, st, space: dict, image: str, config: dict, build_id,
+            timeout: float | None = None) -> tuple[str, int]:
+    """Start a container beside the current one and wait until it answers HTTP."""
+    port = free_port(settings, st)
+    kwargs = create_kwargs(settings, st, space, image, config, build_id, port)
+    client = podman.client(settings)
+    container = client.containers.create(**kwargs)
+    name = kwargs["name"]
+    try:
+        container.start()
+        wait_http(settings, client, name, port, timeout or duration_seconds(config.get("startup_duration_timeout")))
+    except BaseException:
+        remove(settings, name)
+        raise
+    return name, port
+
+
+def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    oom_before = _oom_kills()
+    while True:
+        container = client.containers.get(name)
+        state = container.attrs.get("State", {})
+        if state.get("OOMKilled"):
+            raise StartFailed("RUNTIME_ERROR", "the app was killed for using more memory than its limit "
+                              f"(memory limit reached)\n{_tail(settings, container)}")
+        # with the on-failure restart policy a crash shows as "exited" between retries, or for good
+        if state.get("Status") in ("exited", "stopped"):
+            code = state.get("ExitCode")
+            reason = ("the app was killed for using more memory than its limit (memory limit reached)"
+                      if code == 137 and (_oom(container) or _oom_kills() > oom_before)
+                      else f"the app exited with code {code}")
+            raise StartFailed("RUNTIME_ERROR", f"{reason}\n{_tail(settings, container)}")
+        if _answers(port):
+            return
+        if time.monotonic() > deadline:
+            raise StartFailed("RUNTIME_ERROR", f"the app did not answer HTTP on its port within {timeout:.0f}s "
+                              f"(startup_duration_timeout)\n{_tail(settings, container)}")
+        time.sleep(POLL)
+
+
+def _oom_kills() -> int:
+    """The kernel's count of OOM kills: runc on cgroup v1 does not always set OOMKilled."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _oom(container) -> bool:
+    return bool(container.attrs.get("State", {}).get("OOMKilled"))
+
+
+def _tail(settings, container) -> str:
+    text = podman.log_tail(settings, container.name, LOG_TAIL).rstrip()
+    return "log tail:\n" + text if text else "log tail: (empty)"
+
+
+def _answers(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer means the app is up
+    except (OSError, ValueError):
+        return False
+
+
+def remove(settings, name: str) -> None:
+    from podman.errors import NotFound
+    client = podman.client(settings)
+    try:
+        container = client.containers.get(name)
+        container.stop(timeout=10)
+    except NotFound:
+        return
+    except Exception:  # a container that will not stop is removed by force below
+        pass
+    try:
+        client.containers.get(name).remove(force=True)
+    except NotFound:
+        pass
+
+
+def reap(settings, st: state_mod.State) -> None:
+    """Remove containers whose grace period after a blue-green switch has passed."""
+    for name in st.due_retired():
+        remove(settings, name)
+        st.forget_retired(name)
+
+
+def deploy(settings, space_id: str, image: str | None, build_id, commit: str, config: dict) -> None:
+    """Put a freshly built image in service; on failure the old version keeps serving."""
+    st = state_mod.open(settings)
+    try:
+        _switch(settings, st, space_id, image, build_id, commit, config)
+    finally:
+        st.close()
+
+
+def _switch(settings, st, space_id, image, build_id, commit, config, timeout: float | None = None) -> None:
+    space = st.get_space(space_id)
+    old = space.get("container")
+    serving = bool(old) and space["stage"] in ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
+    if config.get("sdk") == "static":
+        st.update_space(space_id, stage="RUNNING", image=None, port=None, container=None, commit=commit,
+                        build_id=build_id, config=config, error=None)
+        if old:
+            st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
+        return
+    st.update_space(space_id, stage="RUNNING_APP_STARTING" if serving else "APP_STARTING")
+    try:
+        name, port = _launch(settings, st, space, image, config, build_id, timeout)
+    except (StartFailed, SpaceError) as exc:
+        stage = getattr(exc, "stage", "RUNTIME_ERROR")
+        reason = exc.reason if isinstance(exc, StartFailed) else exc.format_message()
+        if serving:
+            st.update_space(space_id, stage="RUNNING", error=f"build #{build_id} did not start ({stage}): {reason}")
+        else:
+            st.update_space(space_id, stage=stage, error=reason, container=None, port=None)
+            _release_gpu(settings, space_id)
+        _append_run_log(st, space_id, f"build #{build_id}: {stage}: {reason}")
+        return
+    st.update_space(space_id, stage="RUNNING", image=image, port=port, container=name, commit=commit,
+                    build_id=build_id, config=config, error=None)
+    if old and old != name:
+        st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
+
+
+def _append_run_log(st, space_id: str, line: str) -> None:
+    path = st.run_log_path(space_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+
+
+def start(settings, space_id: str) -> None:
+    """(Re)start the Space's current image beside whatever runs now."""
+    st = state_mod.open(settings)
+    try:
+        space = st.get_space(space_id)
+        if space is None:
+            raise SpaceError(f"no Space {space_id!r}", hint="push to its repository first")
+        if not space.get("build_id"):
+            raise SpaceError(f"{space_id} has no successful build yet", hint="push to it or run `spacehooks rebuild`")
+        _switch(settings, st, space_id, space["image"], space["build_id"], space["commit"], space["config"])
+    finally:
+        st.close()
+
+
+def restart(settings, space_id: str) -> None:
+    start(settings, space_id)
+
+
+def stop(settings, space_id: str, stage: str = "STOPPED") -> None:
+    st = state_mod.open(settings)
+    try:
+        space = st.get_space(space_id)
+        if space is None:
+            raise SpaceError(f"no Space {space_id!r}", hint="see `spacehooks spaces`")
+        st.update_space(space_id, stage=stage, port=None, container=None)
+        if space.get("container"):
+            remove(settings, space["container"])
+        _release_gpu(settings, space_id)
+    finally:
+        st.close()
+
+
+def sleep(settings, space_id: str) -> None:
+    stop(settings, space_id, stage="SLEEPING")
+
+
+def wake(settings, space_id: str, timeout: float | None = None) -> int:
+    """Start a sleeping Space and return its port once it answers."""
+    st = state_mod.open(settings)
+    try:
+        space = st.get_space(space_id)
+        if space is None:
+            raise SpaceError(f"no Space {space_id!r}")
+        if space["stage"] == "RUNNING" and space.get("port"):
+            return space["port"]
+        if space["stage"] not in ("SLEEPING", "STOPPED"):
+            raise SpaceError(f"{space_id} is {space['stage']}, not sleeping")
+        _switch(settings, st, space_id, space["image"], space["build_id"], space["commit"], space["config"], timeout)
+        space = st.get_space(space_id)
+        if space["stage"] != "RUNNING":
+            raise SpaceError(f"{space_id} did not wake: {space['stage']}: {space.get('error')}")
+        return space["port"]
+    finally:
+        st.close()

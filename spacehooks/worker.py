@@ -1,0 +1,141 @@
+"""Build worker: claims queued builds, builds, deploys; several at once, one per Space."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from spacehooks import builder, podman, runner
+from spacehooks import queue as queue_mod
+from spacehooks import state as state_mod
+from spacehooks.errors import SpaceError, report_bug
+
+IDLE_POLL = 1.0
+
+
+class Worker:
+    def __init__(self, settings):
+        self.settings = settings
+        self._orphans_checked = False
+
+    def run(self, stop: threading.Event) -> None:
+        """Blocking loop until stop is set (serve runs it in a thread)."""
+        concurrency = max(1, int(self.settings["build.concurrency"]))
+        active: set = set()
+        lock = threading.Lock()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="build") as pool:
+            while not stop.is_set():
+                self._housekeeping()
+                claimed = None
+                with lock:
+                    if len(active) < concurrency:
+                        st = state_mod.open(self.settings)
+                        try:
+                            claimed = queue_mod.claim(st, concurrency)
+                        finally:
+                            st.close()
+                if claimed:
+                    future = pool.submit(self.process, claimed)
+                    with lock:
+                        active.add(future)
+                    future.add_done_callback(lambda f: (lock.acquire(), active.discard(f), lock.release()))
+                    continue
+                stop.wait(IDLE_POLL)
+
+    def run_once(self) -> bool:
+        """Claim and process one build in this thread; False when nothing was queued."""
+        self._housekeeping()
+        st = state_mod.open(self.settings)
+        try:
+            build = queue_mod.claim(st, max(1, int(self.settings["build.concurrency"])))
+        finally:
+            st.close()
+        if build is None:
+            return False
+        self.process(build)
+        return True
+
+    def _housekeeping(self) -> None:
+        st = state_mod.open(self.settings)
+        try:
+            st.heartbeat()
+            if not self._orphans_checked:
+                queue_mod.requeue_orphans(st)
+                self._orphans_checked = True
+            runner.reap(self.settings, st)
+        finally:
+            st.close()
+
+    def process(self, build: dict) -> None:
+        st = state_mod.open(self.settings)
+        try:
+            self._process(st, build)
+        except Exception as exc:  # a crash must not leave the build running forever
+            log = report_bug(exc)
+            st.update_build(build["id"], status=state_mod.FAILED, finished_at=time.time(),
+                            error=f"internal error, see {log}")
+            _fail_space(st, build, f"internal error in spacehooks, see {log}")
+        finally:
+            st.close()
+
+    def _process(self, st: state_mod.State, build: dict) -> None:
+        space_id, build_id = build["space_id"], build["id"]
+        space = st.get_space(space_id)
+        log_path = st.build_log_path(space_id, build_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", buffering=1) as log:
+            def write(line: str) -> None:
+                log.write(line.rstrip("\n") + "\n")
+
+            try:
+                image = builder.build(
+                    self.settings, space_id, Path(space["repo_path"]), build["commit"], build_id, build["config"],
+                    secrets=state_mod.read_secrets(self.settings.home, space_id), no_cache=build["no_cache"],
+                    write=write, should_stop=lambda: queue_mod.stop_requested(st, build_id))
+            except podman.BuildStopped:
+                write("Build stopped: superseded by a newer push")
+                st.update_build(build_id, status=state_mod.SUPERSEDED, finished_at=time.time(),
+                                error="superseded by a newer push")
+                return
+            except (podman.BuildFailed, SpaceError) as exc:
+                message = exc.format_message() if isinstance(exc, SpaceError) else str(exc)
+                write(f"BUILD_ERROR: {message}")
+                st.update_build(build_id, status=state_mod.FAILED, finished_at=time.time(), error=message)
+                _fail_space(st, build, f"build #{build_id} failed: {message}")
+                return
+            if queue_mod.stop_requested(st, build_id):
+                write("Build done but superseded by a newer push: not deployed")
+                st.update_build(build_id, status=state_mod.SUPERSEDED, finished_at=time.time(), image=image,
+                                error="superseded by a newer push")
+                return
+            write("Starting the new version")
+            st.update_build(build_id, image=image)
+            runner.deploy(self.settings, space_id, image, build_id, build["commit"], build["config"])
+            space = st.get_space(space_id)
+            if space["build_id"] == build_id and space["stage"] == "RUNNING":
+                write(f"Deployed: {space_id} is RUNNING" + (f" on 127.0.0.1:{space['port']}" if space["port"] else ""))
+            else:
+                write(f"Not deployed: {space.get('error') or space['stage']}")
+            # the build row ends last: post-receive waits on it and then reads the Space's stage
+            st.update_build(build_id, status=state_mod.SUCCEEDED, finished_at=time.time())
+
+
+def _fail_space(st: state_mod.State, build: dict, message: str) -> None:
+    """A failed build leaves the previous version serving; the Space shows BUILD_ERROR only without one."""
+    space = st.get_space(build["space_id"])
+    if space and space.get("container") and space["stage"] in queue_mod.ACTIVE_STAGES:
+        st.update_space(build["space_id"], stage="RUNNING", error=message)
+    elif space and space.get("build_id") and (space.get("config") or {}).get("sdk") == "static":
+        st.update_space(build["space_id"], stage="RUNNING", error=message)
+    else:
+        st.update_space(build["space_id"], stage="BUILD_ERROR", error=message)
+
+
+def main_loop(settings) -> None:
+    stop = threading.Event()
+    try:
+        Worker(settings).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+
