@@ -16,6 +16,7 @@ usage: contrib/setup.sh [options]
   --prefix DIR        install everything below DIR (for tests; no systemd, no packages)
   --python PATH       python used for the venv (default: python3)
   --git-user NAME     account that receives pushes over SSH (default: git; "" for none)
+  --group NAME        group of the git account and serve, owning the state folder (default: spacehooks)
   --podman-socket P   Podman API socket (default: /run/spacehooks/podman.sock)
   --listen HOST:PORT  gateway address written to a new config (default: 127.0.0.1:8080)
   --domain NAME       gateway.domain written to a new config (default: localhost)
@@ -30,7 +31,7 @@ EOF
 
 here=$(cd "$(dirname "$0")" && pwd)
 checkout=$(dirname "$here")
-prefix=""; python=python3; git_user=default; socket=/run/spacehooks/podman.sock
+prefix=""; python=python3; git_user=default; group=spacehooks; socket=/run/spacehooks/podman.sock
 listen=""; domain=""; nginx=0; packages=1; podman=1; base_image=1; serve=1; systemd=auto
 
 while [ $# -gt 0 ]; do
@@ -38,6 +39,7 @@ while [ $# -gt 0 ]; do
         --prefix) prefix=$(mkdir -p "$2" && cd "$2" && pwd); shift ;;
         --python) python=$2; shift ;;
         --git-user) git_user=$2; shift ;;
+        --group) group=$2; shift ;;
         --podman-socket) socket=${2#unix://}; shift ;;
         --listen) listen=$2; shift ;;
         --domain) domain=$2; shift ;;
@@ -62,6 +64,7 @@ run_dir=$prefix/run/spacehooks
 log_dir=$prefix/var/log/spacehooks
 bin_dir=$prefix/usr/local/bin
 unit_dir=$prefix/etc/systemd/system
+template=$etc/git-template
 changed=0
 
 step() { echo "-----> $*"; }
@@ -140,6 +143,7 @@ mkdir -p "$etc" "$run_dir" "$log_dir"
 if [ $podman = 1 ]; then
     step "Podman service on $socket"
     if [ $systemd = yes ]; then
+        # shellcheck disable=SC3045 # dash and bash both know ulimit -H
         hard=$(ulimit -Hn); nofile=4096
         [ "$hard" != unlimited ] && [ "$hard" -lt 4096 ] && nofile=$hard
         sed "s/nofile=4096:4096/nofile=$nofile:$nofile/" "$here/podman/containers.conf" > "$run_dir/containers.conf"
@@ -167,6 +171,7 @@ else
         echo "# spacehooks server settings; every key with its default: spacehooks config-doc"
         echo "repo_root: $repo_root"
         echo "podman_url: unix://$socket"
+        if [ "$group" != spacehooks ]; then echo "home_group: \"$group\""; fi
         if [ -n "$listen$domain" ]; then
             echo "gateway:"
             [ -n "$listen" ] && echo "  listen: \"$listen\""
@@ -198,6 +203,21 @@ if [ -n "$git_user" ]; then
             chown "$git_user:" "$dir"; did "$dir now belongs to $git_user"
         fi
     done
+    # serve (root) and the hooks (git account) share the state store through this group:
+    # setgid keeps new files in it, state.py makes the database group-writable
+    if [ -n "$group" ]; then
+        getent group "$group" >/dev/null || { groupadd --system "$group"; did "created the group $group"; }
+        id -nG "$git_user" | tr ' ' '\n' | grep -qx "$group" \
+            || { usermod -a -G "$group" "$git_user"; did "added $git_user to the group $group"; }
+        if [ "$(stat -c %G:%a "$home")" != "$group:2775" ]; then
+            chgrp "$group" "$home"; chmod 2775 "$home"; did "$home is now group $group, setgid"
+        fi
+        for db in "$home/state.db" "$home/state.db-wal" "$home/state.db-shm"; do
+            if [ -f "$db" ] && [ "$(stat -c %G:%a "$db")" != "$group:660" ]; then
+                chgrp "$group" "$db"; chmod 660 "$db"; did "$db is now writable by the group $group"
+            fi
+        done
+    fi
 fi
 if find "$repo_root" -maxdepth 3 -name HEAD -path '*.git/HEAD' 2>/dev/null | grep -q .; then
     out=$("$venv/bin/spacehooks" install "$repo_root")
@@ -205,7 +225,23 @@ if find "$repo_root" -maxdepth 3 -name HEAD -path '*.git/HEAD' 2>/dev/null | gre
     # install prints "unchanged" for each repository that needed nothing
     echo "$out" | grep -qv ': unchanged (' && changed=1
 else
-    note "no repositories yet; after  git init --bare $repo_root/OWNER/NAME.git  run  spacehooks install $repo_root"
+    note "no repositories yet; create one with  spacehooks create OWNER/NAME"
+fi
+
+# new repositories (git init --bare) copy their hooks from this template
+out=$("$venv/bin/spacehooks" git-template "$template")
+case "$out" in *": unchanged") ;; *) did "$out" ;; esac
+if [ -n "$git_user" ]; then
+    git_home=$(getent passwd "$git_user" | cut -d: -f6)
+    gitconfig=$git_home/.gitconfig
+    if [ "$(git config --file "$gitconfig" --get init.templateDir 2>/dev/null)" != "$template" ]; then
+        git config --file "$gitconfig" init.templateDir "$template"
+        chown "$git_user:" "$gitconfig"
+        did "$gitconfig: init.templateDir = $template"
+    fi
+    note "new repositories get the hooks: spacehooks create OWNER/NAME (or git init --bare as $git_user)"
+else
+    note "new repositories get the hooks: spacehooks create OWNER/NAME (or git init --bare --template=$template)"
 fi
 
 # --- base image --------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""What the admin commands do: list, inspect, logs, rebuild, restart, pause, secrets, gc, doctor."""
+"""What the admin commands do: list, inspect, logs, rebuild, restart, pause, delete, secrets, variables.
+
+Images (gc, rollback) are in images.py, per-Space limits in limits.py, checks in doctor.py.
+"""
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -156,11 +159,15 @@ def delete(settings, space_id: str, echo: Echo) -> None:
             c.remove(force=True)
         for image in client.images.list(name=builder.image_repo(space_id)):
             client.images.remove(image.id, force=True)
-        for key in state_mod.read_secrets(settings.home, space_id):
-            state_mod.delete_secret(settings.home, space_id, key)
         st.delete_space(space_id)
     finally:
         st.close()
+    home = Path(settings.home)
+    for folder in (state_mod.secrets_dir(home, space_id), home / "logs" / "builds" / space_id, home / "run" / space_id):
+        shutil.rmtree(folder, ignore_errors=True)
+    run_log = state_mod.State(None, home).run_log_path(space_id)
+    for path in [run_log, *run_log.parent.glob(run_log.name + ".*")]:  # with its rotated copies
+        path.unlink(missing_ok=True)
     echo(f"{space_id} deleted (its git repository {space['repo_path']} is left alone)")
 
 
@@ -234,108 +241,3 @@ def variable_delete(settings, space_id: str, key: str, echo: Echo) -> None:
 
 def _repo_path(settings, space_id: str) -> Path:
     return Path(settings["repo_root"]) / f"{space_id}.git"
-
-
-# --- images: gc and rollback --------------------------------------------------------------
-def gc(settings, echo: Echo) -> int:
-    """Remove Space images beyond the newest run.keep_builds per Space (the running one stays)."""
-    keep = settings["run.keep_builds"]
-    st = _open(settings)
-    client = podman.client(settings)
-    removed = 0
-    try:
-        runner.reap(settings, st)
-        for space in st.list_spaces():
-            tags = []
-            for image in client.images.list(name=builder.image_repo(space["id"])):
-                for tag in image.tags:
-                    if tag.startswith(builder.image_repo(space["id"]) + ":b"):
-                        tags.append((int(tag.rsplit(":b", 1)[1]), tag))
-            for number, tag in sorted(tags, reverse=True)[keep:]:
-                if tag == space["image"]:
-                    continue
-                try:
-                    client.images.remove(tag)
-                except Exception as exc:  # an image still used by a container is kept
-                    echo(f"kept {tag}: {exc}")
-                    continue
-                removed += 1
-                echo(f"removed {tag}")
-    finally:
-        st.close()
-    echo(f"{removed} old image(s) removed")
-    return removed
-
-
-def rollback(settings, space_id: str, build_id: int | None, echo: Echo) -> None:
-    st = _open(settings)
-    try:
-        space = queue_mod.require_space(st, space_id)
-        candidates = [b for b in st.builds(space_id, limit=200)
-                      if b["status"] == state_mod.SUCCEEDED and b["id"] != space["build_id"]
-                      and (b["image"] or b["config"].get("sdk") == "static")]
-        if build_id is not None:
-            candidates = [b for b in candidates if b["id"] == build_id]
-        else:
-            candidates = [b for b in candidates if b["id"] < (space["build_id"] or 0)]
-        if not candidates:
-            raise SpaceError(f"{space_id}: no earlier successful build" + (f" #{build_id}" if build_id else ""),
-                             hint=f"see `spacehooks status {space_id}` for its builds")
-        target = candidates[0]
-    finally:
-        st.close()
-    if target["image"] and not podman.client(settings).images.exists(target["image"]):
-        raise SpaceError(f"the image of build #{target['id']} was removed by gc",
-                         hint=f"rebuild instead: spacehooks rebuild {space_id}")
-    echo(f"rolling {space_id} back to build #{target['id']} ({target['commit'][:12]})")
-    runner.deploy(settings, space_id, target["image"], target["id"], target["commit"], target["config"])
-    _report_stage(settings, space_id, echo)
-
-
-# --- doctor -------------------------------------------------------------------------------
-def doctor(settings, echo: Echo) -> bool:
-    """Check what builds and runs need; print each problem with its fix. True when all is well."""
-    problems = 0
-
-    def check(ok: bool, good: str, bad: str, fix: str) -> None:
-        nonlocal problems
-        echo(f"ok       {good}" if ok else f"PROBLEM  {bad}\n  fix: {fix}")
-        problems += not ok
-
-    url = settings["podman_url"]
-    try:
-        podman.ping(url)
-        data = podman.info(settings)
-    except SpaceError as exc:
-        check(False, "", exc.message, exc.hint or "")
-        return False
-    check(True, f"Podman service answers at {url}", "", "")
-    host = data.get("host", {})
-    runtime = (host.get("ociRuntime") or {}).get("name", "?")
-    cgroups = host.get("cgroupVersion", "?")
-    check(runtime == "runc" or cgroups == "v2", f"runtime {runtime} on cgroups {cgroups}",
-          f"runtime {runtime} on cgroups {cgroups}: crun refuses cgroup v1 hybrid hosts",
-          'set `[engine] runtime = "runc"` in the service\'s containers.conf (contrib/podman/containers.conf)')
-    limits_ok = host.get("cgroupControllers") is None or {"memory", "pids", "cpu"} <= set(host.get("cgroupControllers") or [])
-    check(limits_ok, "cgroup controllers memory, cpu, pids available",
-          f"cgroup controllers {host.get('cgroupControllers')} lack memory, cpu or pids: limits cannot apply",
-          "enable the memory, cpu and pids controllers (cgroup_enable=memory on the kernel command line)")
-    import resource
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    check(hard == resource.RLIM_INFINITY or settings["run.nofile"] <= hard,
-          f"run.nofile {settings['run.nofile']} fits the host's hard limit {hard}",
-          f"run.nofile {settings['run.nofile']} is above the host's hard open-file limit {hard}: containers will not start",
-          f"set run.nofile to {hard} or less")
-    client = podman.client(settings)
-    for version, image in settings["python_versions"].items():
-        check(client.images.exists(image), f"base image for python {version}: {image}",
-              f"base image {image} for python {version} is missing",
-              "run `spacehooks base-image build`" if image.startswith("localhost/") else f"pull {image}")
-    ca = settings["build.ca_bundle"]
-    check(not ca or os.access(ca, os.R_OK), f"build.ca_bundle {ca or '(none)'}", f"build.ca_bundle {ca} is not readable",
-          "point build.ca_bundle at a readable PEM file (e.g. /etc/ssl/certs/ca-certificates.crt)")
-    home = Path(settings.home)
-    check(home.is_dir() and os.access(home, os.W_OK), f"SPACEHOOKS_HOME {home} is writable",
-          f"SPACEHOOKS_HOME {home} is missing or not writable", f"mkdir -p {home} and give it to the spacehooks user")
-    echo("all checks passed" if not problems else f"{problems} problem(s) found")
-    return problems == 0

@@ -6,6 +6,7 @@ code reuses every layer up to the app files.
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 import shutil
@@ -77,6 +78,34 @@ def _apt(settings, names: list[str]) -> str:
             f"{_ca_mount(settings)}" + " ".join(cmd))
 
 
+REQUIREMENT_DIRS = {"pre-requirements.txt": "pre", "requirements.txt": "req"}
+FILE_OPTION = re.compile(r"^(?:--requirement|--constraint|-r|-c)(?:\s*=\s*|\s*)(\S+)")
+
+
+def requirement_files(read: Callable[[str], bytes | None], name: str) -> dict[str, bytes]:
+    """`name` and every file it names with -r/-c, recursively, by repository path.
+
+    pip reads a nested file relative to the file that names it; the gate has checked that
+    each one is inside the repository."""
+    found: dict[str, bytes] = {}
+    pending = [name]
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        data = read(path)
+        if data is None:
+            continue
+        found[path] = data
+        for line in data.decode(errors="replace").splitlines():
+            match = FILE_OPTION.match(line.strip())
+            if match:
+                nested = posixpath.normpath(posixpath.join(posixpath.dirname(path), match.group(1)))
+                if not nested.startswith(("../", "/")) and nested != "..":
+                    pending.append(nested)
+    return found
+
+
 def containerfile(settings, config: dict, deps: dict[str, bytes]) -> str:
     """deps: the dependency files the commit has (name -> content)."""
     sdk = config["sdk"]
@@ -87,7 +116,10 @@ def containerfile(settings, config: dict, deps: dict[str, bytes]) -> str:
         lines += ["COPY deps/packages.txt /tmp/spacehooks/packages.txt", _apt(settings, names)]
     for name in ("pre-requirements.txt", "requirements.txt"):
         if name in deps:
-            lines += [f"COPY deps/{name} /tmp/spacehooks/{name}", f"{_pip(settings)} -r /tmp/spacehooks/{name}"]
+            # the file with every file it names (-r, -c), so the layer is keyed on all of them
+            folder = REQUIREMENT_DIRS[name]
+            lines += [f"COPY deps/{folder}/ /tmp/spacehooks/{folder}/",
+                      f"{_pip(settings)} -r /tmp/spacehooks/{folder}/{name}"]
     version = config.get("sdk_version")
     lines.append(f"{_pip(settings)} {SDK_PACKAGES[sdk]}{'==' + str(version) if version else ''}")
     lines += [f"COPY --chown=1000:1000 app/ {APP_DIR}/", "USER 1000", f"WORKDIR {APP_DIR}",
@@ -146,12 +178,18 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
             repo.export(commit, work / "app")
             (work / "deps").mkdir()
             deps = {}
-            for name in ("packages.txt", "pre-requirements.txt", "requirements.txt"):
-                data = repo.read_blob(commit, name)
-                if data is not None:
-                    deps[name] = data
-                    content = "\n".join(packages(data)) + "\n" if name == "packages.txt" else data
-                    (work / "deps" / name).write_bytes(content.encode() if isinstance(content, str) else content)
+            data = repo.read_blob(commit, "packages.txt")
+            if data is not None:
+                deps["packages.txt"] = data
+                (work / "deps" / "packages.txt").write_text("\n".join(packages(data)) + "\n")
+            for name, folder in REQUIREMENT_DIRS.items():
+                files = requirement_files(lambda path: repo.read_blob(commit, path), name)
+                if name in files:
+                    deps[name] = files[name]
+                for path, content in files.items():
+                    target = work / "deps" / folder / path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
             dockerfile = "Containerfile"
             (work / dockerfile).write_text(containerfile(settings, config, deps))
         if settings["build.ca_bundle"]:

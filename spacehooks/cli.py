@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from spacehooks import config as config_mod
-from spacehooks.errors import SpaceError, internal_error_message
+from spacehooks.errors import internal_error_message
 
 
 class Context:
@@ -246,8 +246,8 @@ def variables_delete(ctx, space, key):
 @pass_ctx
 def gc(ctx):
     """Remove Space images older than the last run.keep_builds builds of each Space."""
-    from spacehooks import admin
-    admin.gc(ctx.settings, click.echo)
+    from spacehooks import images
+    images.gc(ctx.settings, click.echo)
 
 
 @cli.command()
@@ -256,16 +256,43 @@ def gc(ctx):
 @pass_ctx
 def rollback(ctx, space, build):
     """Run an earlier build's image again (default: the one before the current)."""
-    from spacehooks import admin
-    admin.rollback(ctx.settings, space, build, click.echo)
+    from spacehooks import images
+    images.rollback(ctx.settings, space, build, click.echo)
+
+
+@cli.group()
+def limits():
+    """Per-Space memory, CPU and process limits (override the hardware flavor)."""
+
+
+@limits.command("set")
+@click.argument("space")
+@click.option("--memory-mb", type=click.IntRange(min=16), help="Memory limit in MB (swap included).")
+@click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU cores (fractions allowed).")
+@click.option("--pids", type=click.IntRange(min=8), help="Most processes the Space may run.")
+@click.option("--reset", is_flag=True, help="Drop this Space's overrides first (back to its flavor).")
+@pass_ctx
+def limits_set(ctx, space, memory_mb, cpus, pids, reset):
+    """Set SPACE's limits and restart it if it runs."""
+    from spacehooks import limits as mod
+    mod.set_limits(ctx.settings, space, {"memory_mb": memory_mb, "cpus": cpus, "pids": pids}, reset, click.echo)
+
+
+@limits.command("show")
+@click.argument("space")
+@pass_ctx
+def limits_show(ctx, space):
+    """Show SPACE's limits and where each comes from."""
+    from spacehooks import limits as mod
+    mod.show(ctx.settings, space, click.echo)
 
 
 @cli.command()
 @pass_ctx
 def doctor(ctx):
     """Check the Podman service, runtime, cgroups, ulimits and base images; print fixes."""
-    from spacehooks import admin
-    if not admin.doctor(ctx.settings, click.echo):
+    from spacehooks import doctor as mod
+    if not mod.doctor(ctx.settings, click.echo):
         sys.exit(1)
 
 
@@ -389,6 +416,24 @@ def base_image_list(ctx):
 
 
 # --- set-up -----------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("space", metavar="OWNER/NAME")
+@pass_ctx
+def create(ctx, space):
+    """Create the bare repository OWNER/NAME under repo_root with the hooks installed."""
+    from spacehooks import install as mod
+    mod.create_repo(ctx.settings, space, echo=click.echo)
+
+
+@cli.command("git-template")
+@click.argument("folder", type=click.Path(file_okay=False))
+@pass_ctx
+def git_template(ctx, folder):
+    """Write a git template folder (for init.templateDir) whose new repositories get the hooks."""
+    from spacehooks import install as mod
+    notes = mod.write_git_template(ctx.settings, Path(folder))
+    click.echo(f"{folder}: {', '.join(notes) if notes else 'unchanged'}")
 
 
 def main() -> None:

@@ -75,6 +75,7 @@ SETTINGS = [
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "Build and run logs are rotated at this size."),
     Setting("logs.keep", 3, int, "Rotated log files kept per Space."),
+    Setting("home_group", "spacehooks", str, "Unix group shared by the git account(s) and the server: `SPACEHOOKS_HOME` and its state database are made group-owned and group-writable (setgid folder), so post-receive can record builds; secrets stay root-only. Empty: leave ownership alone."),
 ]
 
 _BY_KEY = {s.key: s for s in SETTINGS}

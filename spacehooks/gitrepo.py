@@ -13,6 +13,11 @@ from typing import Iterator
 
 import pygit2
 
+# The server (root) reads repositories that belong to the git account; libgit2 refuses those
+# unless ownership checks are off. Safe here: we only read objects, never the repo's config
+# hooks or filters, and never check out.
+pygit2.settings.owner_validation = False
+
 
 ZERO = "0" * 40
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 from spacehooks import config as config_mod
 from spacehooks.errors import SpaceError
-from spacehooks.hooks import CHAINED_SUFFIX
+from spacehooks.hooks import _NAME, CHAINED_SUFFIX
 from spacehooks.proc import git
 
 MARKER = "spacehooks-managed hook"
@@ -105,7 +105,7 @@ def install_repo(settings: config_mod.Settings, repo: Path, layout: str) -> list
             chained = target.with_name(name + CHAINED_SUFFIX)
             if chained.exists():
                 raise SpaceError(f"{repo}: both {target.name} and {chained.name} exist",
-                                 hint=f"merge them by hand, then run install again")
+                                 hint="merge them by hand, then run install again")
             target.replace(chained)
             notes.append(f"kept the previous {name} (runs first, as {chained.name})")
         if _write(target, render(name, settings)):
@@ -157,3 +157,53 @@ def uninstall_paths(settings, paths: list[Path], layout: str, echo: Callable = p
 
 def _gitolite_home(path: Path) -> bool:
     return (path / ".gitolite.rc").is_file()
+
+
+def write_git_template(settings: config_mod.Settings, folder: Path) -> list[str]:
+    """A git template folder (init.templateDir): `git init` copies its hooks and config, so
+    new repositories get our hooks and push options without running install again."""
+    notes = [f"installed {name}" for name in HOOK_NAMES
+             if _write(folder / "hooks" / name, render(name, settings))]
+    config = ["config", "--file", str(folder / "config")]
+    if git(config + ["--get", "receive.advertisePushOptions"], check=False) != "true":
+        git(config + ["receive.advertisePushOptions", "true"])
+        notes.append("enabled push options")
+    return notes
+
+
+def create_repo(settings: config_mod.Settings, space: str, echo: Callable = print) -> Path:
+    """A new bare repository for OWNER/NAME under repo_root, hooks installed, owned like the root."""
+    owner, _, name = space.partition("/")
+    name = name.removesuffix(".git")
+    if not (_NAME.fullmatch(owner) and _NAME.fullmatch(name)):
+        raise SpaceError(f"cannot create {space!r}: give OWNER/NAME, each of letters, digits, . _ - "
+                         "and starting with a letter or digit",
+                         hint="for example: spacehooks create alice/demo")
+    root = Path(settings["repo_root"])
+    if not root.is_dir():
+        raise SpaceError(f"repo_root {root} does not exist",
+                         hint="create it (contrib/setup.sh does) or set repo_root in the config")
+    repo = root / owner / f"{name}.git"
+    if repo.exists():
+        raise SpaceError(f"{repo} already exists",
+                         hint=f"push to it, or reinstall its hooks with: spacehooks install {repo}")
+    made = [p for p in (root / owner, repo) if not p.exists()]
+    git(["init", "--quiet", "--bare", "--initial-branch=main", str(repo)])
+    install_repo(settings, repo, "plain")
+    # pushes run as the account that owns repo_root (the git account): it must own the repo
+    stat = root.stat()
+    if os.geteuid() == 0 and stat.st_uid != 0:
+        for top in made:
+            os.chown(top, stat.st_uid, stat.st_gid)
+            for folder, dirs, files in os.walk(top):
+                for entry in dirs + files:
+                    os.lchown(os.path.join(folder, entry), stat.st_uid, stat.st_gid)
+    import pwd
+    import socket
+    try:
+        user = pwd.getpwuid(stat.st_uid).pw_name
+    except KeyError:
+        user = str(stat.st_uid)
+    echo(f"created {repo} (owner {user}, hooks installed)")
+    echo(f"push to it:  git push {user}@{socket.getfqdn()}:{repo} main")
+    return repo

@@ -6,7 +6,6 @@ row), and the old container is removed after run.grace_seconds.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import socket
@@ -18,10 +17,10 @@ from pathlib import Path
 from spacehooks import podman
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
+from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
 
-LABEL = "spacehooks.space"
 LOG_TAIL = 30
-POLL = 0.5
+POLL = 0.2  # a redeploy waits on this loop: keep it short
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -36,37 +35,6 @@ def duration_seconds(text: str | None, default: float = 1800) -> float:
     if not text:
         return default
     return sum(int(n) * DURATION_UNITS[u] for n, u in re.findall(r"(\d+)([smhd])", str(text))) or default
-
-
-def container_name(space_id: str, build_id) -> str:
-    return f"spacehooks-{space_id.replace('/', '-')}-{build_id}-{int(time.time() * 1000) % 100000000}"
-
-
-def space_host(settings, space_id: str) -> str:
-    return re.sub(r"[^a-z0-9-]", "-", space_id.lower().replace("/", "-")) + "." + settings["gateway.domain"]
-
-
-def limits_for(settings, space: dict) -> dict:
-    flavor = settings.flavors.get(space.get("hardware") or settings["run.default_hardware"], {})
-    limits = {"memory_mb": settings["run.memory_mb"], "cpus": settings["run.cpus"], "pids": settings["run.pids"]}
-    limits.update({k: flavor[k] for k in ("memory_mb", "cpus") if k in flavor})
-    limits.update(space.get("limits") or {})
-    limits["gpus"] = flavor.get("gpus", 0)
-    return limits
-
-
-def environment(settings, space: dict, config: dict, limits: dict, secrets: dict, variables: dict) -> dict:
-    owner, _, name = space["id"].partition("/")
-    env = {**variables, **secrets}
-    env.update({
-        "SPACE_ID": space["id"], "SPACE_AUTHOR_NAME": owner, "SPACE_REPO_NAME": name,
-        "SPACE_TITLE": str(config.get("title") or name), "SPACE_HOST": space_host(settings, space["id"]),
-        "CPU_CORES": str(limits["cpus"]), "MEMORY": f"{int(limits['memory_mb']) // 1024}Gi"
-        if int(limits["memory_mb"]) >= 1024 else f"{int(limits['memory_mb'])}Mi",
-        "ACCELERATOR": "cuda" if limits.get("gpus") else "none", "SYSTEM": "spaces",
-        "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7860", "HOME": "/home/user",
-    })
-    return env
 
 
 def free_port(settings, st: state_mod.State) -> int:
@@ -84,72 +52,12 @@ def free_port(settings, st: state_mod.State) -> int:
     raise SpaceError(f"no free port in run.port_range {low}-{high}", hint="widen run.port_range")
 
 
-def _gpu_devices(settings, space: dict, limits: dict) -> list[str]:
-    if not limits.get("gpus"):
-        return []
-    try:
-        from spacehooks import gpu
-    except ImportError as exc:
-        raise SpaceError(f"hardware {space.get('hardware')} needs GPUs, but GPU support is not installed") from exc
-    return gpu.devices_for(settings, space["id"], space.get("hardware") or settings["run.default_hardware"])
-
-
 def _release_gpu(settings, space_id: str) -> None:
     try:
         from spacehooks import gpu
     except ImportError:
         return
     gpu.release(settings, space_id)
-
-
-def _streamlit_secrets(settings, space_id: str, secrets: dict) -> Path:
-    """Streamlit reads secrets from .streamlit/secrets.toml: written here, mounted read-only."""
-    folder = Path(settings.home) / "run" / space_id
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / "secrets.toml"
-    body = "".join(f'{k} = "{_toml_escape(v)}"\n' for k, v in sorted(secrets.items()))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(body)
-    if os.geteuid() == 0:
-        os.chown(path, 1000, 1000)  # the app runs as uid 1000 and must read it
-    else:
-        path.chmod(0o444)
-    return path
-
-
-def _toml_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config: dict, build_id, port: int) -> dict:
-    limits = limits_for(settings, space)
-    secrets = state_mod.read_secrets(settings.home, space["id"])
-    variables = st.variables(space["id"])
-    app_port = int(config.get("app_port") or 7860) if config.get("sdk") == "docker" else (
-        8501 if config.get("sdk") == "streamlit" else 7860)
-    nofile = settings["run.nofile"]
-    kwargs = dict(
-        image=image, name=container_name(space["id"], build_id),
-        labels={LABEL: space["id"], "spacehooks.build": str(build_id)},
-        environment=environment(settings, space, config, limits, secrets, variables),
-        ports={f"{app_port}/tcp": ("127.0.0.1", port)},
-        mem_limit=f"{int(limits['memory_mb'])}m", memswap_limit=f"{int(limits['memory_mb'])}m",
-        cpu_period=100000, cpu_quota=int(float(limits["cpus"]) * 100000), pids_limit=int(limits["pids"]),
-        user="1000", no_new_privileges=True, cap_drop=["ALL"], init=True,
-        restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
-        ulimits=[{"Name": "nofile", "Soft": nofile, "Hard": nofile},
-                 {"Name": "nproc", "Soft": int(limits["pids"]) * 4, "Hard": int(limits["pids"]) * 4}],
-        detach=True,
-    )
-    if config.get("sdk") == "streamlit":
-        path = _streamlit_secrets(settings, space["id"], secrets)
-        kwargs["mounts"] = [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
-                             "read_only": True}]
-    devices = _gpu_devices(settings, space, limits)
-    if devices:
-        kwargs["devices"] = devices
-    return kwargs
 
 
 def _launch(settings, st, space: dict, image: str, config: dict, build_id,

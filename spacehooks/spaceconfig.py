@@ -358,7 +358,7 @@ def parse(data: bytes, filename: str = "README.md") -> SpaceConfig:
             problem += f" ({context} that starts on line {context_mark.line + 1 + offset})"
         return fail(f"invalid YAML: {problem}", mark.line + 1 + offset if mark else None)
     except RecursionError:
-        return fail(f"YAML metadata block is nested too deeply", 2)
+        return fail("YAML metadata block is nested too deeply", 2)
     if root is None:
         return fail('YAML metadata block is empty: set at least "sdk"', 1)
     if not isinstance(root, yaml.MappingNode):

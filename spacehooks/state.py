@@ -6,9 +6,11 @@ its own connection.
 """
 from __future__ import annotations
 
+import grp
 import json
-import re
 import os
+import re
+import stat
 import sqlite3
 import time
 from pathlib import Path
@@ -201,22 +203,56 @@ def _build(row: sqlite3.Row) -> dict:
 def open(settings) -> State:  # noqa: A001 - the documented interface name
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(settings.db_path), timeout=30, isolation_level=None,
-                           check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.executescript(SCHEMA)
-    # The git user writes builds, the worker (often another user) runs them: keep the file
-    # group-writable so one shared group is enough.
+    gid = _share_home(home, settings["home_group"])
+    # post-receive (the git account) and the server (root) both write the database and the
+    # -wal/-shm files SQLite makes and removes as connections come and go: create them
+    # group-writable, in the setgid home so they belong to the shared group.
+    old_umask = os.umask(0o002)
+    try:
+        conn = sqlite3.connect(str(settings.db_path), timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(SCHEMA)
+    finally:
+        os.umask(old_umask)
     for path in (settings.db_path, Path(f"{settings.db_path}-wal"), Path(f"{settings.db_path}-shm")):
         try:
-            if path.exists() and path.stat().st_uid == os.getuid():
-                path.chmod(0o660)
+            info = path.stat()
+            if info.st_uid == os.geteuid():
+                if stat.S_IMODE(info.st_mode) != 0o660:
+                    path.chmod(0o660)
+                if gid is not None and info.st_gid != gid:
+                    os.chown(path, -1, gid)
         except OSError:
             pass
     return State(conn, home)
+
+
+def _share_home(home: Path, group: str) -> int | None:
+    """Make home group-owned by `group`, group-writable and setgid (only root may do it).
+
+    Returns the group's id when it exists. Log folders made below inherit the group and
+    stay readable to it; secrets/ and run/ are 0700 and stay root-only."""
+    if not group:
+        return None
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+    try:
+        info = home.stat()
+        if info.st_uid != os.geteuid():
+            return gid
+        if info.st_gid != gid:
+            os.chown(home, -1, gid)
+        if stat.S_IMODE(info.st_mode) & 0o2070 != 0o2070:
+            home.chmod(stat.S_IMODE(info.st_mode) | 0o2070)
+    except OSError:
+        pass
+    return gid
 
 
 # --- secrets: one 0600 file per key in a 0700 folder, never in the database ----------------

@@ -11,7 +11,7 @@ from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
-IDLE_POLL = 1.0
+IDLE_POLL = 0.3  # how soon a queued build starts; one small SQLite read each
 
 
 class Worker:
@@ -19,8 +19,15 @@ class Worker:
         self.settings = settings
         self._orphans_checked = False
 
-    def run(self, stop: threading.Event) -> None:
-        """Blocking loop until stop is set (serve runs it in a thread)."""
+    def run(self, stop: threading.Event, restore: bool = True) -> None:
+        """Blocking loop until stop is set (serve runs it in a thread).
+
+        First the Spaces that should serve but do not (after a restart or a reboot) start
+        again, before any queued build, so that a build never races a restore."""
+        if restore:
+            self._housekeeping()
+            from spacehooks import restore as restore_mod
+            restore_mod.restore_all(self.settings)
         concurrency = max(1, int(self.settings["build.concurrency"]))
         active: set = set()
         lock = threading.Lock()
@@ -133,6 +140,8 @@ def _fail_space(st: state_mod.State, build: dict, message: str) -> None:
 
 
 def main_loop(settings) -> None:
+    from spacehooks.logs import setup_logging
+    setup_logging()
     stop = threading.Event()
     try:
         Worker(settings).run(stop)

@@ -1,7 +1,6 @@
 import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest

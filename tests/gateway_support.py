@@ -9,9 +9,11 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+from playwright.sync_api import sync_playwright
 
 from spacehooks import config as config_mod
 from spacehooks import state as state_mod
@@ -157,3 +159,32 @@ def sse_events(text: str) -> list[str]:
 
 def log_lines(text: str) -> list[str]:
     return [json.loads(e)["data"] for e in sse_events(text)]
+
+
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    dialogs = []
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pg.dialogs = dialogs
+    yield pg
+    context.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)

@@ -171,3 +171,14 @@ def test_new_version_that_never_answers_is_removed_and_old_keeps_serving(engine)
     engine.drain()  # the worker's housekeeping removes retired containers
     names = podman("ps", "-a", "--format", "{{.Names}}", "--filter", "label=spacehooks.space=alice/bluegreen").stdout.split()
     assert names == [space["container"]]
+
+
+def test_accelerator_comes_from_the_flavor(engine):
+    from spacehooks import config, runspec
+    engine.configure(hardware={"cpu-basic": {"cpus": 1, "memory_mb": 1024}, "npu-small": {"cpus": 1, "accelerator": "npu"}})
+    settings = config.load()
+    env = lambda hardware: runspec.environment(settings, {"id": "a/b", "hardware": hardware}, {},
+                                               runspec.limits_for(settings, {"hardware": hardware}), {}, {})
+    assert env("npu-small")["ACCELERATOR"] == "npu"
+    assert env("cpu-basic")["ACCELERATOR"] == "none"
+    assert env("t4-small")["ACCELERATOR"] == "cuda"

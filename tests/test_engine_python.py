@@ -117,3 +117,22 @@ def test_streamlit_space_reads_its_secret_from_env_and_secrets_file(engine, work
     space = engine.space("bob/lit")
     assert space["container"] != name and space["stage"] == "RUNNING"
     assert podman("exec", space["container"], "printenv", "GREETING") == "changed\n"
+
+
+def test_requirements_naming_other_files_are_built_and_cached_on_their_content(engine, worker):
+    files = {"README.md": GRADIO, "app.py": GRADIO_APP, "requirements.txt": "-r reqs/base.txt\n-c constraints.txt\n",
+             "reqs/base.txt": "--requirement ../more.txt\n", "more.txt": "six\n", "constraints.txt": "six==1.16.0\n"}
+    bare, work = engine.create("bob/nested", files)
+    result = push(work, str(bare), "main", "wait")
+    assert "-----> Build #1 deployed: bob/nested is RUNNING" in remote(result), result.stdout
+    space = engine.space("bob/nested")
+    assert podman("exec", space["container"], "python", "-c", "import six; print(six.__version__)") == "1.16.0\n"
+    # only the constraints file changes: the requirements layer is built again, not taken from the cache
+    write_files(work, {"constraints.txt": "six==1.15.0\n"})
+    git("commit", "-qam", "older six", cwd=work)
+    result = push(work, str(bare), "main", "wait")
+    assert "-----> Build #2 deployed: bob/nested is RUNNING" in remote(result), result.stdout
+    log = build_log(engine, "bob/nested", 2)
+    assert steps_after(log, "-r /tmp/spacehooks/req/requirements.txt") == [False]
+    space = engine.space("bob/nested")
+    assert podman("exec", space["container"], "python", "-c", "import six; print(six.__version__)") == "1.15.0\n"

@@ -1,42 +1,11 @@
 """What a person sees: the gallery and Space pages in a real headless Chromium, plus the status
 API and the log streams those pages use."""
 import time
-from pathlib import Path
 
-import pytest
 import requests
-from playwright.sync_api import sync_playwright
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
-from gateway_support import log_lines
-
-SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = context.new_page()
-    dialogs = []
-    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    pg.dialogs = dialogs
-    yield pg
-    context.close()
-
-
-def shot(page, name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+from gateway_support import log_lines, shot
 
 
 def add_build_log(gw, space_id, lines):
@@ -77,6 +46,47 @@ def test_gallery_shows_cards_pinned_first_and_escapes_readme_text(gw, upstream, 
     shot(page, "gallery")
     page.fill("#search", "chat")
     assert page.locator(".card:visible").count() == 1
+    assert page.locator(".section-title:visible").all_inner_texts() == ["ALL SPACES\n2"]
+    page.fill("#search", "nothing like it")
+    assert page.locator(".card:visible").count() == 0 and page.locator(".section-title:visible").count() == 0
+    assert page.locator("#no-match").inner_text() == "No Space matches \u201cnothing like it\u201d."
+    page.fill("#search", "")
+    assert page.locator(".card:visible").count() == 3 and not page.locator("#no-match").is_visible()
+
+
+def test_empty_gallery_says_how_to_add_a_space(gw, page):
+    page.goto(f"http://localhost:{gw.port}/")
+    assert page.locator(".empty").inner_text() == (
+        "No Spaces yet.\n\nPush a repository whose README.md sets sdk: and it shows up here.")
+    assert page.locator("#search").count() == 0
+    shot(page, "gallery-empty")
+
+
+def test_pages_fit_a_phone_and_the_space_page_fits_one_screen(gw, upstream, browser):
+    gw.add_space("some-long-owner-name/a-space-with-a-rather-long-name", port=upstream.port, hardware="cpu-basic",
+                 config={"title": "A title long enough to wrap on a phone, and then some more words", "emoji": "📱",
+                         "colorFrom": "indigo", "colorTo": "pink", "sdk": "gradio", "license": "apache-2.0"})
+    space_page = f"http://localhost:{gw.port}/spaces/some-long-owner-name/a-space-with-a-rather-long-name"
+    size = "[document.documentElement.scrollWidth, document.documentElement.scrollHeight, innerWidth, innerHeight]"
+    for width, height in ((1280, 800), (400, 800)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        pg = context.new_page()
+        pg.goto(f"http://localhost:{gw.port}/")
+        assert pg.evaluate(size)[0] == width  # nothing sticks out sideways
+        assert pg.locator("#search").bounding_box()["width"] == (width - 32 if width < 640 else 280)
+        if width < 640:
+            shot(pg, "gallery-phone")
+        pg.goto(space_page)
+        pg.frame_locator("iframe#app").locator("body").wait_for()
+        # the app takes the rest of the screen: one scroll bar, the app's own
+        assert pg.evaluate(size) == [width, height, width, height]
+        frame = pg.locator("iframe#app").bounding_box()
+        assert frame["y"] + frame["height"] == height and frame["height"] > 400
+        if width < 640:
+            shot(pg, "space-page-phone")
+        pg.click("button.tab[data-view=logs]")
+        assert pg.evaluate(size) == [width, height, width, height]
+        context.close()
 
 
 def test_space_page_shows_header_stage_and_the_app_in_an_iframe(gw, upstream, page):

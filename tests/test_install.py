@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from helpers import GRADIO_README, bare_repo, git, push, work_repo
+from helpers import GRADIO_README, bare_repo, push, work_repo
 
 
 def cli(*args, check=True):

@@ -1,6 +1,8 @@
 """contrib/setup.sh run for real in a temp prefix: a venv from the checkout, config, state,
 repositories, the Podman service check and `spacehooks serve` in the background; a second
-run changes nothing; a repository added later gets working hooks. Plus the systemd units."""
+run changes nothing; then a Space pushed to a new repository (`spacehooks create`) runs and
+the gateway setup started serves it, and a repository added later gets working hooks. Plus
+`spacehooks create`, the git template and the systemd units."""
 from __future__ import annotations
 
 import os
@@ -12,7 +14,12 @@ import urllib.request
 import pytest
 
 import servers
-from helpers import GRADIO_README, git, push, work_repo
+from helpers import GIT_ENV, GRADIO_README, git, push, work_repo
+
+STATIC_README = "---\ntitle: Static\nemoji: 📄\ncolorFrom: red\ncolorTo: pink\nsdk: static\n---\n"
+DOCKER_README = "---\ntitle: Web\nsdk: docker\napp_port: 7860\nstartup_duration_timeout: 60s\n---\n"
+DOCKERFILE = ("FROM localhost/spacehooks/python:3.11\nWORKDIR /app\nCOPY . /app\n"
+              'CMD ["python", "-m", "http.server", "7860"]\n')
 
 SOURCES = ("contrib", "githooks", "spacehooks", "setup.cfg", "setup.py", "pyproject.toml", "README.md")
 
@@ -29,9 +36,9 @@ def _snapshot(dest):
     return dest
 
 
-def _setup(src, prefix, port, socket):
+def _setup(src, prefix, port, socket, extra=()):
     result = subprocess.run([str(src / "contrib" / "setup.sh"), "--prefix", str(prefix), "--python", "/usr/bin/python3",
-                             "--no-base-image", "--listen", f"127.0.0.1:{port}", "--podman-socket", socket],
+                             "--listen", f"127.0.0.1:{port}", "--podman-socket", socket, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
                             env={k: v for k, v in os.environ.items() if not k.startswith("SPACEHOOKS_")})
     assert result.returncode == 0, result.stdout
@@ -39,7 +46,7 @@ def _setup(src, prefix, port, socket):
 
 
 @pytest.mark.slow
-def test_setup_twice_in_a_prefix(tmp_path, podman_url, monkeypatch):
+def test_setup_twice_in_a_prefix(tmp_path, podman_url, engine_base_image, monkeypatch):
     for key, value in servers.SAFE_DIRECTORY_ENV.items():
         monkeypatch.setenv(key, value)
     src = _snapshot(tmp_path / "src")
@@ -48,6 +55,9 @@ def test_setup_twice_in_a_prefix(tmp_path, podman_url, monkeypatch):
     port = servers.free_port()
     socket = podman_url.removeprefix("unix://")
     pid = None
+    cli = [str(prefix / "opt" / "spacehooks" / "venv" / "bin" / "spacehooks")]
+    env = {**os.environ, "SPACEHOOKS_CONFIG": str(prefix / "etc" / "spacehooks" / "config.yaml"),
+           "SPACEHOOKS_HOME": str(prefix / "var" / "lib" / "spacehooks")}
     try:
         first = _setup(src, prefix, port, socket)
         assert first[0] == f"-----> Python environment {prefix}/opt/spacehooks/venv"
@@ -78,8 +88,11 @@ def test_setup_twice_in_a_prefix(tmp_path, podman_url, monkeypatch):
             "       present",
             f"-----> Repositories {prefix}/srv/git",
             "       present",
-            f"       no repositories yet; after  git init --bare {prefix}/srv/git/OWNER/NAME.git"
-            f"  run  spacehooks install {prefix}/srv/git",
+            "       no repositories yet; create one with  spacehooks create OWNER/NAME",
+            "       new repositories get the hooks: spacehooks create OWNER/NAME"
+            f" (or git init --bare --template={prefix}/etc/spacehooks/git-template)",
+            "-----> Base image",
+            second[13],
             "-----> spacehooks serve",
             f"       running (pid {pid}, log {prefix}/var/log/spacehooks/serve.log)",
             "-----> Nothing to change: spacehooks is set up",
@@ -87,8 +100,34 @@ def test_setup_twice_in_a_prefix(tmp_path, podman_url, monkeypatch):
             f"   repositories: {prefix}/srv/git",
         ]
         assert second[1].startswith("       up to date (source ")
+        assert second[13].startswith("       -----> localhost/spacehooks/python:3.11 is up to date (recipe ")
+        assert (f"       {prefix}/etc/spacehooks/git-template: installed pre-receive, installed post-receive,"
+                " enabled push options") in first
 
-        # a repository made later: the next run installs the hooks, and they work
+        # issue 6: a push to a new repository becomes a running Space, served by setup's serve
+        created = servers.run(cli + ["create", "alice/page"], env=env)
+        assert created.stdout.splitlines()[0] == f"created {prefix}/srv/git/alice/page.git (owner root, hooks installed)"
+        work = work_repo(tmp_path / "page", {"README.md": STATIC_README, "index.html": "<p>set up and served</p>\n"})
+        pushed = push(work, str(prefix / "srv" / "git" / "alice" / "page.git"), "main", "wait",
+                      env={"SPACEHOOKS_CONFIG": "", "SPACEHOOKS_HOME": ""})
+        assert pushed.returncode == 0, pushed.stdout
+        assert "-----> Build #1 deployed: alice/page is RUNNING" in _remote(pushed), pushed.stdout
+        assert _get(port, "alice-page.localhost") == (200, "<p>set up and served</p>\n")
+
+        # a repository made with plain `git init` from the template gets the hooks too
+        web = prefix / "srv" / "git" / "alice" / "web.git"
+        git("init", "-q", "--bare", "-b", "main", f"--template={prefix}/etc/spacehooks/git-template", str(web))
+        assert (web / "hooks" / "pre-receive").read_text() == (prefix / "srv/git/alice/page.git/hooks/pre-receive").read_text()
+        assert git("config", "--get", "receive.advertisePushOptions", cwd=web).stdout == "true\n"
+        work = work_repo(tmp_path / "web", {"README.md": DOCKER_README, "Dockerfile": DOCKERFILE,
+                                            "index.html": "<p>docker Space</p>\n"})
+        pushed = push(work, str(web), "main", "wait", env={"SPACEHOOKS_CONFIG": "", "SPACEHOOKS_HOME": ""})
+        assert pushed.returncode == 0, pushed.stdout
+        assert "-----> Build #2 deployed: alice/web is RUNNING" in _remote(pushed), pushed.stdout
+        assert _get(port, "alice-web.localhost") == (200, "<p>docker Space</p>\n")
+        servers.run(cli + ["delete", "alice/web", "--yes"], env=env)
+
+        # a repository made later without the template: the next run installs the hooks, and they work
         bare = prefix / "srv" / "git" / "alice" / "demo.git"
         git("init", "-q", "--bare", "-b", "main", str(bare))
         third = _setup(src, prefix, port, socket)
@@ -108,7 +147,19 @@ def test_setup_twice_in_a_prefix(tmp_path, podman_url, monkeypatch):
         assert verify.returncode == 0, verify.stdout
     finally:
         if pid is not None:
+            subprocess.run(cli + ["delete", "alice/web", "--yes"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
             os.kill(pid, signal.SIGTERM)
+
+
+def _remote(result):
+    return [line.removeprefix("remote: ").rstrip() for line in result.stdout.splitlines() if line.startswith("remote: ")]
+
+
+def _get(port, host):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/index.html", headers={"Host": host})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read().decode()
 
 
 def test_systemd_units_match_the_podman_settings():
@@ -128,3 +179,151 @@ def test_systemd_units_match_the_podman_settings():
     assert f"Environment=SPACEHOOKS_CONFIG={config.DEFAULT_CONFIG}\n" in serve
     assert f"Environment=SPACEHOOKS_HOME={config.DEFAULT_HOME}\n" in serve
     assert "Restart=on-failure\n" in serve
+
+
+def _cli(args, config, home, **kw):
+    env = {**os.environ, "SPACEHOOKS_CONFIG": str(config), "SPACEHOOKS_HOME": str(home)}
+    return subprocess.run([str(servers.REPO / ".venv" / "bin" / "spacehooks"), *args], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_create_makes_a_bare_repository_with_the_hooks(tmp_path):
+    import socket
+    root = tmp_path / "git"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"repo_root: {root}\n")
+    home = tmp_path / "state"
+    missing = _cli(["create", "alice/demo"], config, home)
+    assert (missing.returncode, missing.stderr) == (1, f"Error: repo_root {root} does not exist\n"
+                                                       "  fix: create it (contrib/setup.sh does) or set repo_root in the config\n")
+    root.mkdir()
+    os.chown(root, 65534, 65534)  # the git account owns repo_root: the new repository is its
+    made = _cli(["create", "alice/demo"], config, home)
+    repo = root / "alice" / "demo.git"
+    assert (made.returncode, made.stderr) == (0, "")
+    assert made.stdout == (f"created {repo} (owner nobody, hooks installed)\n"
+                           f"push to it:  git push nobody@{socket.getfqdn()}:{repo} main\n")
+    for path in (root / "alice", repo, repo / "hooks" / "pre-receive", repo / "objects"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+    assert git("config", "--get", "receive.advertisePushOptions", cwd=repo, env=servers.SAFE_DIRECTORY_ENV).stdout == "true\n"
+    assert git("symbolic-ref", "HEAD", cwd=repo, env=servers.SAFE_DIRECTORY_ENV).stdout == "refs/heads/main\n"
+
+    again = _cli(["create", "alice/demo.git"], config, home)
+    assert (again.returncode, again.stdout, again.stderr) == (
+        1, "", f"Error: {repo} already exists\n  fix: push to it, or reinstall its hooks with: spacehooks install {repo}\n")
+    for bad in ("alice", "alice/", "/demo", "alice/-x", "alice/demo/x", "../demo", "al ice/demo", "alice/.git"):
+        refused = _cli(["create", bad], config, home)
+        assert (refused.returncode, refused.stdout, refused.stderr) == (
+            1, "", f"Error: cannot create {bad!r}: give OWNER/NAME, each of letters, digits, . _ - and starting with "
+                   "a letter or digit\n  fix: for example: spacehooks create alice/demo\n"), bad
+    assert sorted(p.name for p in root.rglob("*.git")) == ["demo.git"]
+
+
+def test_git_template_gives_new_repositories_the_hooks(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"repo_root: {tmp_path / 'git'}\n")
+    home = tmp_path / "state"
+    template = tmp_path / "template"
+    first = _cli(["git-template", str(template)], config, home)
+    assert (first.returncode, first.stdout) == (0, f"{template}: installed pre-receive, installed post-receive, "
+                                                   "enabled push options\n")
+    second = _cli(["git-template", str(template)], config, home)
+    assert (second.returncode, second.stdout) == (0, f"{template}: unchanged\n")
+
+    installed = tmp_path / "git" / "a" / "installed.git"
+    git("init", "-q", "--bare", str(installed))
+    assert _cli(["install", str(installed)], config, home).returncode == 0
+    new = tmp_path / "git" / "a" / "new.git"
+    git("-c", f"init.templateDir={template}", "init", "-q", "--bare", str(new))
+    for name in ("pre-receive", "post-receive"):
+        assert (new / "hooks" / name).read_text() == (installed / "hooks" / name).read_text()
+        assert os.access(new / "hooks" / name, os.X_OK)
+    assert git("config", "--get", "receive.advertisePushOptions", cwd=new).stdout == "true\n"
+    assert git("config", "--get", "core.bare", cwd=new).stdout == "true\n"
+
+
+SHELL_SCRIPTS = ("setup.sh", "podman/start-service.sh", "ssh/spacehooks-git-shell", "gpu-check/run.sh")
+
+
+def test_contrib_shell_scripts_pass_shellcheck():
+    """setup.sh's package and base-image steps run only on a real server: check them statically."""
+    for script in SHELL_SCRIPTS:
+        path = servers.CONTRIB / script
+        shell = "bash" if path.read_text().startswith("#!/bin/bash") else "sh"
+        syntax = servers.run([shell, "-n", path], check=False)
+        assert syntax.returncode == 0, f"{script}: {syntax.stdout}"
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is missing: apt-get install shellcheck")
+    lint = servers.run(["shellcheck", "-S", "warning", *(servers.CONTRIB / s for s in SHELL_SCRIPTS)], check=False)
+    assert lint.returncode == 0, lint.stdout
+
+
+GIT_USER = "spacehooks-setup-git"
+GROUP = "spacehooks-setup"
+
+
+@pytest.mark.slow
+def test_setup_with_a_git_account_shares_the_state_store(monkeypatch):
+    """The git account gets the group of the state store and a template for new repositories;
+    its push (post-receive) records a build in the store root made."""
+    import grp
+    import stat
+    from spacehooks import config, state
+    for key, value in servers.SAFE_DIRECTORY_ENV.items():
+        monkeypatch.setenv(key, value)
+    base = servers.server_dir("setup")
+    try:
+        src = _snapshot(base / "src")
+        prefix = base / "p"
+        repo_root, home, etc = prefix / "srv" / "git", prefix / "var" / "lib" / "spacehooks", prefix / "etc" / "spacehooks"
+        if subprocess.run(["getent", "group", GROUP], stdout=subprocess.DEVNULL).returncode == 0:
+            servers.run(["groupdel", GROUP])
+        user = servers.ensure_user(GIT_USER, repo_root)
+        args = ["--git-user", GIT_USER, "--group", GROUP, "--no-serve", "--no-podman", "--no-base-image"]
+        first = _setup(src, prefix, servers.free_port(), "/nonexistent.sock", args)
+        for line in (f"       {home} now belongs to {GIT_USER}", f"       created the group {GROUP}",
+                     f"       added {GIT_USER} to the group {GROUP}", f"       {home} is now group {GROUP}, setgid",
+                     f"       {repo_root}/.gitconfig: init.templateDir = {etc}/git-template",
+                     f"       new repositories get the hooks: spacehooks create OWNER/NAME (or git init --bare as {GIT_USER})"):
+            assert line in first, first
+        assert f'home_group: "{GROUP}"\n' in (etc / "config.yaml").read_text()
+        settings = config.load(path=etc / "config.yaml", home=home)
+        state.open(settings).close()  # root makes the store, as serve does when it starts
+        gid = grp.getgrnam(GROUP).gr_gid
+        for path, mode in ((home, 0o2775), (home / "state.db", 0o660)):
+            assert (path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (gid, mode), path
+
+        second = _setup(src, prefix, servers.free_port(), "/nonexistent.sock", args)
+        assert second[-2] == "-----> Nothing to change: spacehooks is set up", second
+
+        # as the git account: `git init --bare` picks up the template, a push queues a build
+        env = {"HOME": user.pw_dir, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **GIT_ENV}
+        bare = repo_root / "bob" / "new.git"
+        as_git = ["runuser", "-u", GIT_USER, "--", "env", *(f"{k}={v}" for k, v in env.items())]
+        servers.run(as_git + ["git", "init", "-q", "--bare", "-b", "main", bare])
+        assert (bare / "hooks" / "post-receive").read_text() == (etc / "git-template" / "hooks" / "post-receive").read_text()
+        work = work_repo(base / "work", {"README.md": STATIC_README, "index.html": "<p>hi</p>\n"})
+        servers.chown_tree(base / "work", user)
+        pushed = servers.run(as_git + ["git", "-C", base / "work", "push", bare, "HEAD:refs/heads/main"], check=False)
+        assert pushed.returncode == 0, pushed.stdout
+        assert "remote: -----> Build #1 queued for bob/new at " in pushed.stdout
+        st = state.open(settings)
+        try:
+            assert [b["status"] for b in st.builds("bob/new")] == ["queued"]
+        finally:
+            st.close()
+        # serve runs as root and reads the git account's repositories: the builder (export of
+        # the commit) and the gateway (static files) open them with pygit2
+        from spacehooks.gitrepo import Repo
+        head = git("rev-parse", "HEAD", cwd=base / "work").stdout.strip()
+        assert Repo(bare).entry(head, "index.html").kind == "blob"
+        from spacehooks import worker
+        assert worker.Worker(settings).run_once()
+        st = state.open(settings)
+        try:
+            assert [b["status"] for b in st.builds("bob/new")] == ["succeeded"]
+            assert st.get_space("bob/new")["stage"] == "RUNNING"
+        finally:
+            st.close()
+    finally:
+        shutil.rmtree(base)

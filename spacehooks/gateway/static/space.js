@@ -11,7 +11,7 @@
       b.classList.toggle("active", b.dataset.view === name);
     });
     document.getElementById("view-app").style.display = name === "app" ? "" : "none";
-    document.getElementById("view-logs").style.display = name === "logs" ? "block" : "none";
+    document.getElementById("view-logs").style.display = name === "logs" ? "flex" : "none";
     if (name === "logs") startLogs(document.querySelector("#view-logs [data-logs]"));
   }
   document.querySelectorAll("[data-view]").forEach(function (b) {

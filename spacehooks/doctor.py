@@ -1,0 +1,57 @@
+"""`spacehooks doctor`: check what builds and runs need, and print the fix for each problem."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spacehooks import podman
+from spacehooks.admin import Echo
+from spacehooks.errors import SpaceError
+
+
+def doctor(settings, echo: Echo) -> bool:
+    """Check what builds and runs need; print each problem with its fix. True when all is well."""
+    problems = 0
+
+    def check(ok: bool, good: str, bad: str, fix: str) -> None:
+        nonlocal problems
+        echo(f"ok       {good}" if ok else f"PROBLEM  {bad}\n  fix: {fix}")
+        problems += not ok
+
+    url = settings["podman_url"]
+    try:
+        podman.ping(url)
+        data = podman.info(settings)
+    except SpaceError as exc:
+        check(False, "", exc.message, exc.hint or "")
+        return False
+    check(True, f"Podman service answers at {url}", "", "")
+    host = data.get("host", {})
+    runtime = (host.get("ociRuntime") or {}).get("name", "?")
+    cgroups = host.get("cgroupVersion", "?")
+    check(runtime == "runc" or cgroups == "v2", f"runtime {runtime} on cgroups {cgroups}",
+          f"runtime {runtime} on cgroups {cgroups}: crun refuses cgroup v1 hybrid hosts",
+          'set `[engine] runtime = "runc"` in the service\'s containers.conf (contrib/podman/containers.conf)')
+    limits_ok = host.get("cgroupControllers") is None or {"memory", "pids", "cpu"} <= set(host.get("cgroupControllers") or [])
+    check(limits_ok, "cgroup controllers memory, cpu, pids available",
+          f"cgroup controllers {host.get('cgroupControllers')} lack memory, cpu or pids: limits cannot apply",
+          "enable the memory, cpu and pids controllers (cgroup_enable=memory on the kernel command line)")
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    check(hard == resource.RLIM_INFINITY or settings["run.nofile"] <= hard,
+          f"run.nofile {settings['run.nofile']} fits the host's hard limit {hard}",
+          f"run.nofile {settings['run.nofile']} is above the host's hard open-file limit {hard}: containers will not start",
+          f"set run.nofile to {hard} or less")
+    client = podman.client(settings)
+    for version, image in settings["python_versions"].items():
+        check(client.images.exists(image), f"base image for python {version}: {image}",
+              f"base image {image} for python {version} is missing",
+              "run `spacehooks base-image build`" if image.startswith("localhost/") else f"pull {image}")
+    ca = settings["build.ca_bundle"]
+    check(not ca or os.access(ca, os.R_OK), f"build.ca_bundle {ca or '(none)'}", f"build.ca_bundle {ca} is not readable",
+          "point build.ca_bundle at a readable PEM file (e.g. /etc/ssl/certs/ca-certificates.crt)")
+    home = Path(settings.home)
+    check(home.is_dir() and os.access(home, os.W_OK), f"SPACEHOOKS_HOME {home} is writable",
+          f"SPACEHOOKS_HOME {home} is missing or not writable", f"mkdir -p {home} and give it to the spacehooks user")
+    echo("all checks passed" if not problems else f"{problems} problem(s) found")
+    return problems == 0
