@@ -61,4 +61,5 @@ def test_gradio_client_predicts_through_the_gateway(gradio_gw, localhost_names, 
     app.get_by_role("button", name="Submit").click()
     # the answer comes back over the same queue, through the gateway, into the iframe
     expect(app.get_by_label("output")).to_have_value("egap eht ni", timeout=30000)
+    page.wait_for_timeout(1000)  # gradio fades the answer in; the screenshot should show it settled
     shot(page, "space-gradio")

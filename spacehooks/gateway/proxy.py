@@ -7,6 +7,7 @@ raced the switch lands on the new one instead of failing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import aiohttp
@@ -74,28 +75,30 @@ class Proxy:
                 body, replayable = request.content, False
         headers = upstream_headers(request)
         last_error: Exception | None = None
-        async for port in ports(RETRIES if replayable else 1):
-            url = f"http://127.0.0.1:{port}{request.raw_path}"
-            try:
-                upstream = await self.session.request(
-                    request.method, url, headers=headers, data=body, allow_redirects=False,
-                    skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
-            except UNREACHABLE as exc:
-                last_error = exc
-                continue
-            try:
-                length = upstream.content_length
-                if length is not None and length <= BUFFER_BYTES:
-                    try:
-                        data = await upstream.read()
-                    except (aiohttp.ClientPayloadError, *UNREACHABLE) as exc:
-                        # nothing was sent to the client yet: as good as never reached
-                        last_error = exc
-                        continue
-                    return self._whole(upstream, data, extra_headers)
-                return await self._relay(request, upstream, extra_headers)
-            finally:
-                upstream.release()
+        # closed here, not by the loop's finalizer hook (a thread-safe wake-up for every request)
+        async with contextlib.aclosing(ports(RETRIES if replayable else 1)) as candidates:
+            async for port in candidates:
+                url = f"http://127.0.0.1:{port}{request.raw_path}"
+                try:
+                    upstream = await self.session.request(
+                        request.method, url, headers=headers, data=body, allow_redirects=False,
+                        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+                except UNREACHABLE as exc:
+                    last_error = exc
+                    continue
+                try:
+                    length = upstream.content_length
+                    if length is not None and length <= BUFFER_BYTES:
+                        try:
+                            data = await upstream.read()
+                        except (aiohttp.ClientPayloadError, *UNREACHABLE) as exc:
+                            # nothing was sent to the client yet: as good as never reached
+                            last_error = exc
+                            continue
+                        return self._whole(upstream, data, extra_headers)
+                    return await self._relay(request, upstream, extra_headers)
+                finally:
+                    upstream.release()
         raise Unreachable(str(last_error))
 
     def _whole(self, upstream: aiohttp.ClientResponse, data: bytes, extra_headers) -> web.Response:
@@ -132,16 +135,17 @@ class Proxy:
         headers = upstream_headers(request, drop=WS_OWN)
         upstream = None
         last_error: Exception | None = None
-        async for port in ports(RETRIES):
-            try:
-                upstream = await self.session.ws_connect(
-                    f"http://127.0.0.1:{port}{request.raw_path}", headers=headers, protocols=protocols,
-                    autoping=True, compress=0, max_msg_size=0)
-                break
-            except aiohttp.WSServerHandshakeError as exc:
-                return web.Response(status=exc.status, text=exc.message or "WebSocket refused")
-            except UNREACHABLE as exc:
-                last_error = exc
+        async with contextlib.aclosing(ports(RETRIES)) as candidates:
+            async for port in candidates:
+                try:
+                    upstream = await self.session.ws_connect(
+                        f"http://127.0.0.1:{port}{request.raw_path}", headers=headers, protocols=protocols,
+                        autoping=True, compress=0, max_msg_size=0)
+                    break
+                except aiohttp.WSServerHandshakeError as exc:
+                    return web.Response(status=exc.status, text=exc.message or "WebSocket refused")
+                except UNREACHABLE as exc:
+                    last_error = exc
         if upstream is None:
             raise Unreachable(str(last_error))
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
