@@ -53,5 +53,16 @@ def doctor(settings, echo: Echo) -> bool:
     home = Path(settings.home)
     check(home.is_dir() and os.access(home, os.W_OK), f"SPACEHOOKS_HOME {home} is writable",
           f"SPACEHOOKS_HOME {home} is missing or not writable", f"mkdir -p {home} and give it to the spacehooks user")
+    group = settings["home_group"]
+    if group:
+        import grp
+        try:
+            grp.getgrnam(group)
+            found = True
+        except KeyError:
+            found = False
+        check(found, f"home_group {group} exists (the git account shares SPACEHOOKS_HOME through it)",
+              f"home_group {group} does not exist: post-receive, run by the git account, cannot record builds",
+              f"groupadd --system {group} && usermod -a -G {group} GIT_ACCOUNT (or set home_group)")
     echo("all checks passed" if not problems else f"{problems} problem(s) found")
     return problems == 0

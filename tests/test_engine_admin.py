@@ -1,9 +1,12 @@
-"""Admin commands through the real CLI: secrets, variables, spaces, status, doctor."""
+"""Admin commands through the real CLI: secrets, variables, spaces, status, doctor, pause/resume,
+limits, build logs, rollback, gc and delete."""
 import stat
 import subprocess
 import sys
+import time
+import urllib.request
 
-from helpers import push
+from helpers import git, push, write_files
 
 STATIC_README = "---\ntitle: Static\nsdk: static\n---\n"
 
@@ -52,13 +55,16 @@ def test_doctor_reports_a_missing_base_image_with_its_fix(engine):
     assert "ok       Podman service answers at " in result.stdout
 
 
-# --- life-cycle commands on a real docker Space ----------------------------------------
-import json
-import time
-import urllib.error
-import urllib.request
+def test_doctor_reports_a_missing_home_group(engine):
+    engine.configure(home_group="spacehooks-no-such-group")
+    result = cli("doctor")
+    assert result.returncode == 1
+    assert ("PROBLEM  home_group spacehooks-no-such-group does not exist: post-receive, run by the git account, "
+            "cannot record builds\n  fix: groupadd --system spacehooks-no-such-group && usermod -a -G "
+            "spacehooks-no-such-group GIT_ACCOUNT (or set home_group)\n") in result.stdout
 
-from helpers import git, write_files
+
+# --- life-cycle commands on a real docker Space ----------------------------------------
 
 DOCKER_README = "---\ntitle: Admin\nsdk: docker\napp_port: 8000\nstartup_duration_timeout: 30s\n---\n"
 DOCKERFILE = ("FROM localhost/spacehooks/python:3.11\nWORKDIR /home/user/app\nCOPY --chown=1000:1000 . .\n"

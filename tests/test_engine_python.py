@@ -121,7 +121,9 @@ def test_streamlit_space_reads_its_secret_from_env_and_secrets_file(engine, work
 
 def test_requirements_naming_other_files_are_built_and_cached_on_their_content(engine, worker):
     files = {"README.md": GRADIO, "app.py": GRADIO_APP, "requirements.txt": "-r reqs/base.txt\n-c constraints.txt\n",
-             "reqs/base.txt": "--requirement ../more.txt\n", "more.txt": "six\n", "constraints.txt": "six==1.16.0\n"}
+             "reqs/base.txt": "--requirement ../more.txt\n", "constraints.txt": "six==1.16.0\n",
+             # a fresh comment keeps layers of an earlier test run out of the cache
+             "more.txt": f"# {uuid.uuid4()}\nsix\n"}
     bare, work = engine.create("bob/nested", files)
     result = push(work, str(bare), "main", "wait")
     assert "-----> Build #1 deployed: bob/nested is RUNNING" in remote(result), result.stdout
@@ -136,3 +138,9 @@ def test_requirements_naming_other_files_are_built_and_cached_on_their_content(e
     assert steps_after(log, "-r /tmp/spacehooks/req/requirements.txt") == [False]
     space = engine.space("bob/nested")
     assert podman("exec", space["container"], "python", "-c", "import six; print(six.__version__)") == "1.15.0\n"
+    # a code-only change takes the requirements layer from the cache again
+    write_files(work, {"app.py": GRADIO_APP + "# changed\n"})
+    git("commit", "-qam", "code", cwd=work)
+    result = push(work, str(bare), "main", "wait")
+    assert "-----> Build #3 deployed: bob/nested is RUNNING" in remote(result), result.stdout
+    assert steps_after(build_log(engine, "bob/nested", 3), "-r /tmp/spacehooks/req/requirements.txt") == [True]
