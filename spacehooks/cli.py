@@ -318,8 +318,8 @@ def hardware_list(ctx):
 @pass_ctx
 def hardware_set(ctx, space, flavor):
     """Move SPACE (owner/name) to FLAVOR, freeing its old GPUs, and restart it if it runs."""
-    from spacehooks import gpu
-    gpu.hardware_set(ctx.settings, space, flavor, click.echo)
+    from spacehooks import limits
+    limits.set_hardware(ctx.settings, space, flavor, click.echo)
 
 
 @cli.group("gpu")

@@ -245,7 +245,9 @@ def cdi_generate(settings, dev_root: Path, driver_root: Path, output: str | None
          f"{len(host.files)} driver files mounted read-only")
 
 
-def hardware_set(settings, space_id: str, flavor_name: str, echo: Callable[[str], None]) -> None:
+def assign_flavor(settings, space_id: str, flavor_name: str) -> str:
+    """Record the Space's flavor once its GPUs are known to be free; returns its stage.
+    Restarting the Space is the caller's business (limits.set_hardware)."""
     spec = flavor(settings, flavor_name)
     st = _open(settings)
     try:
@@ -260,9 +262,4 @@ def hardware_set(settings, space_id: str, flavor_name: str, echo: Callable[[str]
     finally:
         st.close()
     release(settings, space_id)
-    if stage in SERVING:
-        from spacehooks import runner
-        echo(f"{space_id}: hardware {flavor_name}; restarting")
-        runner.restart(settings, space_id)
-    else:
-        echo(f"{space_id}: hardware {flavor_name}; applies when it next starts (now {stage})")
+    return stage

@@ -3,12 +3,21 @@ state's `limits` column; setting one restarts a running Space (Podman cannot rel
 update the limits of a running container, so it is recreated)."""
 from __future__ import annotations
 
-from spacehooks import runner
+from spacehooks import gpu, runner
 from spacehooks import queue as queue_mod
 from spacehooks.admin import Echo, _open, _restart_if_running
 from spacehooks.errors import SpaceError
 
 KEYS = ("memory_mb", "cpus", "pids")
+
+
+def set_hardware(settings, space_id: str, flavor_name: str, echo: Echo) -> None:
+    stage = gpu.assign_flavor(settings, space_id, flavor_name)
+    if stage in gpu.SERVING:
+        echo(f"{space_id}: hardware {flavor_name}; restarting")
+        runner.restart(settings, space_id)
+    else:
+        echo(f"{space_id}: hardware {flavor_name}; applies when it next starts (now {stage})")
 
 
 def set_limits(settings, space_id: str, values: dict, reset: bool, echo: Echo) -> None:

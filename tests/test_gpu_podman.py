@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from podman.errors import APIError
 
-from spacehooks import cdi, config, gpu, podman, runner, state
+from spacehooks import cdi, config, gpu, limits, podman, runner, state
 from spacehooks.errors import SpaceError
 from test_gpu_cdi import fake_host
 
@@ -170,7 +170,7 @@ def test_space_through_runner_gets_gpu_and_frees_it(fake_gpus, busybox_image):
         runner.start(s, "gpu/app")
         page = _page(s, "gpu/app")
         assert "ACCELERATOR=none" in page and not any(line.startswith("testgpu") for line in page)
-        gpu.hardware_set(s, "gpu/app", "test-gpu-x2", print)
+        limits.set_hardware(s, "gpu/app", "test-gpu-x2", print)
         time.sleep(0.5)
         page = _page(s, "gpu/app")
         assert "testgpu0" in page and "testgpu1" in page

@@ -1,0 +1,46 @@
+"""The package follows docs/ARCHITECTURE.md: a module imports only modules listed before it."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORT = re.compile(r"^\s*(?:from (spacehooks[\w.]*) import ([\w, ]+)|import (spacehooks[\w.]*))", re.M)
+
+
+def order():
+    names = []
+    for cell in re.findall(r"^\| (`[^|]+`) \|", (ROOT / "docs" / "ARCHITECTURE.md").read_text(), re.M):
+        names += [n.removesuffix(".py").rstrip("/") for n in re.findall(r"`([\w/.]+)`", cell)]
+    return names
+
+
+def module_of(path: Path) -> str:
+    rel = path.relative_to(ROOT / "spacehooks")
+    return "gateway" if rel.parts[0] == "gateway" else rel.stem
+
+
+def imports(path: Path) -> set:
+    found = set()
+    for m in IMPORT.finditer(path.read_text()):
+        target = m.group(1) or m.group(3)
+        names = [target] if target not in ("spacehooks",) else [f"spacehooks.{n.split(' as ')[0].strip()}" for n in m.group(2).split(",")]
+        for name in names:
+            part = name.split(".")[1] if "." in name else None
+            if part:
+                found.add(part)
+    return found
+
+
+def test_every_module_is_listed_and_imports_only_earlier_ones():
+    rank = {name: i for i, name in enumerate(order())}
+    problems = []
+    for path in sorted((ROOT / "spacehooks").rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py") and path.parent.name == "spacehooks":
+            continue
+        mod = module_of(path)
+        assert mod in rank, f"{path} is not in docs/ARCHITECTURE.md"
+        for dep in imports(path) - {mod}:
+            if dep not in rank:
+                problems.append(f"{path.name} imports unlisted {dep}")
+            elif rank[dep] > rank[mod] and {mod, dep} != {"install", "install_gitolite"}:
+                problems.append(f"{path.relative_to(ROOT)} ({mod}) imports {dep}, which comes later")
+    assert problems == []
