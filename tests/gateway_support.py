@@ -110,7 +110,8 @@ class GatewayUnderTest:
         registry = Registry(self.settings)
         self.sleeper = Sleeper(self.settings, registry, runner=runner)
         self.app = make_app(self.settings, registry, self.sleeper)
-        self.runner = web.AppRunner(self.app, access_log=None)
+        # open event streams from the browser would hold the shutdown for its full timeout
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
         loops.run(self.runner.setup())
         loops.run(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
 

@@ -33,7 +33,9 @@ def run(settings, listen: str | None = None, with_worker: bool = False, sleep: b
 
 
 async def _serve(settings, host, port, worker_thread, stop_worker, sleep, echo) -> None:
-    runner = web.AppRunner(make_app(settings, run_sleeper=sleep), access_log=None, handle_signals=False)
+    # log streams (SSE) stay open for ever: give open connections 2 s on shutdown, not 60
+    runner = web.AppRunner(make_app(settings, run_sleeper=sleep), access_log=None, handle_signals=False,
+                           shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     try:
