@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -32,8 +31,7 @@ HUB_FLAVORS = {
 }
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     key: str          # dotted path in the YAML file
     default: Any
     kind: type | tuple
@@ -126,7 +124,7 @@ def load(path: str | os.PathLike | None = None, home: str | os.PathLike | None =
     raw: dict = {}
     if path.exists():
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             _fail(f"{path}: not valid YAML: {exc}", hint="fix the file or remove it to use the defaults")
         if not isinstance(raw, dict):

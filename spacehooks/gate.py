@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from spacehooks import depfiles, secretscan, spaceconfig
 from spacehooks.config import Settings
@@ -77,12 +77,12 @@ class DirSource:
         return str(real.relative_to(self.root)), None
 
 
-@dataclass
 class Report:
-    space_id: str
-    errors: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    config: spaceconfig.SpaceConfig | None = None
+    def __init__(self, space_id: str):
+        self.space_id = space_id
+        self.errors: list = []
+        self.warnings: list = []
+        self.config: spaceconfig.SpaceConfig | None = None
 
 
 def _read_limited(settings: Settings, source, path: str, report: Report) -> bytes | None:
@@ -186,8 +186,7 @@ def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Re
     report.errors += secretscan.as_problems(findings, report.space_id)
 
 
-@dataclass
-class RefUpdate:
+class RefUpdate(NamedTuple):
     old: str
     new: str
     ref: str

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pygit2
 
@@ -22,8 +21,7 @@ pygit2.settings.owner_validation = False
 ZERO = "0" * 40
 
 
-@dataclass
-class Entry:
+class Entry(NamedTuple):
     path: str
     kind: str        # "blob", "tree", "link", "commit" (submodule)
     size: int

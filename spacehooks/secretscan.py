@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import pygit2
 
@@ -24,8 +23,7 @@ PATTERNS = [  # (what it is, regex source); order matters: the first alternative
 MAX_BLOB = 2 * 1024 * 1024
 
 
-@dataclass
-class Finding:
+class Finding(NamedTuple):
     path: str
     line: int
     kind: str

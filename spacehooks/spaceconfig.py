@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import yaml
 
@@ -29,8 +28,9 @@ MAX_DEPTH = 20
 MAX_BLOCK_BYTES = 64 * 1024
 
 
-@dataclass
-class Problem:
+# NamedTuples and plain classes, not dataclasses: building a dataclass costs ~1 ms at import,
+# which every push pays (bench/push_overhead).
+class Problem(NamedTuple):
     file: str
     line: int | None
     message: str
@@ -186,8 +186,7 @@ DURATION = matching(r"(?:[1-9]\d*[smhd])+|0*[1-9]\d*[smhd]", "a duration such as
 REPO_ID = r"[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?"
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     name: str
     check: Callable
     help: str
@@ -233,12 +232,12 @@ KEYS_BY_NAME = {k.name: k for k in KEYS}
 DEFAULT_APP_FILE = {"gradio": "app.py", "streamlit": "app.py", "static": "index.html", "docker": None}
 
 
-@dataclass
 class SpaceConfig:
-    values: dict = field(default_factory=dict)
-    lines: dict = field(default_factory=dict)
-    errors: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
+    def __init__(self):
+        self.values: dict = {}
+        self.lines: dict = {}
+        self.errors: list = []
+        self.warnings: list = []
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -306,6 +305,18 @@ def _scalar(node):
         return node.value
 
 
+def _compose(source: str):
+    """libyaml when it is there (a push pays less); its error messages are terser, so a block
+    it refuses is parsed again by the pure-Python parser, whose messages the docs show."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.compose(source, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(source, Loader=yaml.SafeLoader)
+
+
 def split_front_matter(text_value: str) -> tuple[str, int] | None:
     """Return (yaml text, line offset of its first line) or None when there is no block."""
     lines = text_value.split("\n")
@@ -349,7 +360,7 @@ def parse(data: bytes, filename: str = "README.md") -> SpaceConfig:
     if len(source.encode()) > MAX_BLOCK_BYTES:
         return fail(f"YAML metadata block is larger than {MAX_BLOCK_BYTES // 1024} KiB", 2)
     try:
-        root = yaml.compose(source, Loader=yaml.SafeLoader)
+        root = _compose(source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
