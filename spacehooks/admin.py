@@ -78,7 +78,9 @@ def logs(settings, space_id: str, build: bool, follow: bool, echo: Echo) -> None
         container = podman.client(settings).containers.get(space["container"])
     except NotFound as exc:
         raise SpaceError(f"container {space['container']} of {space_id} is gone", hint=f"spacehooks restart {space_id}") from exc
-    for chunk in container.logs(stream=follow, follow=follow, stdout=True, stderr=True):
+    # the worker copies the app's output into the run log: ask Podman only for what is newer
+    since = int(path.stat().st_mtime) if path.exists() else None
+    for chunk in container.logs(stream=follow, follow=follow, stdout=True, stderr=True, since=since):
         echo(chunk.decode(errors="replace").rstrip("\n"))
 
 

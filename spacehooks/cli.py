@@ -92,8 +92,8 @@ def schema_doc():
 @pass_ctx
 def worker(ctx):
     """Run queued builds and deploy them (blocks; `serve` runs it too)."""
-    from spacehooks import worker as mod
-    mod.main_loop(ctx.settings)
+    from spacehooks import images, worker as mod
+    mod.main_loop(ctx.settings, gc=images.gc)
 
 
 @cli.command()

@@ -65,6 +65,7 @@ SETTINGS = [
     Setting("run.sleep_seconds", 172800, int, "Idle time before a Space sleeps (-1: never); per Space with `sleep-time set`."),
     Setting("run.grace_seconds", 10, (int, float), "After a new version answers, the old container keeps serving open requests this long before it is stopped."),
     Setting("run.keep_builds", 3, int, "Images kept per Space for rollback; `gc` removes older ones."),
+    Setting("run.gc_interval_seconds", 21600, (int, float), "How often `serve` and `worker` run `gc` between builds (0: only by hand)."),
     Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
     Setting("gpu.cdi_dirs", ["/etc/cdi", "/var/run/cdi"], list, "Folders holding CDI specs, later ones overriding earlier ones; must be the folders Podman reads (its defaults are these two)."),
     Setting("gateway.listen", "127.0.0.1:8080", str, "Address the gateway listens on."),

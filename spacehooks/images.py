@@ -1,5 +1,8 @@
-"""Space images: gc of old builds and rollback to an earlier build's image."""
+"""gc of old Space images and logs, and rollback to an earlier build's image."""
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 from spacehooks import builder, podman, runner
 from spacehooks import queue as queue_mod
@@ -9,7 +12,8 @@ from spacehooks.errors import SpaceError
 
 
 def gc(settings, echo: Echo) -> int:
-    """Remove Space images beyond the newest run.keep_builds per Space (the running one stays)."""
+    """Remove Space images and build logs beyond the newest run.keep_builds per Space (the
+    running one stays), run-log copies beyond logs.keep and logs of deleted Spaces."""
     keep = settings["run.keep_builds"]
     st = _open(settings)
     client = podman.client(settings)
@@ -32,10 +36,51 @@ def gc(settings, echo: Echo) -> int:
                     continue
                 removed += 1
                 echo(f"removed {tag}")
+        echo(f"{removed} old image(s) removed")
+        logs_removed = prune_logs(settings, st, echo)
     finally:
         st.close()
-    echo(f"{removed} old image(s) removed")
-    return removed
+    echo(f"{logs_removed} old log(s) removed")
+    return removed + logs_removed
+
+
+def prune_logs(settings, st: state_mod.State, echo: Echo) -> int:
+    home = Path(settings.home)
+    keep_builds, keep_copies = int(settings["run.keep_builds"]), int(settings["logs.keep"])
+    spaces = {s["id"]: s for s in st.list_spaces()}
+    gone: list[Path] = []
+    for space_id, space in spaces.items():
+        builds = st.builds(space_id, limit=1_000_000)
+        kept = {b["id"] for b in builds[:keep_builds]} | {space.get("build_id")}
+        kept |= {b["id"] for b in builds if b["status"] not in state_mod.FINAL}  # still being written
+        folder = st.build_log_path(space_id, 0).parent
+        for path in sorted(folder.glob("*.log"), key=_number):
+            if _number(path) >= 0 and _number(path) not in kept:
+                gone.append(path)
+        run_log = st.run_log_path(space_id)
+        gone += [p for p in sorted(run_log.parent.glob(run_log.name + ".*"), key=_number)
+                 if _number(p) > keep_copies]
+    # folders of Spaces that were deleted, or whose delete did not finish
+    for folder in sorted((home / "logs" / "builds").glob("*/*")):
+        if folder.is_dir() and f"{folder.parent.name}/{folder.name}" not in spaces:
+            gone.append(folder)
+    for path in sorted((home / "logs" / "run").glob("*/*.log*")):
+        if f"{path.parent.name}/{path.name.split('.log')[0]}" not in spaces:
+            gone.append(path)
+    for path in gone:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            echo(f"removed {path.relative_to(home)}/")
+        else:
+            path.unlink(missing_ok=True)
+            echo(f"removed {path.relative_to(home)}")
+    return len(gone)
+
+
+def _number(path: Path) -> int:
+    """The build id of `<id>.log`, the copy number of `x.log.<n>`; -1 for other names."""
+    text = path.stem if path.suffix == ".log" else path.suffix.lstrip(".")
+    return int(text) if text.isdigit() else -1
 
 
 def rollback(settings, space_id: str, build_id: int | None, echo: Echo) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import deque
 from pathlib import Path
 from typing import TextIO
 
@@ -77,3 +78,51 @@ def rotate(path: str | os.PathLike, settings) -> bool:
         rotated_name(path, n).unlink()
         n += 1
     return True
+
+
+class CappedLog:
+    """A build log that keeps its head and tail once it passes `logs.max_bytes`.
+
+    The file is only ever appended to: post-receive follows it by offset while the build
+    runs. Past half the limit, lines wait in a bounded tail buffer; `end()` writes how many
+    bytes were left out and then that tail. Lines after `end()` (deploy steps) go straight on.
+    """
+
+    def __init__(self, fh: TextIO, max_bytes: int):
+        self._fh = fh
+        self._head_left = max_bytes // 2 if max_bytes > 0 else -1
+        self._tail_budget = max_bytes - max_bytes // 2
+        self._tail: deque[str] = deque()
+        self._tail_bytes = 0
+        self._dropped = 0
+        self._capping = max_bytes > 0
+
+    def write(self, line: str) -> None:
+        line = line.rstrip("\n") + "\n"
+        size = len(line.encode(errors="replace"))
+        if not self._capping or self._head_left < 0 or (not self._tail and size <= self._head_left):
+            if self._capping and self._head_left >= 0:
+                self._head_left -= size
+            self._fh.write(line)
+            return
+        if not self._tail and not self._dropped:
+            self._fh.write(MIDDLE_NOTE)
+        self._head_left = 0
+        self._tail.append(line)
+        self._tail_bytes += size
+        while self._tail_bytes > self._tail_budget and self._tail:
+            gone = len(self._tail.popleft().encode(errors="replace"))
+            self._tail_bytes -= gone
+            self._dropped += gone
+
+    def end(self) -> None:
+        if self._dropped:
+            self._fh.write(DROPPED_NOTE.format(n=self._dropped))
+        self._fh.writelines(self._tail)
+        self._tail.clear()
+        self._dropped = 0
+        self._capping = False
+
+
+MIDDLE_NOTE = "[spacehooks] the build log passed logs.max_bytes: its end follows when the build ends\n"
+DROPPED_NOTE = "[spacehooks] {n} bytes of build output left out (logs.max_bytes)\n"

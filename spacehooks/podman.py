@@ -185,6 +185,35 @@ def log_tail(settings, name: str, lines: int) -> str:
     return _demux(body).decode(errors="replace")
 
 
+def follow_logs(settings, name: str, since: float = 0) -> Iterable[bytes]:
+    """The container's output (stdout and stderr) from `since` on, chunk by chunk as written,
+    until it stops. Nothing when the container is gone."""
+    url = settings["podman_url"]
+    params = {"stdout": "true", "stderr": "true", "follow": "true"}
+    if since:
+        params["since"] = f"{since:.6f}"
+    query = urllib.parse.urlencode(params)
+    try:
+        conn = _UnixConnection(_socket_path(url), None)
+        conn.request("GET", f"{API}/containers/{urllib.parse.quote(name)}/logs?{query}")
+        response = conn.getresponse()
+    except OSError as exc:
+        raise unreachable(url, exc) from exc
+    if response.status >= 400:
+        response.read()
+        return
+    try:
+        while True:  # Docker's stream framing: 8-byte header (stream, 0, 0, 0, big-endian size)
+            header = response.read(8)
+            if len(header) < 8:
+                return
+            yield response.read(int.from_bytes(header[4:8], "big"))
+    except OSError:  # the service went away: the caller follows again later
+        return
+    finally:
+        conn.close()
+
+
 def _demux(body: bytes) -> bytes:
     """Undo Docker's stream framing: 8-byte headers (stream, 0, 0, 0, big-endian size)."""
     out, i = [], 0

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spacehooks import podman
+from spacehooks import logs, podman
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
@@ -184,7 +184,7 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
         else:
             st.update_space(space_id, stage=stage, error=reason, container=None, port=None)
             _release_gpu(settings, space_id)
-        _append_run_log(st, space_id, f"build #{build_id}: {stage}: {reason}")
+        _append_run_log(settings, st, space_id, f"build #{build_id}: {stage}: {reason}")
         return
     st.update_space(space_id, stage="RUNNING", image=image, port=port, container=name, commit=commit,
                     build_id=build_id, config=config, error=None)
@@ -192,11 +192,12 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
         st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
 
 
-def _append_run_log(st, space_id: str, line: str) -> None:
+def _append_run_log(settings, st, space_id: str, line: str) -> None:
     path = st.run_log_path(space_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+    logs.rotate(path, settings)
 
 
 def start(settings, space_id: str) -> None:

@@ -1,29 +1,37 @@
 """Build worker: claims queued builds, builds, deploys; several at once, one per Space."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, podman, runner
+from spacehooks import builder, logs, podman, runlogs, runner
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
 IDLE_POLL = 0.3  # how soon a queued build starts; one small SQLite read each
+log = logging.getLogger("spacehooks.worker")
 
 
 class Worker:
-    def __init__(self, settings):
+    def __init__(self, settings, gc=None):
+        """gc(settings, echo) runs every run.gc_interval_seconds between builds (images.gc;
+        passed in because the admin modules come after this one)."""
         self.settings = settings
         self._orphans_checked = False
+        self._gc = gc
+        self._last_gc = time.monotonic()
+        self._pump: runlogs.RunLogPump | None = None  # the long-running loop copies app output
 
     def run(self, stop: threading.Event, restore: bool = True) -> None:
         """Blocking loop until stop is set (serve runs it in a thread).
 
         First the Spaces that should serve but do not (after a restart or a reboot) start
         again, before any queued build, so that a build never races a restore."""
+        self._pump = runlogs.RunLogPump(self.settings)
         if restore:
             self._housekeeping()
             from spacehooks import restore as restore_mod
@@ -36,6 +44,8 @@ class Worker:
                 self._housekeeping()
                 claimed = None
                 with lock:
+                    if not active:  # never while a build runs: gc must not race one
+                        self.scheduled_gc()
                     if len(active) < concurrency:
                         st = state_mod.open(self.settings)
                         try:
@@ -63,6 +73,24 @@ class Worker:
         self.process(build)
         return True
 
+    def scheduled_gc(self) -> bool:
+        """Run gc when run.gc_interval_seconds have passed since the last one; True if it ran."""
+        interval = float(self.settings["run.gc_interval_seconds"])
+        if self._gc is None or interval <= 0 or time.monotonic() - self._last_gc < interval:
+            return False
+        self._last_gc = time.monotonic()
+        lines: list[str] = []
+        try:
+            self._gc(self.settings, lines.append)
+        except SpaceError as exc:
+            log.warning("scheduled gc failed: %s", exc.format_message())
+            return True
+        except Exception as exc:  # a gc bug must not stop the builds
+            log.error("scheduled gc crashed, see %s", report_bug(exc))
+            return True
+        log.info("scheduled gc: %s", ", ".join(line for line in lines if line[:1].isdigit()))
+        return True
+
     def _housekeeping(self) -> None:
         st = state_mod.open(self.settings)
         try:
@@ -71,6 +99,8 @@ class Worker:
                 queue_mod.requeue_orphans(st)
                 self._orphans_checked = True
             runner.reap(self.settings, st)
+            if self._pump:
+                self._pump.sync(st)
         finally:
             st.close()
 
@@ -79,10 +109,10 @@ class Worker:
         try:
             self._process(st, build)
         except Exception as exc:  # a crash must not leave the build running forever
-            log = report_bug(exc)
+            crash_log = report_bug(exc)
             st.update_build(build["id"], status=state_mod.FAILED, finished_at=time.time(),
-                            error=f"internal error, see {log}")
-            _fail_space(st, build, f"internal error in spacehooks, see {log}")
+                            error=f"internal error, see {crash_log}")
+            _fail_space(st, build, f"internal error in spacehooks, see {crash_log}")
         finally:
             st.close()
 
@@ -91,26 +121,28 @@ class Worker:
         space = st.get_space(space_id)
         log_path = st.build_log_path(space_id, build_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("a", buffering=1) as log:
-            def write(line: str) -> None:
-                log.write(line.rstrip("\n") + "\n")
-
+        with log_path.open("a", buffering=1) as log_file:
+            capped = logs.CappedLog(log_file, int(self.settings["logs.max_bytes"]))
+            write = capped.write
             try:
                 image = builder.build(
                     self.settings, space_id, Path(space["repo_path"]), build["commit"], build_id, build["config"],
                     secrets=state_mod.read_secrets(self.settings.home, space_id), no_cache=build["no_cache"],
                     write=write, should_stop=lambda: queue_mod.stop_requested(st, build_id))
             except podman.BuildStopped:
+                capped.end()
                 write("Build stopped: superseded by a newer push")
                 st.update_build(build_id, status=state_mod.SUPERSEDED, finished_at=time.time(),
                                 error="superseded by a newer push")
                 return
             except (podman.BuildFailed, SpaceError) as exc:
+                capped.end()
                 message = exc.format_message() if isinstance(exc, SpaceError) else str(exc)
                 write(f"BUILD_ERROR: {message}")
                 st.update_build(build_id, status=state_mod.FAILED, finished_at=time.time(), error=message)
                 _fail_space(st, build, f"build #{build_id} failed: {message}")
                 return
+            capped.end()
             if queue_mod.stop_requested(st, build_id):
                 write("Build done but superseded by a newer push: not deployed")
                 st.update_build(build_id, status=state_mod.SUPERSEDED, finished_at=time.time(), image=image,
@@ -139,12 +171,11 @@ def _fail_space(st: state_mod.State, build: dict, message: str) -> None:
         st.update_space(build["space_id"], stage="BUILD_ERROR", error=message)
 
 
-def main_loop(settings) -> None:
-    from spacehooks.logs import setup_logging
-    setup_logging()
+def main_loop(settings, gc=None) -> None:
+    logs.setup_logging()
     stop = threading.Event()
     try:
-        Worker(settings).run(stop)
+        Worker(settings, gc=gc).run(stop)
     except KeyboardInterrupt:
         stop.set()
 

@@ -78,7 +78,10 @@ async def logs_handler(request: web.Request) -> web.StreamResponse:
             if checks % 4 == 0:  # look for a newer build or a rotated file every 2 s
                 new_path = await _log_path(registry, space_id, kind)
                 if new_path != path or (new_path and _ident(new_path) not in (None, ident)):
-                    if handle:
+                    if handle:  # what was written before the rotation comes first
+                        *lines, rest = (pending + handle.read()).split(b"\n")
+                        for line in lines + ([rest] if rest else []):
+                            await response.write(_event(line.decode(errors="replace")))
                         handle.close()
                     path, handle, pending = new_path, None, b""
             checks += 1

@@ -27,8 +27,9 @@ def run(settings, listen: str | None = None, with_worker: bool = False, sleep: b
     stop_worker = threading.Event()
     worker_thread = None
     if with_worker:
+        from spacehooks import images
         from spacehooks.worker import Worker
-        worker_thread = threading.Thread(target=Worker(settings).run, args=(stop_worker,), name="worker", daemon=True)
+        worker_thread = threading.Thread(target=Worker(settings, gc=images.gc).run, args=(stop_worker,), name="worker", daemon=True)
     asyncio.run(_serve(settings, host, port, worker_thread, stop_worker, sleep, echo))
 
 
