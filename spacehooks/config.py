@@ -72,8 +72,8 @@ SETTINGS = [
     Setting("gateway.domain", "localhost", str, "Spaces are served at `<owner>-<name>.<domain>`; the gallery at `<domain>`."),
     Setting("gateway.public_url", "http://{host}:8080", str, "How links to Spaces are written; `{host}` is the Space's host name."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
-    Setting("logs.max_bytes", 5 * 1024 * 1024, int, "Build and run logs are rotated at this size."),
-    Setting("logs.keep", 3, int, "Rotated log files kept per Space."),
+    Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),
+    Setting("logs.keep", 3, int, "Rotated copies of a Space's run log kept (`<id>.log.1` is the newest)."),
     Setting("home_group", "spacehooks", str, "Unix group shared by the git account(s) and the server: `SPACEHOOKS_HOME` and its state database are made group-owned and group-writable (setgid folder), so post-receive can record builds; secrets stay root-only. Empty: leave ownership alone."),
 ]
 
