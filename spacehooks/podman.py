@@ -74,11 +74,23 @@ def _get_json(url: str, path: str):
     return json.loads(body)
 
 
+# Buildah keys the cache of a folder COPY on a tar of it, times included, and the context is
+# written afresh for every build: fixed times keep unchanged inputs cached.
+CONTEXT_MTIME = 315532800  # 1980-01-01, as reproducible-build tools use
+
+
+def _same_times(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = CONTEXT_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
 def _tar_context(context: Path, extra: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for child in sorted(context.iterdir()):
-            tar.add(str(child), arcname=child.name)
+            tar.add(str(child), arcname=child.name, filter=_same_times)
         for name, data in extra.items():
             info_ = tarfile.TarInfo(name)
             info_.size = len(data)
