@@ -71,10 +71,13 @@ def _apt(settings, names: list[str]) -> str:
         cmd.append(f"sed -i -E 's#https?://deb.debian.org/debian/?#'{mirror}'#' "
                    "/etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null;")
     ca = f"-o Acquire::https::CaInfo={CA_PATH} " if settings["build.ca_bundle"] else ""
-    cmd.append(f"apt-get {ca}update && DEBIAN_FRONTEND=noninteractive apt-get {ca}install -y "
+    cmd.append(f"apt-get {ca}-o DPkg::Lock::Timeout=300 update && DEBIAN_FRONTEND=noninteractive "
+               f"apt-get {ca}-o DPkg::Lock::Timeout=300 install -y "
                f"--no-install-recommends {' '.join(shlex.quote(n) for n in names)}")
-    return ("RUN --mount=type=cache,target=/var/cache/apt,sharing=locked "
-            "--mount=type=cache,target=/var/lib/apt/lists,sharing=locked "
+    # Not sharing=locked: Podman 4.3's service never released that lock, and the second apt
+    # step in the same service hung for ever. apt's own lock files guard concurrent steps.
+    return ("RUN --mount=type=cache,target=/var/cache/apt "
+            "--mount=type=cache,target=/var/lib/apt/lists "
             f"{_ca_mount(settings)}" + " ".join(cmd))
 
 

@@ -92,7 +92,8 @@ def engine(server, engine_base_image, podman_url):
     from spacehooks import config, state
     server.configure(**{
         "python_versions": {"3.11": engine_base_image},
-        "build": {"ca_bundle": "/etc/ssl/certs/ca-certificates.crt", "push_log_seconds": 0},
+        # a build that hangs fails the test within minutes, not the default hour
+        "build": {"ca_bundle": "/etc/ssl/certs/ca-certificates.crt", "push_log_seconds": 0, "timeout_seconds": 600},
         "run": {"grace_seconds": 1, "memory_mb": 1024, "cpus": 1, "pids": 256},
         "hardware": {"cpu-basic": {"cpus": 1, "memory_mb": 1024}},
     })
