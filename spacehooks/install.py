@@ -97,19 +97,23 @@ def _hook_paths(repo: Path, layout: str, name: str) -> Path:
     raise SpaceError(f"unknown layout {layout!r}")
 
 
+def install_hook(settings: config_mod.Settings, target: Path, name: str, chain: bool, notes: list[str]) -> None:
+    """Write our hook at target; with chain, a foreign hook there is kept to run first."""
+    if chain and target.exists() and not _is_ours(target):
+        chained = target.with_name(name + CHAINED_SUFFIX)
+        if chained.exists():
+            raise SpaceError(f"{target.parent}: both {target.name} and {chained.name} exist",
+                             hint="merge them by hand, then run install again")
+        target.replace(chained)
+        notes.append(f"kept the previous {name} (runs first, as {chained.name})")
+    if _write(target, render(name, settings)):
+        notes.append(f"installed {name}")
+
+
 def install_repo(settings: config_mod.Settings, repo: Path, layout: str) -> list[str]:
-    notes = []
+    notes: list[str] = []
     for name in HOOK_NAMES:
-        target = _hook_paths(repo, layout, name)
-        if layout == "plain" and target.exists() and not _is_ours(target):
-            chained = target.with_name(name + CHAINED_SUFFIX)
-            if chained.exists():
-                raise SpaceError(f"{repo}: both {target.name} and {chained.name} exist",
-                                 hint="merge them by hand, then run install again")
-            target.replace(chained)
-            notes.append(f"kept the previous {name} (runs first, as {chained.name})")
-        if _write(target, render(name, settings)):
-            notes.append(f"installed {name}")
+        install_hook(settings, _hook_paths(repo, layout, name), name, layout == "plain", notes)
     if git(["config", "--get", "receive.advertisePushOptions"], repo, check=False) != "true":
         git(["config", "receive.advertisePushOptions", "true"], repo)
         notes.append("enabled push options")

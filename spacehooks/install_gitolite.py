@@ -14,7 +14,7 @@ from typing import Callable
 from spacehooks import config as config_mod
 from spacehooks.errors import SpaceError
 from spacehooks.hooks import CHAINED_SUFFIX
-from spacehooks.install import HOOK_NAMES, _is_ours, _write, render
+from spacehooks.install import HOOK_NAMES, _is_ours, install_hook
 from spacehooks.proc import run
 
 # The line gitolite's default rc ships commented out; enabling it is what its docs ask for.
@@ -78,15 +78,7 @@ def install_home(settings: config_mod.Settings, home: Path) -> list[str]:
     common.mkdir(parents=True, exist_ok=True)
     for name in HOOK_NAMES:
         target = common / name
-        if target.exists() and not _is_ours(target):
-            chained = target.with_name(name + CHAINED_SUFFIX)
-            if chained.exists():
-                raise SpaceError(f"{common}: both {name} and {chained.name} exist",
-                                 hint="merge them by hand, then run install again")
-            target.replace(chained)
-            notes.append(f"kept the previous {name} (runs first, as {chained.name})")
-        if _write(target, render(name, settings)):
-            notes.append(f"installed {name}")
+        install_hook(settings, target, name, True, notes)
         made.append(target)
     # Push options (`git push -o wait`) need this in receive-pack's config; the gitolite
     # user's global config covers every repository it serves.
