@@ -38,6 +38,7 @@ class Repo:
             raise SpaceError(f"{path}: not a git repository ({exc})") from exc
         if quarantine:
             self.repo.odb.add_disk_alternate(quarantine)
+        self._trees: dict[str, pygit2.Tree] = {}  # the gate asks for many paths of one commit
 
     @classmethod
     def open_for_hook(cls, path: str | os.PathLike = ".") -> "Repo":
@@ -52,7 +53,11 @@ class Repo:
         return obj.peel(pygit2.Commit)
 
     def entry(self, rev: str, path: str) -> Entry | None:
-        tree = self.commit(rev).tree
+        tree = self._trees.get(rev)
+        if tree is None:
+            tree = self.commit(rev).tree
+            if len(rev) == 40:  # a commit id never changes; a branch name may
+                self._trees[rev] = tree
         try:
             obj = tree[path]
         except KeyError:
