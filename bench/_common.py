@@ -58,11 +58,24 @@ class Server:
         from spacehooks import config
         self.settings = config.load()
         self.gateway = None
+        self.extra: list[subprocess.Popen] = []
 
     def start_gateway(self) -> None:
         log = open(self.tmp / "gateway.log", "ab")
         self.gateway = subprocess.Popen([str(BIN / "spacehooks"), "gateway"], env=self.env, stdout=log, stderr=log)
         wait_port(self.gateway_port)
+
+    def start_extra_gateway(self, overrides: dict) -> int:
+        """A second gateway process on the same state, with other settings; returns its port."""
+        port = free_port()
+        values = {**self.values, **overrides, "gateway.listen": f"127.0.0.1:{port}"}
+        config = self.tmp / f"config-{port}.yaml"
+        config.write_text(yaml.safe_dump(values))
+        log = open(self.tmp / f"gateway-{port}.log", "ab")
+        self.extra.append(subprocess.Popen([str(BIN / "spacehooks"), "gateway", "--no-sleep"],
+                                           env={**self.env, "SPACEHOOKS_CONFIG": str(config)}, stdout=log, stderr=log))
+        wait_port(port)
+        return port
 
     def host(self, space_id: str) -> str:
         from spacehooks.gateway.registry import host_label
@@ -104,9 +117,10 @@ class Server:
             st.close()
 
     def close(self) -> None:
-        if self.gateway:
-            self.gateway.terminate()
-            self.gateway.wait(20)
+        for proc in [self.gateway, *self.extra]:
+            if proc:
+                proc.terminate()
+                proc.wait(20)
         from spacehooks import podman, state
         st = state.open(self.settings)
         ours = {s["id"] for s in st.list_spaces()}

@@ -71,6 +71,7 @@ SETTINGS = [
     Setting("gateway.listen", "127.0.0.1:8080", str, "Address the gateway listens on."),
     Setting("gateway.domain", "localhost", str, "Spaces are served at `<owner>-<name>.<domain>`; the gallery at `<domain>`."),
     Setting("gateway.public_url", "http://{host}:8080", str, "How links to Spaces are written; `{host}` is the Space's host name."),
+    Setting("gateway.relay", True, bool, "Serve plain requests to running Spaces through the fast relay (httptools) in front of the aiohttp app; false: the app alone takes every request (slower, for comparison or trouble-shooting)."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),
     Setting("logs.keep", 3, int, "Rotated copies of a Space's run log kept (`<id>.log.1` is the newest)."),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import random
 import re
 import stat
 import sqlite3
@@ -213,9 +214,7 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
                                check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(SCHEMA)
+        _prepare(conn)
     finally:
         os.umask(old_umask)
     for path in (settings.db_path, Path(f"{settings.db_path}-wal"), Path(f"{settings.db_path}-shm")):
@@ -229,6 +228,25 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
         except OSError:
             pass
     return State(conn, home)
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    # Two processes opening a new database at once (serve's worker and gateway threads do) can
+    # both hold a read lock while one asks for the write lock the switch to WAL needs: SQLite
+    # answers "database is locked" at once, without waiting. WAL is kept in the file, so this
+    # only happens on a new database; try again for a while.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05 + random.random() * 0.1)
 
 
 def _share_home(home: Path, group: str) -> int | None:

@@ -12,6 +12,7 @@ from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
+RETRY_PAUSE = 5  # seconds before the loop tries a failed step again
 IDLE_POLL = 0.3  # how soon a queued build starts; one small SQLite read each
 log = logging.getLogger("spacehooks.worker")
 
@@ -33,25 +34,30 @@ class Worker:
         again, before any queued build, so that a build never races a restore."""
         self._pump = runlogs.RunLogPump(self.settings)
         if restore:
-            self._housekeeping()
-            from spacehooks import restore as restore_mod
-            restore_mod.restore_all(self.settings)
+            while not stop.is_set() and not self._survive(self._restore):
+                stop.wait(RETRY_PAUSE)
         concurrency = max(1, int(self.settings["build.concurrency"]))
         active: set = set()
         lock = threading.Lock()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="build") as pool:
             while not stop.is_set():
-                self._housekeeping()
                 claimed = None
-                with lock:
-                    if not active:  # never while a build runs: gc must not race one
-                        self.scheduled_gc()
-                    if len(active) < concurrency:
-                        st = state_mod.open(self.settings)
-                        try:
-                            claimed = queue_mod.claim(st, concurrency)
-                        finally:
-                            st.close()
+
+                def claim():
+                    nonlocal claimed
+                    self._housekeeping()
+                    with lock:
+                        if not active:  # never while a build runs: gc must not race one
+                            self.scheduled_gc()
+                        if len(active) < concurrency:
+                            st = state_mod.open(self.settings)
+                            try:
+                                claimed = queue_mod.claim(st, concurrency)
+                            finally:
+                                st.close()
+                if not self._survive(claim):
+                    stop.wait(RETRY_PAUSE)
+                    continue
                 if claimed:
                     future = pool.submit(self.process, claimed)
                     with lock:
@@ -59,6 +65,23 @@ class Worker:
                     future.add_done_callback(lambda f: (lock.acquire(), active.discard(f), lock.release()))
                     continue
                 stop.wait(IDLE_POLL)
+
+    def _restore(self) -> None:
+        self._housekeeping()
+        from spacehooks import restore as restore_mod
+        restore_mod.restore_all(self.settings)
+
+    @staticmethod
+    def _survive(step) -> bool:
+        """Run one step of the loop; a failure is logged and the loop goes on (False)."""
+        try:
+            step()
+            return True
+        except SpaceError as exc:
+            log.error("worker: %s; trying again in %ss", exc.format_message(), RETRY_PAUSE)
+        except Exception as exc:  # a bug, or a store locked for long: the builds must not stop for good
+            log.error("worker: step failed, see %s; trying again in %ss", report_bug(exc), RETRY_PAUSE)
+        return False
 
     def run_once(self) -> bool:
         """Claim and process one build in this thread; False when nothing was queued."""

@@ -110,10 +110,9 @@ class GatewayUnderTest:
         registry = Registry(self.settings)
         self.sleeper = Sleeper(self.settings, registry, runner=runner)
         self.app = make_app(self.settings, registry, self.sleeper)
+        from spacehooks.gateway import serve
         # open event streams from the browser would hold the shutdown for its full timeout
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
-        loops.run(self.runner.setup())
-        loops.run(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.listening = loops.run(serve.listen(self.settings, self.app, "127.0.0.1", self.port, shutdown_timeout=1))
 
     def host(self, space_id: str) -> str:
         from spacehooks.gateway.registry import host_label
@@ -129,7 +128,7 @@ class GatewayUnderTest:
         time.sleep(1.05)  # past the gateway's one-second snapshot
 
     def stop(self):
-        self.loops.run(self.runner.cleanup())
+        self.loops.run(self.listening.close())
         self.state.close()
 
 

@@ -10,7 +10,6 @@ import pytest
 
 from conftest import PODMAN_URL, VENV_BIN
 from spacehooks import baseimage
-from spacehooks.errors import SpaceError
 
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 FIX = ("fix: check that the Debian mirror and PyPI are reachable "

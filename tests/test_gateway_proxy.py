@@ -2,10 +2,19 @@
 import asyncio
 
 import aiohttp
+import pytest
 import requests
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
-from gateway_support import sse_events
+from gateway_support import GatewayUnderTest, sse_events
+
+
+@pytest.fixture(params=["relay", "app-only"])
+def gw(request, server, loops):
+    """Each test twice: through the relay in front of the app, and with the app alone."""
+    g = GatewayUnderTest(server, loops, **({"gateway.relay": False} if request.param == "app-only" else {}))
+    yield g
+    g.stop()
 
 
 def get(gw, space_id, path="/", **kw):

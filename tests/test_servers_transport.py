@@ -105,12 +105,12 @@ def test_forced_command_keeps_pushes_under_repo_root(tmp_path):
         env = {"GIT_SSH_COMMAND": server.ssh_command(key)}
         work = work_repo(tmp_path / "work", {"a": "1\n"})
         # scp-style relative paths are resolved under the repo root
-        relative = push(work, f"spacehooks-git2@127.0.0.1:alice/app.git", env=env)
+        relative = push(work, "spacehooks-git2@127.0.0.1:alice/app.git", env=env)
         assert relative.returncode == 0, relative.stdout
         refused = push(work, server.url("spacehooks-git2", str(outside)), env=env)
         assert refused.returncode != 0
         assert f"spacehooks-git-shell: {outside} is outside {base / 'home' / 'git'}" in refused.stdout
-        dotdot = push(work, f"spacehooks-git2@127.0.0.1:alice/../../other.git", env=env)
+        dotdot = push(work, "spacehooks-git2@127.0.0.1:alice/../../other.git", env=env)
         assert "spacehooks-git-shell: '..' is not allowed in repository paths" in dotdot.stdout
         assert git("for-each-ref", cwd=outside).stdout == ""
     finally:

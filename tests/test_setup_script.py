@@ -302,7 +302,7 @@ def test_setup_with_a_git_account_shares_the_state_store(monkeypatch):
         as_git = ["runuser", "-u", GIT_USER, "--", "env", *(f"{k}={v}" for k, v in env.items())]
         servers.run(as_git + ["git", "init", "-q", "--bare", "-b", "main", bare])
         assert (bare / "hooks" / "post-receive").read_text() == (etc / "git-template" / "hooks" / "post-receive").read_text()
-        work = work_repo(base / "work", {"README.md": STATIC_README, "index.html": "<p>hi</p>\n"})
+        work_repo(base / "work", {"README.md": STATIC_README, "index.html": "<p>hi</p>\n"})
         servers.chown_tree(base / "work", user)
         pushed = servers.run(as_git + ["git", "-C", base / "work", "push", bare, "HEAD:refs/heads/main"], check=False)
         assert pushed.returncode == 0, pushed.stdout

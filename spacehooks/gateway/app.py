@@ -38,21 +38,28 @@ def space_label(settings, host: str) -> str | None:
     return host[: -len(suffix)] if host.endswith(suffix) and len(host) > len(suffix) else None
 
 
-def header_setter(settings, space: dict):
-    """Headers every answer at the Space's address carries: README custom_headers, embedding rule."""
+def space_headers(settings, space: dict) -> tuple[list, list]:
+    """Headers every answer at the Space's address carries, as (replacing the app's, added):
+    README custom_headers, and the embedding rule."""
     config = space.get("config") or {}
     custom = config.get("custom_headers") if isinstance(config.get("custom_headers"), dict) else {}
     chosen = [(k, str(v)) for k, v in custom.items() if str(k).lower() in CUSTOM_HEADERS]
-    frame_rule = None
+    added = []
     if config.get("disable_embedding") is True:
         # Only the Space's own page on this server may frame it.
-        frame_rule = f"frame-ancestors 'self' {pages.public_url(settings, settings['gateway.domain'])}"
+        added.append(("Content-Security-Policy",
+                      f"frame-ancestors 'self' {pages.public_url(settings, settings['gateway.domain'])}"))
+    return chosen, added
+
+
+def header_setter(settings, space: dict):
+    chosen, added = space_headers(settings, space)
 
     def apply(headers: CIMultiDict) -> None:
         for key, value in chosen:
             headers[key] = value
-        if frame_rule:
-            headers.add("Content-Security-Policy", frame_rule)
+        for key, value in added:
+            headers.add(key, value)
     return apply
 
 
@@ -70,6 +77,9 @@ class Gateway:
         if space_id is None:
             return pages.not_found(settings, f"Nothing is served at {request.host}.")
         space = await self.registry.space(space_id)
+        if space is not None and (space.get("stage") not in SERVING or not (space.get("port") or is_static(space))):
+            # the snapshot may predate a deploy that has just finished: ask the store before saying no
+            space = await self.registry.space(space_id, fresh=True) or space
         self.registry.touch(space_id)
         apply_headers = header_setter(settings, space)
         stage = space.get("stage")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 import aiohttp
 from aiohttp import web
@@ -39,6 +40,10 @@ def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMu
         lower = key.lower()
         if lower not in HOP_BY_HOP and lower not in drop:
             headers.add(key, value)
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        # only the gateway's relay reaches the app's private socket; it wrote X-Forwarded-* already
+        return headers
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer

@@ -111,6 +111,17 @@ class Registry:
             space_id = self._by_label.get(label)
         return space_id
 
+    def fresh(self) -> bool:
+        return time.monotonic() - self._loaded_at < SNAPSHOT_TTL
+
+    def cached(self, label: str) -> dict | None:
+        """The Space at `<label>.<domain>` if the snapshot is fresh and knows it; else None
+        (then `resolve_host` must decide)."""
+        if time.monotonic() - self._loaded_at >= SNAPSHOT_TTL:
+            return None
+        space_id = self._by_label.get(label)
+        return self._spaces.get(space_id) if space_id is not None else None
+
     # -- traffic -------------------------------------------------------------------------
     def touch(self, space_id: str) -> None:
         self.touched.add(space_id)

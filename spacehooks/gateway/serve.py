@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import signal
+import tempfile
 import threading
 
 from aiohttp import web
@@ -30,21 +33,55 @@ def run(settings, listen: str | None = None, with_worker: bool = False, sleep: b
         from spacehooks import images
         from spacehooks.worker import Worker
         worker_thread = threading.Thread(target=Worker(settings, gc=images.gc).run, args=(stop_worker,), name="worker", daemon=True)
-    asyncio.run(_serve(settings, host, port, worker_thread, stop_worker, sleep, echo))
+    try:
+        import uvloop  # libuv's loop: the relay spends most of its time in the loop itself
+        run_loop = uvloop.run
+    except ImportError:
+        run_loop = asyncio.run
+    run_loop(_serve(settings, host, port, worker_thread, stop_worker, sleep, echo))
+
+
+class Listening:
+    """The gateway's listeners: the relay on the public address and the app on a private socket
+    (or, with `gateway.relay: false`, the app alone on the public address)."""
+
+    def __init__(self, runner: web.AppRunner, relay=None, private_dir: str | None = None):
+        self.runner, self.relay, self.private_dir = runner, relay, private_dir
+
+    async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.close()
+        await self.runner.cleanup()
+        if self.private_dir:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+
+
+async def listen(settings, app: web.Application, host: str, port: int, shutdown_timeout: float = 2) -> Listening:
+    # log streams (SSE) stay open for ever: give open connections 2 s on shutdown, not 60
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    listening = Listening(runner)
+    try:
+        if not settings["gateway.relay"]:
+            await web.TCPSite(runner, host, port, backlog=1024, reuse_address=True).start()
+            return listening
+        from spacehooks.gateway.api import REGISTRY
+        from spacehooks.gateway.relay import Relay
+        # a folder only this user can enter: whoever reaches the socket may write X-Forwarded-For
+        listening.private_dir = tempfile.mkdtemp(prefix="spacehooks-gateway-")
+        path = os.path.join(listening.private_dir, "app.sock")
+        await web.UnixSite(runner, path).start()
+        listening.relay = Relay(settings, app[REGISTRY], path)
+        await listening.relay.start(host, port)
+        return listening
+    except OSError as exc:
+        await listening.close()
+        raise SpaceError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                         hint="stop what uses the port or set gateway.listen / --listen") from exc
 
 
 async def _serve(settings, host, port, worker_thread, stop_worker, sleep, echo) -> None:
-    # log streams (SSE) stay open for ever: give open connections 2 s on shutdown, not 60
-    runner = web.AppRunner(make_app(settings, run_sleeper=sleep), access_log=None, handle_signals=False,
-                           shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SpaceError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                         hint="stop what uses the port or set gateway.listen / --listen") from exc
+    listening = await listen(settings, make_app(settings, run_sleeper=sleep), host, port)
     if worker_thread:
         worker_thread.start()
     domain = settings["gateway.domain"]
@@ -56,6 +93,6 @@ async def _serve(settings, host, port, worker_thread, stop_worker, sleep, echo) 
     await stopped.wait()
     echo("stopping")
     stop_worker.set()
-    await runner.cleanup()
+    await listening.close()
     if worker_thread:
         await loop.run_in_executor(None, worker_thread.join, 60)

@@ -1,0 +1,273 @@
+"""The relay's side towards a client: requests parsed by llhttp one at a time, rewritten
+(hop-by-hop headers out, X-Forwarded-* in) and sent to the route the relay picks for each."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from spacehooks.gateway.upstream import HOP_BY_HOP, Exchange, Upstream
+
+if TYPE_CHECKING:
+    from spacehooks.gateway.relay import Relay
+
+log = logging.getLogger("spacehooks.gateway")
+
+FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+MAX_HEAD = 64 * 1024
+REPLAY_BYTES = 1024 * 1024  # a request up to this size is kept until answered, to send it again
+HIGH_WATER = 256 * 1024  # stop reading a client while this much waits for its upstream
+IDLE_SECONDS = 75.0  # an idle keep-alive client connection is closed after this
+HEAD_SECONDS = 30.0  # a request head must arrive within this
+TOO_LARGE = ("431 Request Header Fields Too Large", f"431: the request head is larger than {MAX_HEAD // 1024} KiB\n")
+
+
+def _text_answer(status: str, text: str) -> bytes:
+    body = text.encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode() + body
+
+
+class Downstream(asyncio.Protocol):
+    """A client connection: requests parsed one at a time, each sent to its route."""
+
+    def __init__(self, relay: Relay):
+        self.relay = relay
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self.peer = ""
+        self.upstream: Upstream | None = None
+        self.current: Exchange | None = None  # being answered
+        self.parsing: Exchange | None = None  # being read (may be `current`, or queued behind it)
+        self.queue: deque[Exchange] = deque()
+        self.paused: set[str] = set()
+        self.tunnel = False
+        self.closed = False
+        self.last_active = 0.0
+        self.head_started: float | None = None
+        self._url = b""
+        self._headers: list = []
+        self._head_size = 0
+
+    # -- connection ----------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+        self.last_active = asyncio.get_running_loop().time()
+        self.relay.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.relay.connections.discard(self)
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+            if self.upstream is not None:
+                self.upstream.close()
+                self.upstream = None
+
+    def check_idle(self, now: float) -> None:
+        if self.head_started is not None:
+            if now - self.head_started > HEAD_SECONDS:
+                self.refuse("408 Request Timeout", f"408: no whole request head within {HEAD_SECONDS:g} s\n")
+        elif self.current is None and not self.tunnel and now - self.last_active > IDLE_SECONDS:
+            self.close()
+
+    def pause(self, reason: str) -> None:
+        if not self.paused:
+            self.transport.pause_reading()
+        self.paused.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause("client")
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume("client")
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = asyncio.get_running_loop().time()
+        if self.tunnel:
+            if self.current is not None:
+                self.send(self.current, data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # the rest is the upgraded protocol's, sent once the app agrees
+            rest = data[upgrade.args[0]:]
+            self.tunnel = True
+            if rest and self.current is not None:
+                self.send(self.current, rest)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Refused):
+                self.refuse(*exc.__context__.args)
+            else:
+                log.error("gateway relay: bug while reading a request", exc_info=exc.__context__ or exc)
+                self.refuse("500 Internal Server Error", "500: the gateway failed; see its log\n")
+        except httptools.HttpParserError as exc:
+            self.refuse("400 Bad Request", f"400: the request could not be read: {exc}\n")
+
+    def refuse(self, status: str, text: str) -> None:
+        if self.current is None or not self.current.answered:
+            self.transport.write(_text_answer(status, text))
+        self.close()
+
+    # -- parser callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._head_size = b"", [], 0
+        self.head_started = self.last_active
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD:
+            raise _Refused(*TOO_LARGE)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            raise _Refused(*TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        host = accept = forwarded_for = proto = forwarded_host = None
+        chunked = False
+        lines = [b"%s %s HTTP/1.1\r\n" % (parser.get_method(), self._url)]
+        upgrade = parser.should_upgrade()
+        self.head_started = None
+        for name, value in self._headers:
+            low = name.lower()
+            if low == b"host":
+                if host is not None:
+                    # which one would the app believe? (a request-smuggling classic)
+                    raise _Refused("400 Bad Request", "400: the request has more than one Host header\n")
+                host = value
+            elif low == b"accept":
+                accept = value
+            elif low == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+                continue
+            if low in HOP_BY_HOP and not (upgrade and low in (b"connection", b"upgrade")):
+                continue
+            if low in FORWARDED:
+                if low == b"x-forwarded-for":
+                    forwarded_for = forwarded_for or value
+                elif low == b"x-forwarded-proto":
+                    proto = proto or value
+                else:
+                    forwarded_host = forwarded_host or value
+                continue
+            lines.append(b"%s: %s\r\n" % (name, value))
+        peer = self.peer.encode()
+        lines.append(b"X-Forwarded-For: %s\r\n" % (forwarded_for + b", " + peer if forwarded_for else peer))
+        lines.append(b"X-Forwarded-Proto: %s\r\n" % (proto or b"http"))
+        lines.append(b"X-Forwarded-Host: %s\r\n" % (forwarded_host or host or b""))
+        if chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        target = self.relay.route(host, upgrade, accept)
+        # HTTP/1.0 clients get their answer framed by the end of the connection
+        keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
+        exchange = Exchange(target, b"".join(lines), keep_alive, chunked, parser.get_method() == b"HEAD", upgrade)
+        self._head_size = 0
+        self.parsing = exchange
+        if self.current is None:
+            self.start(exchange)
+        else:
+            self.queue.append(exchange)
+            self.pause("queue")
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.parsing
+        self.send(exchange, b"%x\r\n%s\r\n" % (len(body), body) if exchange.chunked else body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.parsing
+        if exchange.chunked:
+            self.send(exchange, b"0\r\n\r\n")
+        exchange.complete = True
+
+    # -- to the upstream -------------------------------------------------------------------
+    def send(self, exchange: Exchange, data: bytes) -> None:
+        if exchange.replay is not None:
+            exchange.replay_size += len(data)
+            if exchange.replay_size > REPLAY_BYTES:
+                exchange.replay = None
+            else:
+                exchange.replay.append(data)
+        upstream = self.upstream
+        if exchange is self.current and upstream is not None and upstream.transport is not None:
+            upstream.write(data)
+        else:
+            exchange.waiting.append(data)
+            exchange.waiting_size += len(data)
+            if exchange.waiting_size > HIGH_WATER:
+                self.pause("upstream")
+
+    def start(self, exchange: Exchange) -> None:
+        self.current = exchange
+        upstream = self.upstream
+        if upstream is not None and upstream.target == exchange.target and upstream.reusable():
+            upstream.begin(exchange)
+            return
+        if upstream is not None:
+            upstream.close()
+        self.upstream = Upstream(self, exchange.target)
+        self.upstream.connect(exchange)
+
+    def upstream_failed(self, upstream: Upstream, exchange: Exchange, reason: str) -> None:
+        """The upstream closed or refused before answering: the app retries, or the client is told."""
+        if upstream is self.upstream:
+            self.upstream = None
+        if self.closed or exchange is not self.current:
+            return
+        if exchange.answered:
+            self.close()  # half an answer was sent: the client must see it cut
+            return
+        if exchange.target is not self.relay.app_target and exchange.replay is not None:
+            # the app waits for a restarting container, wakes a sleeping one, or explains
+            exchange.target = self.relay.app_target
+            exchange.waiting = list(exchange.replay)
+            exchange.waiting_size = exchange.replay_size
+            self.start(exchange)
+            return
+        log.warning("gateway relay: %s", reason)
+        self.refuse("502 Bad Gateway", "502: the gateway could not reach the app; try again in a moment\n")
+
+    def finished(self, exchange: Exchange, upstream_keeps: bool) -> None:
+        """The answer to `exchange` was relayed whole."""
+        if not upstream_keeps and self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+        if not exchange.keep_alive or not exchange.complete:
+            # a client that sends a body after its answer, or wants to close: end here
+            self.close()
+            return
+        self.current = None
+        self.last_active = asyncio.get_running_loop().time()
+        if self.queue:
+            self.start(self.queue.popleft())
+        if not self.queue:
+            self.resume("queue")
+
+
+class _Refused(Exception):
+    """Raised in a parser callback: (status line, text) for the client."""

@@ -1,0 +1,216 @@
+"""The relay's side towards a Space's container (or the app's socket): one request at a time
+on a kept-alive connection, the answer parsed by llhttp and passed on, re-framed where needed."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httptools
+
+if TYPE_CHECKING:
+    from spacehooks.gateway.downstream import Downstream
+
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+              b"upgrade", b"proxy-authenticate", b"proxy-authorization"}
+
+
+class Target(tuple):
+    """(address, space id or None, header lines added to answers, lower-case names they replace);
+    address: a loopback port or the app's socket path."""
+    __slots__ = ()
+
+
+class Exchange:
+    """One request and its answer."""
+    __slots__ = ("target", "waiting", "waiting_size", "replay", "replay_size", "complete", "keep_alive",
+                 "chunked", "head_only", "upgrade", "answered")
+
+    def __init__(self, target, head: bytes, keep_alive: bool, chunked: bool, head_only: bool, upgrade: bool):
+        self.target = target
+        self.waiting: list[bytes] = [head]  # bytes for the upstream not yet written
+        self.waiting_size = len(head)
+        self.replay: list[bytes] | None = [head]
+        self.replay_size = len(head)
+        self.complete = False
+        self.keep_alive, self.chunked, self.head_only, self.upgrade = keep_alive, chunked, head_only, upgrade
+        self.answered = False
+
+
+class Upstream(asyncio.Protocol):
+    """The connection to a Space's container (a loopback port) or to the app's socket."""
+
+    def __init__(self, downstream: Downstream, target: Target):
+        self.down = downstream
+        self.target = target
+        self.transport = None
+        self.exchange: Exchange | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.tunnel = False
+        self.closed = False
+        self.paused: set[str] = set()
+        self._headers: list = []
+        self._reason = b""
+        self._status = 0
+        self._rechunk = False  # the body goes to the client chunk-encoded by us
+        self._until_eof = False  # the upstream ends this answer by closing
+
+    def connect(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        loop = asyncio.get_running_loop()
+        address = self.target[0]
+        if isinstance(address, int):
+            coro = loop.create_connection(lambda: self, "127.0.0.1", address)
+        else:
+            coro = loop.create_unix_connection(lambda: self, address)
+        loop.create_task(coro).add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.closed = True
+            self.down.upstream_failed(self, self.exchange, f"cannot connect to {self.target[0]}: {task.exception()}")
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        if self.closed or self.down.closed:
+            transport.close()
+            return
+        self.begin(self.exchange)
+
+    def begin(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        if self._status == -1:
+            self.parser = httptools.HttpResponseParser(self)
+        self._status = 0
+        waiting, exchange.waiting, exchange.waiting_size = exchange.waiting, [], 0
+        self.transport.write(b"".join(waiting))
+        self.down.resume("upstream")
+
+    def reusable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.tunnel
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def pause(self, reason: str) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.down.pause("upstream-full")
+
+    def resume_writing(self) -> None:
+        self.down.resume("upstream-full")
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            self.down.transport.write(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.tunnel = True
+            rest = data[upgrade.args[0]:]
+            if rest:
+                self.down.transport.write(rest)
+        except httptools.HttpParserError as exc:
+            self.closed = True
+            self.transport.close()
+            self.down.upstream_failed(self, self.exchange, f"unreadable answer from {self.target[0]}: {exc}")
+
+    def connection_lost(self, exc) -> None:
+        was_closed, self.closed = self.closed, True
+        exchange = self.exchange
+        if was_closed or exchange is None or exchange is not self.down.current:
+            return
+        if self.tunnel:
+            self.down.close()
+        elif self._until_eof and exchange.answered:
+            if self._rechunk:
+                self.down.transport.write(b"0\r\n\r\n")
+                self.exchange = None
+                self.down.finished(exchange, False)
+            else:
+                self.down.close()
+        else:
+            self.down.upstream_failed(self, exchange, f"{self.target[0]} closed the connection: {exc or 'no answer'}")
+
+    # -- parser callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers, self._reason = [], b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        exchange, down = self.exchange, self.down
+        status = self._status = self.parser.get_status_code()
+        interim = 100 <= status < 200 and status != 101
+        _, _, extra, replaced = self.target
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, self._reason)]
+        length = chunked = False
+        for name, value in self._headers:
+            low = name.lower()
+            if low == b"content-length":
+                length = True
+            elif low == b"transfer-encoding":
+                chunked = True
+                continue
+            if low in HOP_BY_HOP and not (status == 101 and low in (b"connection", b"upgrade")):
+                continue
+            if low in replaced:
+                continue
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if extra:
+            lines.append(extra)
+        framed_by_us = not (exchange.head_only or interim or status in (101, 204, 304) or length)
+        # chunk-encoded anew (also an answer that ends with its connection) so the client's stays open
+        self._rechunk = framed_by_us and exchange.keep_alive
+        self._until_eof = framed_by_us and not chunked
+        if self._rechunk:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not interim and status != 101 and (not exchange.keep_alive or exchange.upgrade):
+            exchange.keep_alive = False
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"\r\n")
+        exchange.answered = exchange.answered or not interim
+        exchange.replay = None
+        down.transport.write(b"".join(lines))
+        if exchange.head_only and not interim:
+            # llhttp cannot be told that a HEAD answer has no body: end it here, parse the next anew
+            self._status = -1
+            self.exchange = None
+            down.finished(exchange, self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is None:
+            return
+        if self._rechunk:
+            self.down.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            self.down.transport.write(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None or 100 <= self._status < 200:
+            return  # an interim answer (100 Continue), a switch (101), or a HEAD answer already finished
+        if self._rechunk:
+            self.down.transport.write(b"0\r\n\r\n")
+        self.exchange = None
+        self.down.finished(exchange, self.parser.should_keep_alive())

@@ -1,0 +1,199 @@
+"""The gateway's relay (the fast path) at the HTTP level: raw sockets on both sides, so framing,
+keep-alive, pipelining and the fall-back to the app are seen byte for byte."""
+import asyncio
+import socket
+import time
+
+import requests
+
+from gateway_support import *  # noqa: F401,F403 - fixtures
+from gateway_support import Upstream
+
+
+def exchange(port: int, data: bytes, until: bytes | None = None, timeout: float = 10) -> bytes:
+    """Send raw bytes, read until `until` appears (or the gateway closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read(sock, until)
+
+
+def read(sock, until: bytes | None = None) -> bytes:
+    got = b""
+    deadline = time.monotonic() + 10
+    while until is None or until not in got:
+        assert time.monotonic() < deadline, f"no {until!r} in {got!r}"
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def request(host: str, path: str = "/", method: str = "GET", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+class RawUpstream:
+    """A container stand-in that answers each request with scripted bytes, then maybe closes."""
+
+    def __init__(self, loops, answers):
+        self.loops, self.answers, self.port, self.connections = loops, list(answers), free_port(), 0
+
+        async def serve(reader, writer):
+            self.connections += 1
+            try:
+                while self.answers:
+                    await reader.readuntil(b"\r\n\r\n")
+                    answer, close = self.answers.pop(0)
+                    writer.write(answer)
+                    await writer.drain()
+                    if close:
+                        break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            writer.close()
+
+        self.server = loops.run(asyncio.start_server(serve, "127.0.0.1", self.port))
+
+    def stop(self):
+        self.server.close()
+
+
+def relayed(gw) -> int:
+    return gw.listening.relay.direct
+
+
+def test_plain_requests_take_the_relay_and_others_the_app(gw, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    host = gw.host("alice/demo")
+    before = relayed(gw)
+    sent = time.time()
+    assert requests.get(gw.url + "/", headers={"Host": host}, timeout=10).text == "hello from v1\n"
+    assert relayed(gw) == before + 1
+    # traffic on the fast path keeps the Space awake like any other
+    assert gw.listening.relay.registry.last_seen["alice/demo"] >= sent
+    # event streams, the gallery and unknown hosts go to the app behind the relay
+    requests.get(gw.url + "/sse", headers={"Host": host, "Accept": "text/event-stream"}, timeout=10)
+    requests.get(gw.url + "/", timeout=10)
+    requests.get(gw.url + "/", headers={"Host": "nobody-here.localhost"}, timeout=10)
+    assert relayed(gw) == before + 1
+
+
+def test_keep_alive_connection_follows_a_port_switch(gw, loops, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    second = Upstream(loops, "v2")
+    try:
+        with requests.Session() as session:
+            url, headers = gw.url + "/", {"Host": gw.host("alice/demo")}
+            assert session.get(url, headers=headers, timeout=10).text == "hello from v1\n"
+            gw.state.update_space("alice/demo", port=second.port)
+            time.sleep(1.05)
+            # the same client connection; the relay opens one to the new container
+            assert session.get(url, headers=headers, timeout=10).text == "hello from v2\n"
+    finally:
+        second.stop()
+
+
+def test_pipelined_requests_are_answered_in_order(gw, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    host = gw.host("alice/demo")
+    data = request(host) + request(host, "/headers") + request(host, extra="Connection: close\r\n")
+    got = exchange(gw.port, data)
+    assert got.count(b"HTTP/1.1 200 OK") == 3
+    assert got.index(b"hello from v1") < got.index(b'"X-Forwarded-For"') < got.rindex(b"hello from v1")
+
+
+def test_head_then_get_on_one_connection(gw, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    host = gw.host("alice/demo")
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request(host, method="HEAD"))
+        head = read(sock, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 14\r\n" in head
+        assert head.endswith(b"\r\n\r\n")  # no body after a HEAD answer
+        sock.sendall(request(host))
+        assert read(sock, b"hello from v1\n").endswith(b"\r\n\r\nhello from v1\n")
+
+
+def test_chunked_upload_and_expect_continue(gw, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    parts = [b"first ", b"second ", b"third"]
+    answer = requests.post(gw.url + "/echo", data=iter(parts), headers={"Host": gw.host("alice/demo")}, timeout=10)
+    assert answer.content == b"first second third"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request(gw.host("alice/demo"), "/echo", "POST",
+                             "Content-Length: 5\r\nExpect: 100-continue\r\n"))
+        assert read(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"hello")
+        assert read(sock, b"\r\n\r\nhello").startswith(b"HTTP/1.1 200 OK")
+
+
+def test_answer_ended_by_closing_is_rechunked_and_the_client_keeps_its_connection(gw, loops):
+    raw = RawUpstream(loops, [(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", True),
+                              (b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond", False)])
+    try:
+        gw.add_space("alice/raw", port=raw.port)
+        with requests.Session() as session:
+            first = session.get(gw.url + "/", headers={"Host": gw.host("alice/raw")}, timeout=10)
+            assert (first.text, first.headers["Transfer-Encoding"]) == ("until the end", "chunked")
+            assert session.get(gw.url + "/", headers={"Host": gw.host("alice/raw")}, timeout=10).text == "second"
+        assert raw.connections == 2
+    finally:
+        raw.stop()
+
+
+def test_container_that_drops_a_kept_alive_connection_costs_no_request(gw, loops):
+    # the kept-alive connection takes the second request and closes without a word (a container
+    # being retired does that); the relay sends the request again, through the app
+    raw = RawUpstream(loops, [(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none", False), (b"", True),
+                              (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", False)])
+    try:
+        gw.add_space("alice/raw", port=raw.port)
+        host = gw.host("alice/raw")
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(request(host))
+            assert read(sock, b"one").endswith(b"one")
+            time.sleep(0.2)
+            sock.sendall(request(host))
+            assert read(sock, b"two").endswith(b"two")
+        assert raw.connections == 2
+    finally:
+        raw.stop()
+
+
+def test_answer_cut_short_reaches_the_client_cut(gw, loops):
+    raw = RawUpstream(loops, [(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", True)])
+    try:
+        gw.add_space("alice/raw", port=raw.port)
+        got = exchange(gw.port, request(gw.host("alice/raw")))
+        assert got.startswith(b"HTTP/1.1 200 OK") and got.endswith(b"\r\n\r\nonly ten b")
+    finally:
+        raw.stop()
+
+
+def test_bad_requests_are_refused_with_a_reason(gw, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    got = exchange(gw.port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 400 Bad Request") and b"400: the request could not be read" in got
+    got = exchange(gw.port, b"GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: alice-demo.localhost\r\n\r\n")
+    assert got.endswith(b"\r\n\r\n400: the request has more than one Host header\n")
+    huge = request(gw.host("alice/demo"), extra="X-Big: " + "a" * 70000 + "\r\n")
+    got = exchange(gw.port, huge)
+    assert got.startswith(b"HTTP/1.1 431") and got.endswith(b"431: the request head is larger than 64 KiB\n")
+
+
+def test_http_1_0_client_gets_its_answer_and_the_connection_closes(gw, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    got = exchange(gw.port, f"GET /sse HTTP/1.0\r\nHost: {gw.host('alice/demo')}\r\n\r\n".encode())
+    assert b"Transfer-Encoding" not in got and b"Connection: close" in got
+    assert got.endswith(b"data: tick 2 from v1\n\n")
+
+
+def test_a_request_head_that_never_ends_is_cut_off(gw, upstream, monkeypatch):
+    from spacehooks.gateway import downstream
+    monkeypatch.setattr(downstream, "HEAD_SECONDS", 0.5)
+    gw.add_space("alice/demo", port=upstream.port)
+    started = time.monotonic()
+    got = exchange(gw.port, f"GET / HTTP/1.1\r\nHost: {gw.host('alice/demo')}\r\nX-Slow: ".encode())
+    assert got.startswith(b"HTTP/1.1 408 Request Timeout") and got.endswith(b"408: no whole request head within 0.5 s\n")
+    assert time.monotonic() - started < 8  # found by the sweep, every 5 s
