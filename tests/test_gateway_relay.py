@@ -197,3 +197,127 @@ def test_a_request_head_that_never_ends_is_cut_off(gw, upstream, monkeypatch):
     got = exchange(gw.port, f"GET / HTTP/1.1\r\nHost: {gw.host('alice/demo')}\r\nX-Slow: ".encode())
     assert got.startswith(b"HTTP/1.1 408 Request Timeout") and got.endswith(b"408: no whole request head within 0.5 s\n")
     assert time.monotonic() - started < 8  # found by the sweep, every 5 s
+
+
+def _pipeline(rng, host: str):
+    """A few requests of random kinds; the last asks to close. Returns (bytes, [(method, expected)])."""
+    out, expected = [], []
+    count = rng.randint(1, 5)
+    for i in range(count):
+        kind = rng.choice(["get", "head", "post", "chunked", "headers"])
+        close = "Connection: close\r\n" if i == count - 1 else ""
+        if kind in ("get", "head"):
+            method = kind.upper()
+            out.append(f"{method} / HTTP/1.1\r\nHost: {host}\r\n{close}\r\n".encode())
+            expected.append((method, b"" if method == "HEAD" else b"hello from v1\n"))
+        elif kind == "headers":
+            out.append(f"GET /headers HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-For: 10.1.2.3\r\n{close}\r\n".encode())
+            expected.append(("GET", b'"X-Forwarded-For": "10.1.2.3, 127.0.0.1"'))
+        else:
+            body = rng.randbytes(rng.choice([0, 1, 100, 5000, 70000]))
+            head = f"POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n{close}"
+            if kind == "post":
+                out.append(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            else:
+                chunks, rest = [], body
+                while rest:
+                    size = rng.randint(1, 9000)
+                    chunks.append(b"%x\r\n%s\r\n" % (len(rest[:size]), rest[:size]))
+                    rest = rest[size:]
+                out.append(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + b"".join(chunks) + b"0\r\n\r\n")
+            expected.append(("POST", body))
+    return b"".join(out), expected
+
+
+def test_random_pipelines_split_anywhere_get_every_answer_in_order(gw, upstream):
+    import random
+
+    import h11  # a second, independent HTTP parser on the client side
+    gw.add_space("alice/demo", port=upstream.port)
+    rng = random.Random(20261126)
+    for _ in range(40):
+        data, expected = _pipeline(rng, gw.host("alice/demo"))
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 6))))
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            for start, end in zip([0, *cuts], [*cuts, len(data)]):
+                sock.sendall(data[start:end])
+                time.sleep(rng.choice([0, 0, 0.002]))
+            received = read(sock)  # to the end: the last request asked to close
+        for method, want in expected:
+            client = h11.Connection(h11.CLIENT)
+            client.send(h11.Request(method=method, target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
+            client.send(h11.EndOfMessage())
+            client.receive_data(received)
+            body, status = b"", None
+            while True:
+                event = client.next_event()
+                assert event is not h11.NEED_DATA, f"answer to {method} cut short in {received[:300]!r}"
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+            assert status == 200
+            assert want in body if want.startswith(b'"') else body == want
+            received = client.trailing_data[0]
+        assert received == b""
+
+
+def _answers(rng):
+    """Scripted container answers of every framing, with the body each must reach the client with."""
+    script, bodies = [], []
+    for _ in range(rng.randint(1, 6)):
+        body = rng.randbytes(rng.choice([0, 1, 500, 20000]))
+        kind = rng.choice(["length", "chunked", "eof", "204", "304"])
+        if kind == "length":
+            script.append((b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), False))
+        elif kind == "chunked":
+            pieces = [body[i:i + 700] for i in range(0, len(body), 700)]
+            encoded = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+            script.append((b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s0\r\n\r\n" % encoded, False))
+        elif kind == "eof":
+            script.append((b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body, True))
+        else:
+            body = b""
+            script.append((b"HTTP/1.1 %s Nothing\r\nETag: x\r\n\r\n" % kind.encode(), False))
+        bodies.append((int(kind) if kind.isdigit() else 200, body))
+    return script, bodies
+
+
+def test_answers_of_every_framing_reach_the_client_whole(gw, loops):
+    import random
+
+    import h11
+    rng = random.Random(7)
+    for round_ in range(15):
+        script, bodies = _answers(rng)
+        raw = RawUpstream(loops, script)
+        try:
+            space_id = f"alice/raw{round_}"
+            gw.add_space(space_id, port=raw.port) if round_ == 0 else gw.state.update_space("alice/raw0", port=raw.port)
+            time.sleep(0 if round_ == 0 else 1.05)
+            host = gw.host("alice/raw0")
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+                for i, (status, body) in enumerate(bodies):
+                    last = i == len(bodies) - 1
+                    sock.sendall(request(host, extra="Connection: close\r\n" if last else ""))
+                    client = h11.Connection(h11.CLIENT)
+                    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+                    client.send(h11.EndOfMessage())
+                    got, seen_status = b"", None
+                    while True:
+                        event = client.next_event()
+                        if event is h11.NEED_DATA:
+                            client.receive_data(sock.recv(65536))
+                        elif isinstance(event, h11.Response):
+                            seen_status = event.status_code
+                        elif isinstance(event, h11.Data):
+                            got += event.data
+                        elif isinstance(event, h11.EndOfMessage):
+                            break
+                    assert (seen_status, got) == (status, body), f"answer {i} of {[s[0][:40] for s in script]}"
+                    # kept open after every answer but the last (which may end with the connection)
+                    assert client.trailing_data[0] == b"" and (last or not client.trailing_data[1])
+        finally:
+            raw.stop()
