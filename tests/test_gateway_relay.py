@@ -4,6 +4,8 @@ import asyncio
 import socket
 import time
 
+import h11
+import pytest
 import requests
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
@@ -57,6 +59,25 @@ class RawUpstream:
 
     def stop(self):
         self.server.close()
+
+
+def answer_of(method: str, feed):
+    """One answer read by h11 (a second, independent HTTP parser); `feed()` gives more bytes.
+    Returns (status, body, (bytes after it, whether the connection ended))."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method=method, target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
+    client.send(h11.EndOfMessage())
+    status, body = None, b""
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(feed())
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return status, body, client.trailing_data
 
 
 def relayed(gw) -> int:
@@ -232,7 +253,6 @@ def _pipeline(rng, host: str):
 def test_random_pipelines_split_anywhere_get_every_answer_in_order(gw, upstream):
     import random
 
-    import h11  # a second, independent HTTP parser on the client side
     gw.add_space("alice/demo", port=upstream.port)
     rng = random.Random(20261126)
     for _ in range(40):
@@ -244,23 +264,11 @@ def test_random_pipelines_split_anywhere_get_every_answer_in_order(gw, upstream)
                 time.sleep(rng.choice([0, 0, 0.002]))
             received = read(sock)  # to the end: the last request asked to close
         for method, want in expected:
-            client = h11.Connection(h11.CLIENT)
-            client.send(h11.Request(method=method, target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
-            client.send(h11.EndOfMessage())
-            client.receive_data(received)
-            body, status = b"", None
-            while True:
-                event = client.next_event()
-                assert event is not h11.NEED_DATA, f"answer to {method} cut short in {received[:300]!r}"
-                if isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
+            pending = [received]
+            status, body, (received, _) = answer_of(
+                method, lambda: pending.pop() if pending else pytest.fail(f"answer to {method} cut short"))
             assert status == 200
             assert want in body if want.startswith(b'"') else body == want
-            received = client.trailing_data[0]
         assert received == b""
 
 
@@ -288,7 +296,6 @@ def _answers(rng):
 def test_answers_of_every_framing_reach_the_client_whole(gw, loops):
     import random
 
-    import h11
     rng = random.Random(7)
     for round_ in range(15):
         script, bodies = _answers(rng)
@@ -302,22 +309,9 @@ def test_answers_of_every_framing_reach_the_client_whole(gw, loops):
                 for i, (status, body) in enumerate(bodies):
                     last = i == len(bodies) - 1
                     sock.sendall(request(host, extra="Connection: close\r\n" if last else ""))
-                    client = h11.Connection(h11.CLIENT)
-                    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
-                    client.send(h11.EndOfMessage())
-                    got, seen_status = b"", None
-                    while True:
-                        event = client.next_event()
-                        if event is h11.NEED_DATA:
-                            client.receive_data(sock.recv(65536))
-                        elif isinstance(event, h11.Response):
-                            seen_status = event.status_code
-                        elif isinstance(event, h11.Data):
-                            got += event.data
-                        elif isinstance(event, h11.EndOfMessage):
-                            break
+                    seen_status, got, (rest, closed) = answer_of("GET", lambda: sock.recv(65536))
                     assert (seen_status, got) == (status, body), f"answer {i} of {[s[0][:40] for s in script]}"
                     # kept open after every answer but the last (which may end with the connection)
-                    assert client.trailing_data[0] == b"" and (last or not client.trailing_data[1])
+                    assert rest == b"" and (last or not closed)
         finally:
             raw.stop()
