@@ -182,6 +182,25 @@ def test_container_that_drops_a_kept_alive_connection_costs_no_request(gw, loops
         raw.stop()
 
 
+def test_an_answer_nobody_asked_for_is_never_passed_on(gw, loops):
+    one = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"
+    extra = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"
+    raw = RawUpstream(loops, [(one + extra, False), (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", False)])
+    try:
+        gw.add_space("alice/raw", port=raw.port)
+        host = gw.host("alice/raw")
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(request(host))
+            assert read(sock, b"one").endswith(b"\r\n\r\none")
+            time.sleep(0.2)
+            sock.sendall(request(host, extra="Connection: close\r\n"))
+            rest = read(sock)
+        assert rest.endswith(b"\r\n\r\ntwo") and b"extra" not in rest
+        assert raw.connections == 2  # the connection that spoke out of turn was dropped
+    finally:
+        raw.stop()
+
+
 def test_answer_cut_short_reaches_the_client_cut(gw, loops):
     raw = RawUpstream(loops, [(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", True)])
     try:

@@ -237,7 +237,7 @@ class Downstream(asyncio.Protocol):
         """The upstream closed or refused before answering: the app retries, or the client is told."""
         if upstream is self.upstream:
             self.upstream = None
-        if self.closed or exchange is not self.current:
+        if self.closed or exchange is None or exchange is not self.current:
             return
         if exchange.answered:
             self.close()  # half an answer was sent: the client must see it cut

@@ -65,9 +65,10 @@ class Upstream(asyncio.Protocol):
         loop.create_task(coro).add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task) -> None:
-        if task.cancelled() or task.exception() is not None:
+        error = None if task.cancelled() else task.exception()
+        if (task.cancelled() or error is not None) and not self.closed:
             self.closed = True
-            self.down.upstream_failed(self, self.exchange, f"cannot connect to {self.target[0]}: {task.exception()}")
+            self.down.upstream_failed(self, self.exchange, f"cannot connect to {self.target[0]}: {error}")
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -150,6 +151,8 @@ class Upstream(asyncio.Protocol):
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.exchange is None:
+            raise ValueError("an answer nobody asked for")  # ends the connection (data_received)
         self._headers, self._reason = [], b""
 
     def on_status(self, reason: bytes) -> None:
