@@ -163,38 +163,37 @@ def test_answer_ended_by_closing_is_rechunked_and_the_client_keeps_its_connectio
         raw.stop()
 
 
+def two_requests_on_one_connection(gw, raw) -> bytes:
+    """GET (answered `one`), a pause, GET asking to close; what came back after `one`."""
+    gw.add_space("alice/raw", port=raw.port)
+    host = gw.host("alice/raw")
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request(host))
+        assert read(sock, b"one").endswith(b"\r\n\r\none")
+        time.sleep(0.2)
+        sock.sendall(request(host, extra="Connection: close\r\n"))
+        return read(sock)
+
+
+ONE, TWO = (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n" + word for word in (b"one", b"two"))
+
+
 def test_container_that_drops_a_kept_alive_connection_costs_no_request(gw, loops):
     # the kept-alive connection takes the second request and closes without a word (a container
     # being retired does that); the relay sends the request again, through the app
-    raw = RawUpstream(loops, [(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none", False), (b"", True),
-                              (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", False)])
+    raw = RawUpstream(loops, [(ONE, False), (b"", True), (TWO, False)])
     try:
-        gw.add_space("alice/raw", port=raw.port)
-        host = gw.host("alice/raw")
-        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-            sock.sendall(request(host))
-            assert read(sock, b"one").endswith(b"one")
-            time.sleep(0.2)
-            sock.sendall(request(host))
-            assert read(sock, b"two").endswith(b"two")
+        assert two_requests_on_one_connection(gw, raw).endswith(b"\r\n\r\ntwo")
         assert raw.connections == 2
     finally:
         raw.stop()
 
 
 def test_an_answer_nobody_asked_for_is_never_passed_on(gw, loops):
-    one = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"
     extra = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"
-    raw = RawUpstream(loops, [(one + extra, False), (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", False)])
+    raw = RawUpstream(loops, [(ONE + extra, False), (TWO, False)])
     try:
-        gw.add_space("alice/raw", port=raw.port)
-        host = gw.host("alice/raw")
-        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-            sock.sendall(request(host))
-            assert read(sock, b"one").endswith(b"\r\n\r\none")
-            time.sleep(0.2)
-            sock.sendall(request(host, extra="Connection: close\r\n"))
-            rest = read(sock)
+        rest = two_requests_on_one_connection(gw, raw)
         assert rest.endswith(b"\r\n\r\ntwo") and b"extra" not in rest
         assert raw.connections == 2  # the connection that spoke out of turn was dropped
     finally:
