@@ -57,13 +57,17 @@ class Server:
         os.environ.update({k: self.env[k] for k in ("SPACEHOOKS_CONFIG", "SPACEHOOKS_HOME")})
         from spacehooks import config
         self.settings = config.load()
-        self.gateway = None
+        self.gateway: subprocess.Popen | None = None  # the one on gateway_port
         self.extra: list[subprocess.Popen] = []
 
+    def _spawn_gateway(self, port: int, env: dict, *args: str) -> subprocess.Popen:
+        log = open(self.tmp / f"gateway-{port}.log", "ab")
+        proc = subprocess.Popen([str(BIN / "spacehooks"), "gateway", *args], env=env, stdout=log, stderr=log)
+        wait_port(port)
+        return proc
+
     def start_gateway(self) -> None:
-        log = open(self.tmp / "gateway.log", "ab")
-        self.gateway = subprocess.Popen([str(BIN / "spacehooks"), "gateway"], env=self.env, stdout=log, stderr=log)
-        wait_port(self.gateway_port)
+        self.gateway = self._spawn_gateway(self.gateway_port, self.env)
 
     def start_extra_gateway(self, overrides: dict) -> int:
         """A second gateway process on the same state, with other settings; returns its port."""
@@ -71,10 +75,7 @@ class Server:
         values = {**self.values, **overrides, "gateway.listen": f"127.0.0.1:{port}"}
         config = self.tmp / f"config-{port}.yaml"
         config.write_text(yaml.safe_dump(values))
-        log = open(self.tmp / f"gateway-{port}.log", "ab")
-        self.extra.append(subprocess.Popen([str(BIN / "spacehooks"), "gateway", "--no-sleep"],
-                                           env={**self.env, "SPACEHOOKS_CONFIG": str(config)}, stdout=log, stderr=log))
-        wait_port(port)
+        self.extra.append(self._spawn_gateway(port, {**self.env, "SPACEHOOKS_CONFIG": str(config)}, "--no-sleep"))
         return port
 
     def host(self, space_id: str) -> str:

@@ -181,7 +181,7 @@ def _check_key(key: str) -> None:
 
 def _restart_if_running(settings, space_id: str, echo: Echo) -> None:
     space = _existing(settings, space_id)
-    if space["stage"] in queue_mod.ACTIVE_STAGES and space["container"]:
+    if space["stage"] in state_mod.ANSWERING and space["container"]:
         runner.restart(settings, space_id)
         echo(f"{space_id} restarted: {_existing(settings, space_id)['stage']}")
 

@@ -21,7 +21,6 @@ TABLE = """CREATE TABLE IF NOT EXISTS gpu_allocations (
     allocated_at REAL NOT NULL,
     PRIMARY KEY (kind, device, space_id)
 )"""
-SERVING = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING", "APP_STARTING", "RUNTIME_ERROR")
 
 
 def flavor(settings, name: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from spacehooks import gpu, runner
 from spacehooks import queue as queue_mod
+from spacehooks import state as state_mod
 from spacehooks.admin import Echo, _open, _restart_if_running
 from spacehooks.errors import SpaceError
 
@@ -13,7 +14,7 @@ KEYS = ("memory_mb", "cpus", "pids")
 
 def set_hardware(settings, space_id: str, flavor_name: str, echo: Echo) -> None:
     stage = gpu.assign_flavor(settings, space_id, flavor_name)
-    if stage in gpu.SERVING:
+    if stage in (*state_mod.STARTED, "RUNTIME_ERROR"):  # a crashed app gets another try on the new flavor
         echo(f"{space_id}: hardware {flavor_name}; restarting")
         runner.restart(settings, space_id)
     else:

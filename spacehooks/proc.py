@@ -46,13 +46,3 @@ def git(args: Sequence[str], git_dir: str | Path | None = None, **kw) -> str:
 def run_hook(path: str | Path, args: Sequence[str], stdin: bytes) -> int:
     """Run a chained (pre-existing) hook with git's environment, streaming its output."""
     return subprocess.run([str(path), *args], input=stdin).returncode
-
-
-def spawn_detached(args: Sequence[str], log_path: str | Path, env: Mapping[str, str] | None = None) -> int:
-    """Start a process that outlives the hook: git waits for anything holding its stdio."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(list(args), stdin=devnull, stdout=log, stderr=log,
-                                env=dict(env) if env is not None else clean_env(),
-                                start_new_session=True, close_fds=True)
-    return proc.pid

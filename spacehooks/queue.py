@@ -13,7 +13,6 @@ from spacehooks.errors import SpaceError
 from spacehooks.output import Out
 
 END_OF_LOG_POLL = 0.3
-ACTIVE_STAGES = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
 
 
 def read_config(repo_path: Path, commit: str) -> tuple[dict, str | None, str | None]:
@@ -57,7 +56,7 @@ def enqueue(settings, st: state_mod.State, space_id: str, repo_path: Path, commi
         st.conn.execute("ROLLBACK")
         raise
     space = st.get_space(space_id)
-    stage = "RUNNING_BUILDING" if space["stage"] in ACTIVE_STAGES else "BUILDING"
+    stage = "RUNNING_BUILDING" if space["stage"] in state_mod.ANSWERING else "BUILDING"
     st.update_space(space_id, stage=stage)
     return build_id
 

@@ -16,7 +16,6 @@ from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
 # Stages that promise a container serving the Space.
-SERVING_STAGES = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING", "APP_STARTING")
 log = logging.getLogger("spacehooks.restore")
 
 
@@ -31,7 +30,7 @@ def restore_all(settings, echo=log.info) -> dict[str, str]:
         return {}
     st = state_mod.open(settings)
     try:
-        spaces = [s for s in st.list_spaces() if s["stage"] in SERVING_STAGES]
+        spaces = [s for s in st.list_spaces() if s["stage"] in state_mod.STARTED]
     finally:
         st.close()
     done = {}
@@ -85,7 +84,7 @@ def restore_space(settings, space: dict) -> str:
         st.close()
     runner.start(settings, space_id)
     space = _settle(settings, space_id)
-    if space["stage"] not in queue_mod.ACTIVE_STAGES:
+    if space["stage"] not in state_mod.ANSWERING:
         return f"did not start: {space['stage']}: {space.get('error')}"
     return f"started again from {space['image']}"
 
@@ -109,7 +108,7 @@ def _settle(settings, space_id: str) -> dict:
         space = st.get_space(space_id)
         pending = st.conn.execute("SELECT COUNT(*) FROM builds WHERE space_id = ? AND status IN (?, ?)",
                                   (space_id, state_mod.QUEUED, state_mod.RUNNING)).fetchone()[0]
-        if space["stage"] in SERVING_STAGES and space["stage"] != "APP_STARTING":
+        if space["stage"] in state_mod.STARTED and space["stage"] != "APP_STARTING":
             st.update_space(space_id, stage="RUNNING_BUILDING" if pending else "RUNNING")
         return st.get_space(space_id)
     finally:

@@ -15,7 +15,6 @@ from spacehooks import logs, podman
 from spacehooks import state as state_mod
 
 SYNC_EVERY = 2.0  # seconds between looks for containers without a follower
-SERVING = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING", "APP_STARTING")
 log = logging.getLogger("spacehooks.runlogs")
 
 
@@ -33,7 +32,7 @@ class RunLogPump:
         self._followers = {name: t for name, t in self._followers.items() if t.is_alive()}
         for space in st.list_spaces():
             name = space.get("container")
-            if name and space["stage"] in SERVING and name not in self._followers:
+            if name and space["stage"] in state_mod.STARTED and name not in self._followers:
                 thread = threading.Thread(target=self._follow, args=(space["id"], name, st.run_log_path(space["id"])),
                                           name=f"runlog-{name}", daemon=True)
                 self._followers[name] = thread

@@ -19,6 +19,10 @@ from pathlib import Path
 STAGES = ("NO_APP_FILE", "CONFIG_ERROR", "BUILDING", "BUILD_ERROR", "APP_STARTING", "RUNNING",
           "RUNNING_BUILDING", "RUNNING_APP_STARTING", "RUNTIME_ERROR", "PAUSED", "STOPPED",
           "SLEEPING", "DELETING")
+# A container answers on the Space's port in these stages.
+ANSWERING = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
+# A container has been started in these (in APP_STARTING it may not answer yet).
+STARTED = (*ANSWERING, "APP_STARTING")
 # Build statuses; the last four are final.
 QUEUED, RUNNING, SUCCEEDED, FAILED, SUPERSEDED, CANCELLED = (
     "queued", "running", "succeeded", "failed", "superseded", "cancelled")

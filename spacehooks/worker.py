@@ -34,28 +34,15 @@ class Worker:
         again, before any queued build, so that a build never races a restore."""
         self._pump = runlogs.RunLogPump(self.settings)
         if restore:
-            while not stop.is_set() and not self._survive(self._restore):
+            while not stop.is_set() and not self._survive(self._restore)[0]:
                 stop.wait(RETRY_PAUSE)
         concurrency = max(1, int(self.settings["build.concurrency"]))
         active: set = set()
         lock = threading.Lock()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="build") as pool:
             while not stop.is_set():
-                claimed = None
-
-                def claim():
-                    nonlocal claimed
-                    self._housekeeping()
-                    with lock:
-                        if not active:  # never while a build runs: gc must not race one
-                            self.scheduled_gc()
-                        if len(active) < concurrency:
-                            st = state_mod.open(self.settings)
-                            try:
-                                claimed = queue_mod.claim(st, concurrency)
-                            finally:
-                                st.close()
-                if not self._survive(claim):
+                ok, claimed = self._survive(self._next_build, lock, active, concurrency)
+                if not ok:
                     stop.wait(RETRY_PAUSE)
                     continue
                 if claimed:
@@ -71,26 +58,36 @@ class Worker:
         from spacehooks import restore as restore_mod
         restore_mod.restore_all(self.settings)
 
-    @staticmethod
-    def _survive(step) -> bool:
-        """Run one step of the loop; a failure is logged and the loop goes on (False)."""
+    def _next_build(self, lock: threading.Lock, active: set, concurrency: int) -> dict | None:
+        self._housekeeping()
+        with lock:
+            if not active:  # never while a build runs: gc must not race one
+                self.scheduled_gc()
+            return self._claim(concurrency) if len(active) < concurrency else None
+
+    def _claim(self, concurrency: int) -> dict | None:
+        st = state_mod.open(self.settings)
         try:
-            step()
-            return True
+            return queue_mod.claim(st, concurrency)
+        finally:
+            st.close()
+
+    @staticmethod
+    def _survive(step, *args) -> tuple[bool, object]:
+        """Run one step of the loop: (True, its result), or (False, None) once the failure is
+        logged, so that the loop goes on."""
+        try:
+            return True, step(*args)
         except SpaceError as exc:
             log.error("worker: %s; trying again in %ss", exc.format_message(), RETRY_PAUSE)
         except Exception as exc:  # a bug, or a store locked for long: the builds must not stop for good
             log.error("worker: step failed, see %s; trying again in %ss", report_bug(exc), RETRY_PAUSE)
-        return False
+        return False, None
 
     def run_once(self) -> bool:
         """Claim and process one build in this thread; False when nothing was queued."""
         self._housekeeping()
-        st = state_mod.open(self.settings)
-        try:
-            build = queue_mod.claim(st, max(1, int(self.settings["build.concurrency"])))
-        finally:
-            st.close()
+        build = self._claim(max(1, int(self.settings["build.concurrency"])))
         if build is None:
             return False
         self.process(build)
@@ -186,7 +183,7 @@ class Worker:
 def _fail_space(st: state_mod.State, build: dict, message: str) -> None:
     """A failed build leaves the previous version serving; the Space shows BUILD_ERROR only without one."""
     space = st.get_space(build["space_id"])
-    if space and space.get("container") and space["stage"] in queue_mod.ACTIVE_STAGES:
+    if space and space.get("container") and space["stage"] in state_mod.ANSWERING:
         st.update_space(build["space_id"], stage="RUNNING", error=message)
     elif space and space.get("build_id") and (space.get("config") or {}).get("sdk") == "static":
         st.update_space(build["space_id"], stage="RUNNING", error=message)

@@ -11,8 +11,9 @@ from multidict import CIMultiDict
 from spacehooks.gateway import api, pages
 from spacehooks.gateway.proxy import Proxy, Unreachable
 from spacehooks.gateway.registry import Registry
-from spacehooks.gateway.sleeper import SERVING, SLEEPING, Sleeper, WAKE_TIMEOUT, is_static
+from spacehooks.gateway.sleeper import SLEEPING, Sleeper, WAKE_TIMEOUT, is_static
 from spacehooks.gateway.staticspace import StaticFiles
+from spacehooks.state import ANSWERING
 
 log = logging.getLogger("spacehooks.gateway")
 
@@ -77,7 +78,7 @@ class Gateway:
         if space_id is None:
             return pages.not_found(settings, f"Nothing is served at {request.host}.")
         space = await self.registry.space(space_id)
-        if space is not None and (space.get("stage") not in SERVING or not (space.get("port") or is_static(space))):
+        if space is not None and (space.get("stage") not in ANSWERING or not (space.get("port") or is_static(space))):
             # the snapshot may predate a deploy that has just finished: ask the store before saying no
             space = await self.registry.space(space_id, fresh=True) or space
         self.registry.touch(space_id)
@@ -91,7 +92,7 @@ class Gateway:
             if answer is not None:
                 return answer
             space = await self.registry.space(space_id)
-        if stage not in SERVING and stage != SLEEPING or not space.get("port"):
+        if stage not in ANSWERING and stage != SLEEPING or not space.get("port"):
             return self._not_serving(request, space)
         return await self._forward(request, space, apply_headers)
 

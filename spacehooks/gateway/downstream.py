@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from spacehooks.gateway.upstream import HOP_BY_HOP, Exchange, Upstream
+from spacehooks.gateway.upstream import HOP_BY_HOP, Exchange, Pausable, Upstream
 
 if TYPE_CHECKING:
     from spacehooks.gateway.relay import Relay
@@ -31,7 +31,7 @@ def _text_answer(status: str, text: str) -> bytes:
             f"Connection: close\r\n\r\n").encode() + body
 
 
-class Downstream(asyncio.Protocol):
+class Downstream(Pausable):
     """A client connection: requests parsed one at a time, each sent to its route."""
 
     def __init__(self, relay: Relay):
@@ -81,17 +81,6 @@ class Downstream(asyncio.Protocol):
                 self.refuse("408 Request Timeout", f"408: no whole request head within {HEAD_SECONDS:g} s\n")
         elif self.current is None and not self.tunnel and now - self.last_active > IDLE_SECONDS:
             self.close()
-
-    def pause(self, reason: str) -> None:
-        if not self.paused:
-            self.transport.pause_reading()
-        self.paused.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason in self.paused:
-            self.paused.discard(reason)
-            if not self.paused and not self.closed:
-                self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         if self.upstream is not None:

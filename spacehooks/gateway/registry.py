@@ -111,9 +111,6 @@ class Registry:
             space_id = self._by_label.get(label)
         return space_id
 
-    def fresh(self) -> bool:
-        return time.monotonic() - self._loaded_at < SNAPSHOT_TTL
-
     def cached(self, label: str) -> dict | None:
         """The Space at `<label>.<domain>` if the snapshot is fresh and knows it; else None
         (then `resolve_host` must decide)."""

@@ -17,8 +17,9 @@ import logging
 from spacehooks.gateway.app import space_headers, space_label
 from spacehooks.gateway.downstream import Downstream
 from spacehooks.gateway.registry import Registry
-from spacehooks.gateway.sleeper import SERVING, is_static
+from spacehooks.gateway.sleeper import is_static
 from spacehooks.gateway.upstream import Target
+from spacehooks.state import ANSWERING
 
 log = logging.getLogger("spacehooks.gateway")
 
@@ -33,7 +34,6 @@ class Relay:
         self.connections: set[Downstream] = set()
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)
         self._headers: dict[str, tuple] = {}
-        self._refresh: asyncio.Task | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
 
@@ -77,12 +77,10 @@ class Relay:
         if label is None:
             return self.app_target
         space = self.registry.cached(label)
-        if space is None:
-            if not self.registry.fresh() and (self._refresh is None or self._refresh.done()):
-                self._refresh = asyncio.get_running_loop().create_task(self.registry.refresh())
+        if space is None:  # unknown, or the snapshot is stale (the sweeper could not read the store)
             return self.app_target
         port = space.get("port")
-        if not port or space.get("stage") not in SERVING or is_static(space):
+        if not port or space.get("stage") not in ANSWERING or is_static(space):
             return self.app_target
         config = space.get("config")
         cached = self._headers.get(space["id"])

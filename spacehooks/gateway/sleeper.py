@@ -11,13 +11,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from spacehooks.errors import SpaceError
+from spacehooks.state import ANSWERING
 from spacehooks.gateway.registry import Registry
 
 log = logging.getLogger("spacehooks.gateway")
 
 SLEEPING = "SLEEPING"
 # Stages in which a container answers on the Space's port.
-SERVING = {"RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING"}
 FLUSH_SECONDS = 2.0
 CHECK_SECONDS = 5.0
 WAKE_TIMEOUT = 300.0
@@ -95,7 +95,7 @@ class Sleeper:
 
     def due(self, space: dict, now: float) -> bool:
         seconds = sleep_seconds(self.settings, space)
-        if seconds < 0 or is_static(space) or space.get("stage") not in SERVING:
+        if seconds < 0 or is_static(space) or space.get("stage") not in ANSWERING:
             return False
         if self.registry.open_streams.get(space["id"], 0) > 0:
             return False

@@ -36,7 +36,25 @@ class Exchange:
         self.answered = False
 
 
-class Upstream(asyncio.Protocol):
+class Pausable(asyncio.Protocol):
+    """Reading stops while any reason to pause holds (a full buffer on the other side, a queue)."""
+    transport: asyncio.Transport | None
+    closed: bool
+    paused: set[str]
+
+    def pause(self, reason: str) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+
+class Upstream(Pausable):
     """The connection to a Space's container (a loopback port) or to the app's socket."""
 
     def __init__(self, downstream: Downstream, target: Target):
@@ -75,6 +93,8 @@ class Upstream(asyncio.Protocol):
         if self.closed or self.down.closed:
             transport.close()
             return
+        if self.paused:  # the client fell behind while this connection was being made
+            transport.pause_reading()
         self.begin(self.exchange)
 
     def begin(self, exchange: Exchange) -> None:
@@ -98,17 +118,6 @@ class Upstream(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
-
-    def pause(self, reason: str) -> None:
-        if not self.paused and self.transport is not None:
-            self.transport.pause_reading()
-        self.paused.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason in self.paused:
-            self.paused.discard(reason)
-            if not self.paused and self.transport is not None and not self.closed:
-                self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         self.down.pause("upstream-full")
