@@ -209,18 +209,16 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     gid = _share_home(home, settings["home_group"])
-    # post-receive (the git account) and the server (root) both write the database and the
-    # -wal/-shm files SQLite makes and removes as connections come and go: create them
-    # group-writable, in the setgid home so they belong to the shared group.
-    old_umask = os.umask(0o002)
-    try:
-        conn = sqlite3.connect(str(settings.db_path), timeout=30, isolation_level=None,
-                               check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
-        _prepare(conn)
-    finally:
-        os.umask(old_umask)
+    # post-receive (the git account) and the server (root) both write the database. The file
+    # is made 0660 here, never through os.umask (process-wide: a thread creating a file
+    # meanwhile, /run/sshd say, would get group write). SQLite gives the -wal/-shm files it
+    # makes the database file's mode, so they follow.
+    _create_shared(Path(settings.db_path))
+    conn = sqlite3.connect(str(settings.db_path), timeout=30, isolation_level=None,
+                           check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 30000")
+    _prepare(conn)
     for path in (settings.db_path, Path(f"{settings.db_path}-wal"), Path(f"{settings.db_path}-shm")):
         try:
             info = path.stat()
@@ -232,6 +230,17 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
         except OSError:
             pass
     return State(conn, home)
+
+
+def _create_shared(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o660)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o660)
+    finally:
+        os.close(fd)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:

@@ -151,7 +151,10 @@ class SSHServer:
             config.append(f"SetEnv {set_env}")
         conf = self.base / "sshd_config"
         conf.write_text("\n".join(config) + "\n")
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+        # sshd's privilege-separation folder: missing on a new machine, and sshd refuses it
+        # when it is group- or world-writable
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        os.chmod("/run/sshd", 0o755)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL)

@@ -44,3 +44,10 @@ def test_every_module_is_listed_and_imports_only_earlier_ones():
             elif rank[dep] > rank[mod] and {mod, dep} != {"install", "install_gitolite"}:
                 problems.append(f"{path.relative_to(ROOT)} ({mod}) imports {dep}, which comes later")
     assert problems == []
+
+
+def test_no_process_wide_umask_changes():
+    # serve runs threads: a umask set by one changes the mode of what the others create
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "spacehooks").rglob("*.py")
+                 if re.search(r"\bos\.umask\(|\bumask\(", p.read_text())]
+    assert offenders == []
