@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from spacehooks import config as config_mod
-from spacehooks.errors import internal_error_message
+from spacehooks.errors import SpaceError, internal_error_message
 
 
 class Context:
@@ -442,7 +442,10 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
-    except click.ClickException as exc:
+    except SpaceError as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:

@@ -8,17 +8,22 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import click
 
+class SpaceError(Exception):
+    """An error the user can fix: its message says what and how.
 
-class SpaceError(click.ClickException):
-    """An error the user can fix: its message says what and how."""
+    Independent of click, so the push path and the HTTP API raise it without importing the
+    CLI's toolkit; cli.main and the gateway each translate it in one place."""
 
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(message)
+        self.message = message
         self.hint = hint
+
+    def __str__(self) -> str:
+        return self.format_message()
 
     def format_message(self) -> str:
         if self.hint:

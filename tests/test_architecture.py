@@ -51,3 +51,10 @@ def test_no_process_wide_umask_changes():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "spacehooks").rglob("*.py")
                  if re.search(r"\bos\.umask\(|\bumask\(", p.read_text())]
     assert offenders == []
+
+
+def test_click_only_in_the_cli():
+    # SpaceError once subclassed click's exception, so the push path needed lazy imports
+    users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spacehooks").rglob("*.py")
+                   if re.search(r"^\s*(import click|from click)", p.read_text(), re.M))
+    assert users == ["spacehooks/cli.py"]
