@@ -14,13 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import podman
+from spacehooks import podman, sdkcompat
 from spacehooks.errors import SpaceError
 
 CA_SECRET = "spacehooks-ca"
 CA_PATH = f"/run/secrets/{CA_SECRET}"
 APP_DIR = "/home/user/app"
-SDK_PACKAGES = {"gradio": "gradio", "streamlit": "streamlit"}
 
 
 def image_name(space_id: str, build_id: int) -> str:
@@ -123,8 +122,9 @@ def containerfile(settings, config: dict, deps: dict[str, bytes]) -> str:
             folder = REQUIREMENT_DIRS[name]
             lines += [f"COPY deps/{folder}/ /tmp/spacehooks/{folder}/",
                       f"{_pip(settings)} -r /tmp/spacehooks/{folder}/{name}"]
-    version = config.get("sdk_version")
-    lines.append(f"{_pip(settings)} {SDK_PACKAGES[sdk]}{'==' + str(version) if version else ''}")
+    wanted = sdkcompat.requirements(sdk, config.get("sdk_version"),
+                                    config.get("python_version") or settings["default_python_version"])
+    lines.append(f"{_pip(settings)} {' '.join(shlex.quote(r) for r in wanted)}")
     lines += [f"COPY --chown=1000:1000 app/ {APP_DIR}/", "USER 1000", f"WORKDIR {APP_DIR}",
               "ENV HOME=/home/user PYTHONUNBUFFERED=1"]
     if sdk == "streamlit":

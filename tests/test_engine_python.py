@@ -68,6 +68,8 @@ def test_gradio_space_layers_cache_and_failed_build(engine, worker):
     name = space["container"]
     assert podman("exec", name, "jq", "--version").startswith("jq-1.6")
     assert podman("exec", name, "python", "-c", "import six, gradio; print(six.__version__, gradio.__version__)") == "1.16.0 5.49.1\n"
+    # the Hub's `spaces` package comes with the SDK, beside the one gradio (not a second one)
+    assert podman("exec", name, "python", "-c", "import spaces, gradio; print(gradio.__version__)") == "5.49.1\n"
     assert podman("exec", name, "stat", "-c", "%u %n", "app.py") == "1000 app.py\n"
     assert podman("exec", name, "id", "-u") == "1000\n"
     env = podman("exec", name, "env")
