@@ -92,7 +92,8 @@ def schema_doc():
 @pass_ctx
 def worker(ctx):
     """Run queued builds and deploy them (blocks; `serve` runs it too)."""
-    from spacehooks import images, worker as mod
+    from spacehooks import images, state, worker as mod
+    state.verify(ctx.settings)  # a damaged store stops here, with the way out
     mod.main_loop(ctx.settings, gc=images.gc)
 
 
@@ -290,9 +291,16 @@ def limits_show(ctx, space):
 @cli.command()
 @pass_ctx
 def doctor(ctx):
-    """Check the Podman service, runtime, cgroups, ulimits and base images; print fixes."""
+    """Check the configuration, state store, Podman service, runtime, cgroups, ulimits and base
+    images; print fixes."""
     from spacehooks import doctor as mod
-    if not mod.doctor(ctx.settings, click.echo):
+    from spacehooks.errors import SpaceError
+    try:
+        settings = ctx.settings
+    except SpaceError as exc:  # a configuration that does not load is the first thing to report
+        mod.bad_config(exc, click.echo)
+        sys.exit(1)
+    if not mod.doctor(settings, click.echo):
         sys.exit(1)
 
 
@@ -368,7 +376,9 @@ def gateway(ctx, listen, no_sleep):
 @pass_ctx
 def serve(ctx, listen):
     """Run the whole server in one process: gateway, build worker and sleeper."""
+    from spacehooks import state
     from spacehooks.gateway import serve as mod
+    state.verify(ctx.settings)  # a damaged store stops here, with the way out
     mod.run(ctx.settings, listen, with_worker=True, echo=click.echo)
 
 
