@@ -305,6 +305,33 @@ def doctor(ctx):
 
 
 
+@cli.group("state")
+def state_group():
+    """The state store (SPACEHOOKS_HOME/state.db): check it, rebuild it when it is damaged."""
+
+
+@state_group.command("check")
+@pass_ctx
+def state_check(ctx):
+    """Run SQLite's quick_check on the store; exit 1 when it is damaged."""
+    from spacehooks import state
+    state.verify(ctx.settings)
+    click.echo(f"{ctx.settings.db_path}: ok (schema version {state.SCHEMA_VERSION})")
+
+
+@state_group.command("rebuild")
+@click.option("--force", is_flag=True, help="Replace a store that is not damaged too (the old one is kept, renamed).")
+@pass_ctx
+def state_rebuild(ctx, force):
+    """Make a new store from the repositories under repo_root and the Space containers' labels.
+
+    Stop serve and worker first. The old files are kept beside as state.db.damaged-<time>.
+    Spaces without a running container come back PAUSED; see README "Recovering the state store"."""
+    from spacehooks import rebuild
+    done = rebuild.rebuild(ctx.settings, click.echo, force=force)
+    click.echo(f"state store rebuilt: {len(done)} Space(s); start serve (or worker) again")
+
+
 # --- gpu and hardware -------------------------------------------------------------------
 
 @cli.group()

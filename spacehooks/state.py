@@ -155,6 +155,13 @@ class State:
         with self.conn:
             self.conn.execute(f"UPDATE builds SET {columns} WHERE id = ?", (*fields.values(), build_id))
 
+    def continue_build_ids(self, last: int) -> None:
+        """Number new builds after `last` (a rebuilt store must not reuse the ids of old logs and images)."""
+        with self.conn:
+            if self.conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'builds'",
+                                 (last,)).rowcount == 0:
+                self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('builds', ?)", (last,))
+
     def build_log_path(self, space_id: str, build_id: int) -> Path:
         return self.home / "logs" / "builds" / space_id / f"{build_id}.log"
 
