@@ -19,7 +19,7 @@ from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gitrepo import Repo
-from spacehooks.hooks import space_id_for
+from spacehooks.heal import repositories
 
 PAUSED_NOTE = ("state store rebuilt: whether this Space served is unknown, so it stays off;"
                " `spacehooks resume {id}` starts its last image, `spacehooks rebuild {id}` builds its branch")
@@ -29,7 +29,7 @@ def rebuild(settings, echo, force: bool = False) -> dict[str, str]:
     """Move a damaged (or, with force, any) store aside and write a new one; returns per Space what was set."""
     _move_aside(settings, force, echo)
     found = _containers(settings)
-    repos = _repositories(settings)
+    repos = repositories(settings)
     st = state_mod.open(settings)
     try:
         return _fill(settings, st, found, repos, echo)
@@ -79,19 +79,6 @@ def _containers(settings) -> dict[str, list[dict]]:
     for facts in out.values():
         facts.sort(key=lambda f: (f["running"], f["build_id"]), reverse=True)
     return out
-
-
-def _repositories(settings) -> dict[str, Path]:
-    root = Path(settings["repo_root"])
-    found = {}
-    for head in sorted(root.glob("**/HEAD")):
-        folder = head.parent
-        if (folder / "objects").is_dir() and (folder / "refs").is_dir() and folder.name != ".git":
-            try:
-                found[space_id_for(folder, settings, {})] = folder
-            except SpaceError:
-                continue
-    return found
 
 
 def _fill(settings, st, found: dict, repos: dict, echo) -> dict[str, str]:

@@ -239,7 +239,7 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
         _prepare(conn)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        if not is_damage(exc):  # locked, disk full, I/O: the file itself may be fine
             raise
         raise damaged(settings.db_path, exc) from exc
     for path in (settings.db_path, Path(f"{settings.db_path}-wal"), Path(f"{settings.db_path}-shm")):
@@ -306,6 +306,13 @@ def schema_version(st: State) -> int:
     return st.conn.execute("PRAGMA user_version").fetchone()[0]
 
 
+def is_damage(exc: BaseException) -> bool:
+    """SQLite says the file is not a sound database (not: locked, full, or an I/O error)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or (
+        not name and any(m in str(exc) for m in ("malformed", "not a database")))
+
+
 def damaged(path, exc: BaseException):
     from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
     return SpaceError(f"the state store {path} is damaged ({exc})", hint=RECOVERY_HINT)
@@ -321,7 +328,7 @@ def integrity_problems(settings) -> list[str]:
     try:
         rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        if not is_damage(exc):
             raise
         raise damaged(path, exc) from exc
     finally:

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, logs, podman, runlogs, runner
+from spacehooks import builder, heal, logs, podman, runlogs, runner
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
@@ -26,6 +26,7 @@ class Worker:
         self._gc = gc
         self._last_gc = time.monotonic()
         self._pump: runlogs.RunLogPump | None = None  # the long-running loop copies app output
+        self._healer = heal.Healer(settings)
 
     def run(self, stop: threading.Event, restore: bool = True) -> None:
         """Blocking loop until stop is set (serve runs it in a thread).
@@ -119,10 +120,20 @@ class Worker:
                 queue_mod.requeue_orphans(st)
                 self._orphans_checked = True
             runner.reap(self.settings, st)
+            if self._healer.due():
+                self._heal(st)
             if self._pump:
                 self._pump.sync(st)
         finally:
             st.close()
+
+    def _heal(self, st: state_mod.State) -> None:
+        try:
+            self._healer.run(st)
+        except SpaceError as exc:
+            log.error("worker: drift check: %s", exc.format_message())
+        except Exception as exc:  # the builds go on; the next pass tries again
+            log.error("worker: drift check failed, see %s", report_bug(exc))
 
     def process(self, build: dict) -> None:
         st = state_mod.open(self.settings)
