@@ -9,6 +9,7 @@ would before it is queued: the git account can move a ref without pre-receive.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -41,14 +42,17 @@ def drift(tip: str | None, space: dict | None, builds: list[dict]) -> bool:
 def repositories(settings) -> dict[str, Path]:
     """Bare repositories under repo_root that carry spacehooks' hooks, by Space id."""
     found = {}
-    for head in sorted(Path(settings["repo_root"]).glob("**/HEAD")):
-        folder = head.parent
-        if folder.name == ".git" or not (folder / "objects").is_dir() or not _hooked(folder):
-            continue
-        try:
-            found[space_id_for(folder, settings, {})] = folder
-        except SpaceError:
-            continue
+    for top, dirs, files in os.walk(settings["repo_root"]):
+        folder = Path(top)
+        if "HEAD" in files and "objects" in dirs:
+            dirs[:] = []  # never walk into a repository's objects
+            if folder.name != ".git" and _hooked(folder):
+                try:
+                    found[space_id_for(folder, settings, {})] = folder
+                except SpaceError:
+                    pass
+        else:
+            dirs.sort()
     return found
 
 
