@@ -68,3 +68,55 @@ def test_rebuild_brings_back_a_serving_space_and_keeps_the_unknown_off(engine, l
     assert again.returncode == 1
     assert again.stdout == (f"Error: the state store {db} is not damaged: nothing to rebuild\n"
                             "  fix: add --force to replace it anyway (it is kept beside, renamed)\n")
+
+
+RELEASED = "a9c1b88"  # the release whose store is schema version 1
+
+
+def test_a_space_keeps_serving_through_an_upgrade_and_a_rollback_of_the_code(engine, tmp_path, monkeypatch):
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    from test_engine_restore import Serve
+    bare, work = engine.create("alice/upgrade", {"README.md": README, "Dockerfile": DOCKERFILE, "v.txt": "v1\n"})
+    assert push(work, str(bare)).returncode == 0
+    assert engine.drain() == 1
+    before = engine.space("alice/upgrade")
+    # the store as the released code left it: schema version 1, no attempts column
+    conn = sqlite3.connect(engine.settings.db_path)
+    conn.execute("ALTER TABLE builds DROP COLUMN attempts")
+    conn.execute("PRAGMA user_version = 0")
+    conn.close()
+    old_tree = tmp_path / "released"
+    old_tree.mkdir()
+    archive = subprocess.run(f"git archive {RELEASED} spacehooks | tar -x -C {old_tree}", shell=True,
+                             cwd=os.path.dirname(os.path.dirname(__file__)), stderr=subprocess.PIPE, text=True)
+    assert archive.returncode == 0, archive.stderr
+
+    def serve_with(code_dir):
+        serve = Serve(engine)
+        env = {**os.environ, "PYTHONPATH": str(code_dir)}
+        with serve.log.open("a") as log:
+            serve.proc = subprocess.Popen([sys.executable, "-m", "spacehooks", "serve"], stdout=log,
+                                          stderr=subprocess.STDOUT, env=env, cwd=code_dir)
+        def answers():
+            try:
+                return serve.get("alice/upgrade") == (200, "v1\n")
+            except OSError:  # not listening yet
+                return False
+        serve.wait_for(answers, "the gateway does not serve it", 60)
+        return serve
+
+    new_code = os.path.dirname(os.path.dirname(__file__))
+    for code in (new_code, old_tree, new_code):  # upgrade, roll back, upgrade again
+        serve = serve_with(code)
+        # the container was never replaced: it served all along
+        space = engine.space("alice/upgrade")
+        assert (space["container"], space["port"], space["stage"]) == (before["container"], before["port"], "RUNNING")
+        assert urllib.request.urlopen(f"http://127.0.0.1:{before['port']}/v.txt", timeout=10).read() == b"v1\n"
+        serve.kill(signal.SIGTERM)
+    st = state.open(engine.settings)
+    assert state.schema_version(st) == 2
+    st.close()
