@@ -174,3 +174,25 @@ def test_drift_is_decided_from_tip_and_state_alone():
     assert heal.drift(tip, {"stage": "BUILD_ERROR", "commit": None}, [{"commit": tip}]) is False  # not retried
     assert heal.drift(tip, {"stage": "PAUSED", "commit": "b" * 40}, []) is False
     assert heal.drift(None, None, []) is False
+
+
+def test_a_killed_post_receive_is_healed(server):
+    bare, work, settings = space(server, server.home)
+    assert push(work, str(bare)).returncode == 0
+    assert worker.Worker(settings).run_once()
+    # a chained hook runs first: it kills the post-receive process before anything is recorded
+    chained = bare / "hooks" / ("post-receive" + hooks.CHAINED_SUFFIX)
+    chained.write_text("#!/bin/sh\nkill -9 $PPID\n")
+    chained.chmod(0o755)
+    second = commit(work, "two\n")
+    result = push(work, str(bare))
+    assert result.returncode == 0 and git("rev-parse", "main", cwd=bare).stdout.strip() == second
+    st = state.open(settings)
+    try:
+        assert all(b["commit"] != second for b in st.builds("alice/heal"))
+        os.utime(bare / "refs" / "heads" / "main", (time.time() - 60, time.time() - 60))
+        assert list(heal.Healer(settings).run(st)) == ["alice/heal"]
+    finally:
+        st.close()
+    assert worker.Worker(settings).run_once()
+    assert wait_deployed(settings, second, seconds=5)["stage"] == "RUNNING"
