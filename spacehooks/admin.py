@@ -47,6 +47,9 @@ def status(settings, space_id: str, echo: Echo) -> None:
     echo(f"container: {s['container'] or '-'}")
     echo(f"port:      {s['port'] or '-'}")
     echo(f"hardware:  {s['hardware'] or '-'}")
+    if not podman.reachable(settings["podman_url"]):
+        echo(f"podman:    DOWN: not reachable at {settings['podman_url']}; builds wait in the queue,"
+             " app output is not copied, `spacehooks doctor` says more")
     if s["error"]:
         echo("error:     " + s["error"].replace("\n", "\n           "))
     for b in builds:

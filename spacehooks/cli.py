@@ -92,7 +92,8 @@ def schema_doc():
 @pass_ctx
 def worker(ctx):
     """Run queued builds and deploy them (blocks; `serve` runs it too)."""
-    from spacehooks import images, worker as mod
+    from spacehooks import images, state, worker as mod
+    state.verify(ctx.settings)  # a damaged store stops here, with the way out
     mod.main_loop(ctx.settings, gc=images.gc)
 
 
@@ -290,11 +291,45 @@ def limits_show(ctx, space):
 @cli.command()
 @pass_ctx
 def doctor(ctx):
-    """Check the Podman service, runtime, cgroups, ulimits and base images; print fixes."""
+    """Check the configuration, state store, Podman service, runtime, cgroups, ulimits and base
+    images; print fixes."""
     from spacehooks import doctor as mod
-    if not mod.doctor(ctx.settings, click.echo):
+    from spacehooks.errors import SpaceError
+    try:
+        settings = ctx.settings
+    except SpaceError as exc:  # a configuration that does not load is the first thing to report
+        mod.bad_config(exc, click.echo)
+        sys.exit(1)
+    if not mod.doctor(settings, click.echo):
         sys.exit(1)
 
+
+
+@cli.group("state")
+def state_group():
+    """The state store (SPACEHOOKS_HOME/state.db): check it, rebuild it when it is damaged."""
+
+
+@state_group.command("check")
+@pass_ctx
+def state_check(ctx):
+    """Run SQLite's quick_check on the store; exit 1 when it is damaged."""
+    from spacehooks import state
+    state.verify(ctx.settings)
+    click.echo(f"{ctx.settings.db_path}: ok (schema version {state.SCHEMA_VERSION})")
+
+
+@state_group.command("rebuild")
+@click.option("--force", is_flag=True, help="Replace a store that is not damaged too (the old one is kept, renamed).")
+@pass_ctx
+def state_rebuild(ctx, force):
+    """Make a new store from the repositories under repo_root and the Space containers' labels.
+
+    Stop serve and worker first. The old files are kept beside as state.db.damaged-<time>.
+    Spaces without a running container come back PAUSED; see README "Recovering the state store"."""
+    from spacehooks import rebuild
+    done = rebuild.rebuild(ctx.settings, click.echo, force=force)
+    click.echo(f"state store rebuilt: {len(done)} Space(s); start serve (or worker) again")
 
 
 # --- gpu and hardware -------------------------------------------------------------------
@@ -368,7 +403,9 @@ def gateway(ctx, listen, no_sleep):
 @pass_ctx
 def serve(ctx, listen):
     """Run the whole server in one process: gateway, build worker and sleeper."""
+    from spacehooks import state
     from spacehooks.gateway import serve as mod
+    state.verify(ctx.settings)  # a damaged store stops here, with the way out
     mod.run(ctx.settings, listen, with_worker=True, echo=click.echo)
 
 

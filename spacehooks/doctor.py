@@ -5,8 +5,14 @@ import os
 from pathlib import Path
 
 from spacehooks import podman
+from spacehooks import state as state_mod
 from spacehooks.admin import Echo
 from spacehooks.errors import SpaceError
+
+
+def bad_config(exc: SpaceError, echo: Echo) -> None:
+    echo(f"PROBLEM  configuration: {exc.message}\n  fix: {exc.hint or 'correct the file'}")
+    echo("1 problem(s) found (fix the configuration first: the other checks need it)")
 
 
 def doctor(settings, echo: Echo) -> bool:
@@ -18,12 +24,16 @@ def doctor(settings, echo: Echo) -> bool:
         echo(f"ok       {good}" if ok else f"PROBLEM  {bad}\n  fix: {fix}")
         problems += not ok
 
+    where = settings.path or "(no file: defaults)"
+    check(True, f"configuration {where} is valid", "", "")
+    _check_store(settings, check)
     url = settings["podman_url"]
     try:
         podman.ping(url)
         data = podman.info(settings)
     except SpaceError as exc:
-        check(False, "", exc.message, exc.hint or "")
+        check(False, "", f"Podman service is down: {exc.message}", exc.hint or "")
+        echo(f"{problems} problem(s) found")
         return False
     check(True, f"Podman service answers at {url}", "", "")
     host = data.get("host", {})
@@ -66,3 +76,14 @@ def doctor(settings, echo: Echo) -> bool:
               f"groupadd --system {group} && usermod -a -G {group} GIT_ACCOUNT (or set home_group)")
     echo("all checks passed" if not problems else f"{problems} problem(s) found")
     return problems == 0
+
+
+def _check_store(settings, check) -> None:
+    path = settings.db_path
+    try:
+        problems = state_mod.integrity_problems(settings)
+    except SpaceError as exc:
+        check(False, "", exc.message, exc.hint or "")
+        return
+    check(not problems, f"state store {path} passes SQLite's quick_check",
+          f"state store {path} is damaged: {'; '.join(problems[:3])}", state_mod.RECOVERY_HINT)

@@ -31,26 +31,29 @@ class SpaceError(Exception):
         return self.message
 
 
-def _log_dir() -> Path:
+def _log_dirs() -> list[Path]:
     home = Path(os.environ.get("SPACEHOOKS_HOME", "/var/lib/spacehooks"))
-    for candidate in (home / "logs" / "crash", Path(tempfile.gettempdir()) / "spacehooks-crash"):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                return candidate
-        except OSError:
-            continue
-    return Path(tempfile.gettempdir())
+    return [home / "logs" / "crash", Path(tempfile.gettempdir()) / "spacehooks-crash"]
 
 
 def report_bug(exc: BaseException) -> Path:
-    """Write the traceback to a log file and return its path."""
+    """Write the traceback to a log file and return its path. Never raises: on a full disk (the
+    very fault being reported, often) the next folder is tried, and last stderr."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    fd, name = tempfile.mkstemp(prefix=f"{stamp}-", suffix=".log", dir=_log_dir())
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"argv: {sys.argv!r}\n")
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=fh)
-    return Path(name)
+    text = f"argv: {sys.argv!r}\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    for folder in _log_dirs():
+        name = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{stamp}-", suffix=".log", dir=folder)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            return Path(name)
+        except OSError:
+            if name:
+                Path(name).unlink(missing_ok=True)
+    sys.stderr.write(text)
+    return Path("(standard error: no room for a crash log)")
 
 
 def internal_error_message(exc: BaseException) -> str:

@@ -178,10 +178,13 @@ def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> 
                 report.errors += depfiles.check_requirements(data, name, exists)
 
 
-def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Report) -> None:
+def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Report,
+                  pushed: bool = True) -> None:
+    """pushed=False (a ref found moved, not a push in quarantine): every commit since old counts,
+    even those other refs already hold."""
     if not settings["secret_scan.enabled"]:
         return
-    commits = repo.new_commits(new, old=old)
+    commits = repo.new_commits(new, exclude_existing_refs=pushed, old=old)
     findings = secretscan.scan_commits(repo.repo, commits, settings["secret_scan.allow_paths"])
     report.errors += secretscan.as_problems(findings, report.space_id)
 

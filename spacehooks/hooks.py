@@ -105,6 +105,27 @@ def post_receive(args: list[str], stdin: bytes, out: Out) -> int:
 
 
 HOOKS = {"pre-receive": pre_receive, "post-receive": post_receive}
+NOT_RECORDED = ("The push is stored, but its build could not be recorded ({reason}); "
+                "the server queues it within a minute.")
+
+
+def _not_recorded(exc: Exception, out: Out) -> int:
+    """One line for the pusher, whatever failed (disk full, store locked or damaged): the ref is
+    updated already, and the server's drift check (heal.py) queues the commit it missed."""
+    errors = sys.modules.get("spacehooks.errors")
+    if errors is not None and isinstance(exc, errors.SpaceError):
+        reason = exc.message
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror.lower()
+    else:
+        reason = str(exc) or type(exc).__name__
+    out.alert(NOT_RECORDED.format(reason=reason))
+    try:  # the details for the administrator, when there is room for them
+        from spacehooks.errors import report_bug
+        report_bug(exc)
+    except Exception:  # noqa: S110 - on a full disk there is nowhere to say more
+        pass
+    return 0
 
 
 def run(name: str, args: list[str]) -> int:
@@ -113,21 +134,19 @@ def run(name: str, args: list[str]) -> int:
     try:
         return HOOKS[name](args, stdin, out)
     except Exception as exc:  # fail closed, but never show a traceback to the pusher
+        if name == "post-receive":
+            return _not_recorded(exc, out)
         # SpaceError can only have been raised if its module was imported (it is imported
         # lazily so that a push does not pay for click)
         errors = sys.modules.get("spacehooks.errors")
         if errors is not None and isinstance(exc, errors.SpaceError):
-            out.alert(("Sorry, your push was rejected: " if name == "pre-receive" else "") + exc.format_message())
-            return 1 if name == "pre-receive" else 0
+            out.alert("Sorry, your push was rejected: " + exc.format_message())
+            return 1
         from spacehooks.errors import report_bug
         log = report_bug(exc)
-        if name == "pre-receive":
-            out.alert("Sorry, your push was rejected: the Space checks failed with an internal error.")
-        else:
-            out.alert("The push was stored, but starting the build failed with an internal error.")
+        out.alert("Sorry, your push was rejected: the Space checks failed with an internal error.")
         out.alert(f"Reference for the administrator: {log}")
-        return 1 if name == "pre-receive" else 0
-
+        return 1
 
 if __name__ == "__main__":
     sys.exit(run(sys.argv[1], sys.argv[2:]))

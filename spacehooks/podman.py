@@ -123,8 +123,11 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
         conn.request("POST", f"{API}/build?{urllib.parse.urlencode(params)}", body=body,
                      headers={"Content-Type": "application/x-tar"})
         response = conn.getresponse()
-    except OSError as exc:
-        raise unreachable(url, exc) from exc
+    except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, socket.timeout):
+            raise SpaceError(f"build timed out after {timeout:.0f}s",
+                             hint="make the build faster or raise build.timeout_seconds") from exc
+        raise ServiceLost(f"Podman service not reachable at {url} ({exc})") from exc
     image_id, error = None, None
     try:
         for record in _json_stream(response):
@@ -143,13 +146,59 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
     except socket.timeout as exc:
         raise SpaceError(f"build timed out after {timeout:.0f}s",
                          hint="make the build faster or raise build.timeout_seconds") from exc
+    except (OSError, http.client.HTTPException) as exc:  # the service went away mid-build
+        raise ServiceLost(f"the Podman service went away during the build ({type(exc).__name__})") from exc
     finally:
         conn.close()
     if response.status >= 400 and not error:
         error = f"HTTP {response.status}"
+    if not error and not image_id and not reachable(url):
+        raise ServiceLost("the Podman service went away during the build")
     if error or not image_id:
         raise BuildFailed(error or "the build ended without an image")
     return image_id
+
+
+def reachable(url: str) -> bool:
+    try:
+        ping(url)
+        return True
+    except SpaceError:
+        return False
+
+
+class ServiceLost(Exception):
+    """The Podman service went away: nothing is known about the Space's files; try again later."""
+
+
+class Outage:
+    """Backoff while the Podman service is down: one log line when it goes and one when it is
+    back, instead of a traceback per container per pass."""
+
+    FIRST, LONGEST = 2.0, 60.0
+
+    def __init__(self, log, what: str):
+        self.log, self.what = log, what
+        self.since: float | None = None
+        self._wait, self._next = 0.0, 0.0
+
+    def due(self) -> bool:
+        import time
+        return self.since is None or time.monotonic() >= self._next
+
+    def down(self, reason: str) -> None:
+        import time
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning("Podman service down (%s): %s paused, retrying with backoff", reason, self.what)
+        self._wait = min(self.LONGEST, max(self.FIRST, self._wait * 2))
+        self._next = time.monotonic() + self._wait
+
+    def up(self) -> None:
+        import time
+        if self.since is not None:
+            self.log.warning("Podman service back after %.0fs: %s resumed", time.monotonic() - self.since, self.what)
+        self.since, self._wait = None, 0.0
 
 
 class BuildFailed(Exception):
@@ -220,7 +269,7 @@ def follow_logs(settings, name: str, since: float = 0) -> Iterable[bytes]:
             if len(header) < 8:
                 return
             yield response.read(int.from_bytes(header[4:8], "big"))
-    except OSError:  # the service went away: the caller follows again later
+    except (OSError, http.client.HTTPException):  # the service went away: the caller follows again later
         return
     finally:
         conn.close()

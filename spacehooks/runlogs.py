@@ -23,6 +23,7 @@ class RunLogPump:
         self.settings = settings
         self._followers: dict[str, threading.Thread] = {}
         self._last_sync = 0.0
+        self.outage = podman.Outage(log, "copying the apps' output")
 
     def sync(self, st: state_mod.State) -> None:
         """Start a follower for every serving container that has none (cheap when called often)."""
@@ -30,13 +31,20 @@ class RunLogPump:
             return
         self._last_sync = time.monotonic()
         self._followers = {name: t for name, t in self._followers.items() if t.is_alive()}
-        for space in st.list_spaces():
-            name = space.get("container")
-            if name and space["stage"] in state_mod.STARTED and name not in self._followers:
-                thread = threading.Thread(target=self._follow, args=(space["id"], name, st.run_log_path(space["id"])),
-                                          name=f"runlog-{name}", daemon=True)
-                self._followers[name] = thread
-                thread.start()
+        wanted = [s for s in st.list_spaces()
+                  if s.get("container") and s["stage"] in state_mod.STARTED and s["container"] not in self._followers]
+        if not wanted or not self.outage.due():
+            return
+        if not podman.reachable(self.settings["podman_url"]):  # followers ended: is the service gone?
+            self.outage.down("not reachable")
+            return
+        self.outage.up()
+        for space in wanted:
+            name = space["container"]
+            thread = threading.Thread(target=self._follow, args=(space["id"], name, st.run_log_path(space["id"])),
+                                      name=f"runlog-{name}", daemon=True)
+            self._followers[name] = thread
+            thread.start()
 
     def _follow(self, space_id: str, name: str, path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +62,8 @@ class RunLogPump:
                     fh.close()
                     logs.rotate(path, self.settings)
                     fh = path.open("ab")
+        except podman.SpaceError as exc:  # the service is down: sync backs off, no traceback
+            log.warning("following the output of %s (%s) stopped: %s", name, space_id, exc.message)
         except Exception:  # a follower must never take the worker down; the next sync retries
             log.exception("following the output of %s (%s) failed", name, space_id)
         finally:

@@ -83,6 +83,14 @@ def _toml_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def labels(st: state_mod.State, space: dict, build_id) -> dict:
+    """What `spacehooks state rebuild` reads back when the state store is lost."""
+    build = st.get_build(build_id) if isinstance(build_id, int) else None
+    commit = (build or {}).get("commit") or space.get("commit") or ""
+    return {LABEL: space["id"], "spacehooks.build": str(build_id), "spacehooks.commit": commit,
+            "spacehooks.repo": str(space.get("repo_path") or "")}
+
+
 def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config: dict, build_id, port: int) -> dict:
     limits = limits_for(settings, space)
     secrets = state_mod.read_secrets(settings.home, space["id"])
@@ -92,7 +100,7 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
     nofile = settings["run.nofile"]
     kwargs = dict(
         image=image, name=container_name(space["id"], build_id),
-        labels={LABEL: space["id"], "spacehooks.build": str(build_id)},
+        labels=labels(st, space, build_id),
         environment=environment(settings, space, config, limits, secrets, variables),
         ports={f"{app_port}/tcp": ("127.0.0.1", port)},
         mem_limit=f"{int(limits['memory_mb'])}m", memswap_limit=f"{int(limits['memory_mb'])}m",

@@ -80,6 +80,16 @@ CREATE TABLE IF NOT EXISTS retired (
     remove_after REAL NOT NULL
 );
 """
+# Schema versions (PRAGMA user_version). Version 1 is SCHEMA above as first released (its
+# files say 0). Each migration is additive only (new tables, new columns with defaults), so
+# the previous release's code still opens a migrated store: a rollback loses no Space.
+MIGRATIONS = {
+    # a build cut off by a Podman outage goes back to the queue; attempts bounds the retries
+    2: ("ALTER TABLE builds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+RECOVERY_HINT = ("stop serve and worker, move the file away (keep it) and run `spacehooks state rebuild`;"
+                 " see README: Recovering the state store")
 _JSON_FIELDS = ("config", "limits")
 
 
@@ -144,6 +154,13 @@ class State:
         columns = ", ".join(f'"{k}" = ?' for k in fields)
         with self.conn:
             self.conn.execute(f"UPDATE builds SET {columns} WHERE id = ?", (*fields.values(), build_id))
+
+    def continue_build_ids(self, last: int) -> None:
+        """Number new builds after `last` (a rebuilt store must not reuse the ids of old logs and images)."""
+        with self.conn:
+            if self.conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'builds'",
+                                 (last,)).rowcount == 0:
+                self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('builds', ?)", (last,))
 
     def build_log_path(self, space_id: str, build_id: int) -> Path:
         return self.home / "logs" / "builds" / space_id / f"{build_id}.log"
@@ -218,7 +235,13 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
-    _prepare(conn)
+    try:
+        _prepare(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if not is_damage(exc):  # locked, disk full, I/O: the file itself may be fine
+            raise
+        raise damaged(settings.db_path, exc) from exc
     for path in (settings.db_path, Path(f"{settings.db_path}-wal"), Path(f"{settings.db_path}-shm")):
         try:
             info = path.stat()
@@ -254,12 +277,70 @@ def _prepare(conn: sqlite3.Connection) -> None:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA)  # new tables may also come this way (IF NOT EXISTS)
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                _migrate(conn)  # new columns only come this way
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05 + random.random() * 0.1)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION, one transaction per step (two processes may race)."""
+    for version in sorted(MIGRATIONS):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if max(conn.execute("PRAGMA user_version").fetchone()[0], 1) < version:
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def schema_version(st: State) -> int:
+    return st.conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def is_damage(exc: BaseException) -> bool:
+    """SQLite says the file is not a sound database (not: locked, full, or an I/O error)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or (
+        not name and any(m in str(exc) for m in ("malformed", "not a database")))
+
+
+def damaged(path, exc: BaseException):
+    from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+    return SpaceError(f"the state store {path} is damaged ({exc})", hint=RECOVERY_HINT)
+
+
+def integrity_problems(settings) -> list[str]:
+    """What SQLite's quick_check finds wrong with the store (reads all of it: run at start, not per
+    request). Raises SpaceError when the file cannot be opened as a database at all."""
+    path = Path(settings.db_path)
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    conn = sqlite3.connect(str(path), timeout=30)
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        raise damaged(path, exc) from exc
+    finally:
+        conn.close()
+    return [] if rows == ["ok"] else rows
+
+
+def verify(settings) -> None:
+    """Stop at start, with the way out, when the store is damaged."""
+    problems = integrity_problems(settings)
+    if problems:
+        raise damaged(settings.db_path, "; ".join(problems[:3]))
 
 
 def _share_home(home: Path, group: str) -> int | None:

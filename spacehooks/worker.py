@@ -7,12 +7,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, logs, podman, runlogs, runner
+from spacehooks import builder, heal, logs, podman, runlogs, runner
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
 RETRY_PAUSE = 5  # seconds before the loop tries a failed step again
+SERVICE_RETRIES = 3  # a build cut off by a Podman outage this often fails (the build may be the cause)
 IDLE_POLL = 0.3  # how soon a queued build starts; one small SQLite read each
 log = logging.getLogger("spacehooks.worker")
 
@@ -26,6 +27,8 @@ class Worker:
         self._gc = gc
         self._last_gc = time.monotonic()
         self._pump: runlogs.RunLogPump | None = None  # the long-running loop copies app output
+        self._healer = heal.Healer(settings)
+        self._outage = podman.Outage(log, "builds and container clean-up")
 
     def run(self, stop: threading.Event, restore: bool = True) -> None:
         """Blocking loop until stop is set (serve runs it in a thread).
@@ -60,10 +63,24 @@ class Worker:
 
     def _next_build(self, lock: threading.Lock, active: set, concurrency: int) -> dict | None:
         self._housekeeping()
+        if not self._podman_ok():
+            return None  # builds wait in the queue while the service is down
         with lock:
             if not active:  # never while a build runs: gc must not race one
                 self.scheduled_gc()
             return self._claim(concurrency) if len(active) < concurrency else None
+
+    def _podman_ok(self) -> bool:
+        """False while the Podman service is down (asked again with backoff, not every pass)."""
+        if self._outage.since is None:
+            return True
+        if not self._outage.due():
+            return False
+        if podman.reachable(self.settings["podman_url"]):
+            self._outage.up()
+            return True
+        self._outage.down("not reachable")
+        return False
 
     def _claim(self, concurrency: int) -> dict | None:
         st = state_mod.open(self.settings)
@@ -118,23 +135,65 @@ class Worker:
             if not self._orphans_checked:
                 queue_mod.requeue_orphans(st)
                 self._orphans_checked = True
-            runner.reap(self.settings, st)
+            if self._podman_ok():
+                try:
+                    runner.reap(self.settings, st)
+                except Exception:
+                    if podman.reachable(self.settings["podman_url"]):
+                        raise
+                    self._outage.down("not reachable")
+            if self._healer.due():
+                self._heal(st)
             if self._pump:
                 self._pump.sync(st)
         finally:
             st.close()
 
+    def _heal(self, st: state_mod.State) -> None:
+        try:
+            self._healer.run(st)
+        except SpaceError as exc:
+            log.error("worker: drift check: %s", exc.format_message())
+        except Exception as exc:  # the builds go on; the next pass tries again
+            log.error("worker: drift check failed, see %s", report_bug(exc))
+
     def process(self, build: dict) -> None:
         st = state_mod.open(self.settings)
         try:
             self._process(st, build)
+        except podman.ServiceLost as exc:
+            self._requeue(st, build, str(exc))
         except Exception as exc:  # a crash must not leave the build running forever
+            if not podman.reachable(self.settings["podman_url"]):  # e.g. the deploy met the outage
+                self._requeue(st, build, f"the Podman service went away ({type(exc).__name__})")
+                return
             crash_log = report_bug(exc)
             st.update_build(build["id"], status=state_mod.FAILED, finished_at=time.time(),
                             error=f"internal error, see {crash_log}")
             _fail_space(st, build, f"internal error in spacehooks, see {crash_log}")
         finally:
             st.close()
+
+    def _requeue(self, st: state_mod.State, build: dict, reason: str) -> None:
+        """A build the Podman service dropped is not the Space's failure: it goes back to the queue."""
+        self._outage.down(reason)
+        attempts = int(build.get("attempts") or 0) + 1
+        try:
+            with st.build_log_path(build["space_id"], build["id"]).open("a") as fh:
+                fh.write(f"{reason}: the build is queued again (attempt {attempts} of {SERVICE_RETRIES})\n")
+        except OSError:
+            pass  # the build row below says it too
+        if queue_mod.stop_requested(st, build["id"]):
+            st.update_build(build["id"], status=state_mod.SUPERSEDED, finished_at=time.time(),
+                            error="superseded by a newer push")
+        elif attempts >= SERVICE_RETRIES:
+            message = f"{reason}, {attempts} times: not tried again"
+            st.update_build(build["id"], status=state_mod.FAILED, finished_at=time.time(), error=message,
+                            attempts=attempts)
+            _fail_space(st, build, f"build #{build['id']} failed: {message}")
+        else:
+            st.update_build(build["id"], status=state_mod.QUEUED, worker_pid=None, started_at=None,
+                            attempts=attempts, error=f"queued again: {reason}")
 
     def _process(self, st: state_mod.State, build: dict) -> None:
         space_id, build_id = build["space_id"], build["id"]

@@ -1,4 +1,5 @@
 """Real `git push` over file:// to bare repositories with the hooks installed."""
+import os
 import subprocess
 import sys
 
@@ -183,12 +184,17 @@ def test_internal_error_fails_closed_with_log_reference(server, space, tmp_path)
 
 
 def test_bug_in_checks_fails_closed_without_traceback(server, space, tmp_path):
-    # A python_versions key that is no version makes the capability check raise ValueError:
-    # a genuine bug path, which must refuse the push with a log reference, not a traceback.
-    server.configure(python_versions={"latest": "img"})
+    # A bug in a check (made here: the configuration is validated whole, so no bad setting
+    # reaches the checks any more) must refuse the push with a log reference, not a traceback.
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import spacehooks.gate as g\n"
+        "def broken(*a, **k):\n    raise ValueError('a bug in a check')\n"
+        "g._check_capabilities = broken\n")
     readme = GRADIO_README.replace("sdk_version", "python_version: '3.11'\nsdk_version")
     work = work_repo(tmp_path / "w", {"README.md": readme, "app.py": "x\n"})
-    result = push(work, str(space))
+    result = push(work, str(space), env={**os.environ, "PYTHONPATH": str(inject)})
     assert result.returncode != 0
     lines = remote_lines(result)
     assert " !     Sorry, your push was rejected: the Space checks failed with an internal error." in lines
