@@ -147,7 +147,7 @@ def publish(settings, st: state_mod.State) -> None:
                                                "build": {**answer["build"], "status": state_mod.CANCELLED}})
         elif build["status"] in state_mod.FINAL:
             space = st.get_space(build["space_id"]) or {}
-            spool.answer(settings.home, name, {"state": "done", "build": _build_view(build),
+            spool.answer(settings.home, name, {**answer, "state": "done", "build": _build_view(build),
                                                "space": {k: space.get(k) for k in ("id", "stage", "build_id", "error")}})
         elif build["status"] != answer["build"]["status"]:
             spool.answer(settings.home, name, {**answer, "build": _build_view(build)})

@@ -96,17 +96,17 @@ def take(home: str | os.PathLike) -> Iterator[Record]:
                 if time.time() - info.st_mtime > STALE:
                     _unlink(entry, fd)
                 continue
-            yield _read(entry, name, fd)
+            yield _read(entry, name, fd, info.st_uid)
     finally:
         os.close(fd)
 
 
-def _read(entry: str, name: str, dir_fd: int) -> Record:
+def _read(entry: str, name: str, dir_fd: int, uid: int) -> Record:
     try:
         fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
     except OSError as exc:
         _unlink(entry, dir_fd)
-        return Record(name, None, f"cannot be opened without following a link ({exc.strerror})", None)
+        return Record(name, None, f"cannot be opened without following a link ({exc.strerror})", uid)
     try:
         info = os.fstat(fd)
         problem = None
