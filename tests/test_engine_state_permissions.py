@@ -49,7 +49,8 @@ class Site:
     def as_git(self, *args, **kw):
         """A command run by the git account (what a pusher's hook, or a shell on it, can do)."""
         return subprocess.run(["runuser", "-u", USER, "--", "env", *(f"{k}={v}" for k, v in self.env.items()),
-                               *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+                               *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace", **kw)
 
     def push(self, *options):
         opts = [x for o in options for x in ("-o", o)]
