@@ -291,7 +291,7 @@ def test_setup_with_a_git_account_keeps_the_state_folder_roots(monkeypatch):
         assert f'home_group: "{GROUP}"\n' in (etc / "config.yaml").read_text()
         settings = config.load(path=etc / "config.yaml", home=home)
         gid = grp.getgrnam(GROUP).gr_gid
-        for path, owner, mode in ((home, (0, gid), 0o2755), (home / "state.db", (0, 0), 0o600),
+        for path, owner, mode in ((home, (0, gid), 0o2755), (home / "state.db", (0, gid), 0o600),
                                   (home / "incoming", (0, gid), 0o1730), (home / "pushes", (0, gid), 0o2750)):
             info = path.stat()
             assert ((info.st_uid, info.st_gid), stat.S_IMODE(info.st_mode)) == (owner, mode), path
