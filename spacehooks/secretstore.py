@@ -31,7 +31,7 @@ def _checked(fd: int, path: Path) -> int:
     if info.st_uid != os.geteuid():
         os.close(fd)
         _refuse(path, f"belongs to uid {info.st_uid}")
-    if stat.S_IMODE(info.st_mode) & 0o077:
+    if stat.S_IMODE(info.st_mode) != 0o700:  # no setgid from the state folder either
         os.fchmod(fd, 0o700)
     return fd
 

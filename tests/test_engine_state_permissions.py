@@ -126,7 +126,7 @@ def test_the_git_account_cannot_touch_the_secrets_or_the_store(site):
     assert (space["image"], space["limits"]) == (IMAGE, {"memory_mb": 512})
     gid = grp.getgrnam(GROUP).gr_gid
     for path, mode in ((home, 0o2755), (home / "state.db", 0o600), (home / "incoming", 0o1730),
-                       (home / "pushes", 0o2750), (secrets, 0o2700)):
+                       (home / "pushes", 0o2750), (secrets, 0o700)):
         info = path.stat()
         assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, mode), path
     assert (home / "incoming").stat().st_gid == gid
