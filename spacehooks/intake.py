@@ -172,9 +172,11 @@ def post_receive(settings, rec: dict, out: Out) -> int:
     try:
         name = spool.drop(settings.home, rec)
     except OSError as exc:
-        out.alert(f"The push was stored, but the server could not be told: {exc.strerror}: {exc.filename}")
+        out.alert(f"The push was stored, but the server could not be told: cannot write into "
+                  f"{Path(settings.home) / spool.INCOMING} ({exc.strerror})")
         out.alert(f"the git account must be in the group {settings['home_group'] or '(home_group)'};"
-                  " run `spacehooks rebuild` for this Space once that is fixed")
+                  f" then the next push is built (`spacehooks rebuild {rec['space']}` builds this one"
+                  " if the server knows the Space)")
         return 0
     answer = _wait_for_answer(settings, name, rec, out)
     if answer is None or not _queued(answer, rec, out):

@@ -303,6 +303,18 @@ def test_a_genuine_push_is_queued_and_deployed_by_the_server(site):
                for p in site.home.iterdir() if p.name.startswith("state.db"))
 
 
+def test_a_push_that_cannot_reach_the_server_says_so(site):
+    os.chmod(site.home / "incoming", 0o1700)  # as if the git account were not in the group
+    pushed = site.push()
+    assert pushed.returncode == 0, pushed.stdout
+    lines = [line.removeprefix("remote: ").rstrip() for line in pushed.stdout.splitlines() if line.startswith("remote: ")]
+    assert lines[-2:] == [
+        f" !     The push was stored, but the server could not be told: cannot write into {site.home}/incoming"
+        " (Permission denied)",
+        " !     the git account must be in the group spacehooks; then the next push is built"
+        " (`spacehooks rebuild alice/demo` builds this one if the server knows the Space)"], pushed.stdout
+
+
 def _statuses(site):
     st = site.state()
     try:
