@@ -25,7 +25,7 @@ SPACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 OPTIONS = ("rebuild", "wait")  # the push options the server acts on; others are dropped
 INTAKE_WAIT = 10  # seconds a push waits for the server to take its record in
-POLL = 0.2
+POLL = 0.05  # one stat() each: the answer comes within a turn of the server loop (0.3 s)
 log = logging.getLogger("spacehooks.intake")
 
 
