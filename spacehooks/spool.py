@@ -26,6 +26,7 @@ ALIVE_FILE = "server-alive"  # in pushes/: its time says whether serve or worker
 ALIVE_WITHIN = 15            # seconds
 STALE = 3600                 # half-written or foreign files in incoming/ older than this are removed
 KEEP_ANSWERS = 86400         # answers older than this are removed
+KEEP_FINAL = 600             # a final answer (refused, or the build's end) is read within seconds
 
 
 class Record(NamedTuple):
@@ -160,7 +161,8 @@ def read_answer(home: str | os.PathLike, name: str) -> dict | None:
 
 
 def answers(home: str | os.PathLike) -> Iterator[tuple[str, dict]]:
-    """Every answer still standing (and removes those older than KEEP_ANSWERS)."""
+    """Every answer still standing; final ones older than KEEP_FINAL and any older than
+    KEEP_ANSWERS are removed (the server reads them all on every turn: few stay)."""
     folder = Path(home) / PUSHES
     try:
         entries = list(folder.iterdir())
@@ -171,12 +173,14 @@ def answers(home: str | os.PathLike) -> Iterator[tuple[str, dict]]:
         if not (path.name.endswith(".json") and NAME.fullmatch(name)):
             continue
         try:
-            if time.time() - path.stat().st_mtime > KEEP_ANSWERS:
+            age = time.time() - path.stat().st_mtime
+            body = json.loads(path.read_text())
+            if age > KEEP_ANSWERS or (age > KEEP_FINAL and body.get("state") != "queued"):
                 path.unlink()
                 continue
-            yield name, json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, AttributeError):
             continue
+        yield name, body
 
 
 def beat(home: str | os.PathLike) -> None:
