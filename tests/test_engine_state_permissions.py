@@ -346,3 +346,16 @@ def test_an_older_set_up_is_taken_back_by_root(site):
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
     with sqlite3.connect(home / "state.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_doctor_reports_a_state_folder_others_can_write(site, podman_url):
+    from spacehooks import doctor
+    lines = []
+    doctor.doctor(site.settings, lines.append)
+    assert f"ok       SPACEHOOKS_HOME {site.home} is writable by its owner only" in lines
+    os.chmod(site.home, 0o2775)  # what an older setup.sh made
+    lines = []
+    assert not doctor.doctor(site.settings, lines.append)
+    assert (f"PROBLEM  SPACEHOOKS_HOME {site.home} (uid 0, mode 2775) can be written by others: the git account"
+            f" could replace the state store or the secrets\n  fix: chown root: {site.home} && chmod go-w {site.home}"
+            " (contrib/setup.sh does)") in lines
