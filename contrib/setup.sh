@@ -16,7 +16,7 @@ usage: contrib/setup.sh [options]
   --prefix DIR        install everything below DIR (for tests; no systemd, no packages)
   --python PATH       python used for the venv (default: python3)
   --git-user NAME     account that receives pushes over SSH (default: git; "" for none)
-  --group NAME        group of the git account and serve, owning the state folder (default: spacehooks)
+  --group NAME        group of the git account, which may drop push records into the state folder (default: spacehooks)
   --podman-socket P   Podman API socket (default: /run/spacehooks/podman.sock)
   --listen HOST:PORT  gateway address written to a new config (default: 127.0.0.1:8080)
   --domain NAME       gateway.domain written to a new config (default: localhost)
@@ -197,26 +197,34 @@ if [ -n "$git_user" ]; then
         usermod -p '*' "$git_user"   # no password, but not locked: SSH keys work
         did "created the account $git_user (home $repo_root)"
     fi
-    # pushes (hooks) run as this account: it owns the repositories and writes the state store
-    for dir in "$repo_root" "$home"; do
-        if [ "$(stat -c %U "$dir")" != "$git_user" ]; then
-            chown "$git_user:" "$dir"; did "$dir now belongs to $git_user"
-        fi
-    done
-    # serve (root) and the hooks (git account) share the state store through this group:
-    # setgid keeps new files in it, state.py makes the database group-writable
+    # pushes (hooks) run as this account: it owns the repositories, never the state folder
+    if [ "$(stat -c %U "$repo_root")" != "$git_user" ]; then
+        chown "$git_user:" "$repo_root"; did "$repo_root now belongs to $git_user"
+    fi
+    # an older setup.sh gave the state folder to the git account: take it back
+    if [ "$(stat -c %u "$home")" != 0 ]; then
+        chown root "$home"; did "$home now belongs to root (the git account only hands it push records)"
+    fi
+    # serve (root) reads what the hooks (git account) drop into $home/incoming, and the hooks
+    # read the build logs and serve's answers, through this group; nothing of it is writable
+    # by the group but incoming/ (mode 1730: the git account cannot list or touch others' files)
     if [ -n "$group" ]; then
         getent group "$group" >/dev/null || { groupadd --system "$group"; did "created the group $group"; }
         id -nG "$git_user" | tr ' ' '\n' | grep -qx "$group" \
             || { usermod -a -G "$group" "$git_user"; did "added $git_user to the group $group"; }
-        if [ "$(stat -c %G:%a "$home")" != "$group:2775" ]; then
-            chgrp "$group" "$home"; chmod 2775 "$home"; did "$home is now group $group, setgid"
+        if [ "$(stat -c %G "$home")" != "$group" ] || [ -n "$(find "$home" -maxdepth 0 -perm /022)" ] \
+                || [ -z "$(find "$home" -maxdepth 0 -perm -2050)" ]; then
+            chgrp "$group" "$home"; chmod g-w,o-w,g+rxs "$home"; did "$home is now group $group, setgid, writable by root only"
         fi
         for db in "$home/state.db" "$home/state.db-wal" "$home/state.db-shm"; do
-            if [ -f "$db" ] && [ "$(stat -c %G:%a "$db")" != "$group:660" ]; then
-                chgrp "$group" "$db"; chmod 660 "$db"; did "$db is now writable by the group $group"
+            if [ -f "$db" ] && [ "$(stat -c %u:%a "$db")" != "0:600" ]; then
+                chown root "$db"; chmod 600 "$db"; did "$db is now root's alone"
             fi
         done
+        # root opening the store once makes the spool (incoming/, pushes/) with its modes
+        if [ ! -d "$home/incoming" ]; then
+            "$venv/bin/spacehooks" spaces >/dev/null; did "made $home/incoming for the git account's push records"
+        fi
     fi
 fi
 if find "$repo_root" -maxdepth 3 -name HEAD -path '*.git/HEAD' 2>/dev/null | grep -q .; then

@@ -76,7 +76,7 @@ SETTINGS = [
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),
     Setting("logs.keep", 3, int, "Rotated copies of a Space's run log kept (`<id>.log.1` is the newest)."),
-    Setting("home_group", "spacehooks", str, "Unix group shared by the git account(s) and the server: `SPACEHOOKS_HOME` and its state database are made group-owned and group-writable (setgid folder), so post-receive can record builds; secrets stay root-only. Empty: leave ownership alone."),
+    Setting("home_group", "spacehooks", str, "Unix group of the git account(s): `SPACEHOOKS_HOME` is made group-owned (setgid, writable by its owner only), so post-receive can drop push records into `incoming/` and read build logs and the server's answers; the state database and secrets stay root-only. Empty: leave the group alone."),
 ]
 
 _BY_KEY = {s.key: s for s in SETTINGS}

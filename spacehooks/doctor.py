@@ -63,6 +63,13 @@ def doctor(settings, echo: Echo) -> bool:
     home = Path(settings.home)
     check(home.is_dir() and os.access(home, os.W_OK), f"SPACEHOOKS_HOME {home} is writable",
           f"SPACEHOOKS_HOME {home} is missing or not writable", f"mkdir -p {home} and give it to the spacehooks user")
+    if home.is_dir():
+        info = home.stat()
+        check(info.st_uid == os.geteuid() and not info.st_mode & 0o022,
+              f"SPACEHOOKS_HOME {home} is writable by its owner only",
+              f"SPACEHOOKS_HOME {home} (uid {info.st_uid}, mode {info.st_mode & 0o7777:o}) can be written by others:"
+              " the git account could replace the state store or the secrets",
+              f"chown root: {home} && chmod go-w {home} (contrib/setup.sh does)")
     group = settings["home_group"]
     if group:
         import grp

@@ -162,3 +162,14 @@ class Repo:
             return str(self.repo.references[ref].peel(pygit2.Commit).id)
         except (KeyError, pygit2.GitError, ValueError):
             return None
+
+    def on_branch(self, ref: str, commit: str) -> bool:
+        """Whether `commit` is a commit that branch `ref` points to or has in its history."""
+        tip = self.resolve_ref(ref)
+        try:
+            obj = self.repo.get(commit)
+        except ValueError:
+            return False
+        if tip is None or obj is None or obj.type != pygit2.enums.ObjectType.COMMIT:
+            return False
+        return tip == str(obj.id) or self.repo.descendant_of(tip, obj.id)

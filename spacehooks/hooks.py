@@ -98,10 +98,10 @@ def post_receive(args: list[str], stdin: bytes, out: Out) -> int:
                if u.ref == deploy_ref and u.new != ZERO]
     if not updates:
         return 0
-    from spacehooks import queue
+    from spacehooks import intake
     space_id = space_id_for(repo_path, settings, env)
-    return queue.post_receive(settings, space_id, repo_path, updates[-1].new, pusher_identity(env),
-                              push_options(env), out)
+    rec = intake.record(space_id, repo_path, updates[-1].new, pusher_identity(env), push_options(env))
+    return intake.post_receive(settings, rec, out)
 
 
 HOOKS = {"pre-receive": pre_receive, "post-receive": post_receive}

@@ -1,6 +1,5 @@
-"""Build queue: post-receive records a build, the worker claims it, a newer push supersedes it.
-
-post-receive only writes to the state store, so the git user needs no access to Podman.
+"""Build queue: the server records a build for each push, the worker claims it, a newer push
+supersedes it; a push follows its build's log.
 """
 from __future__ import annotations
 
@@ -116,46 +115,33 @@ def stop_requested(st: state_mod.State, build_id: int) -> bool:
     return bool(row and row[0])
 
 
-def post_receive(settings, space_id: str, repo_path: Path, commit: str, pusher: str,
-                 push_options: dict, out: Out) -> int:
-    st = state_mod.open(settings)
-    try:
-        config, stage, error = read_config(Path(repo_path), commit)
-        st.ensure_space(space_id, repo_path, hardware=settings["run.default_hardware"])
-        if stage:
-            st.update_space(space_id, stage=stage, error=error, config=config)
-            out.alert(f"{stage}: {error}")
-            return 0
-        build_id = enqueue(settings, st, space_id, Path(repo_path), commit, pusher,
-                           no_cache="rebuild" in push_options, config=config)
-        out.step(f"Build #{build_id} queued for {space_id} at {commit[:12]}"
-                 + (" (no cache)" if "rebuild" in push_options else ""))
-        if not st.worker_alive():
-            out.alert("no build worker is running: the build waits in the queue until "
-                      "`spacehooks worker` (or `spacehooks serve`) runs")
-            return 0
-        limit = None if "wait" in push_options else settings["build.push_log_seconds"]
-        return follow_build(st, build_id, out, limit)
-    finally:
-        st.close()
-
-
 def follow_build(st: state_mod.State, build_id: int, out: Out, seconds: float | None) -> int:
     """Stream a build's log lines until it ends or `seconds` pass; print where it stands."""
     build = st.get_build(build_id)
-    path = st.build_log_path(build["space_id"], build_id)
+    # the worker ends the build row only after the deploy, so the stage is final then
+    return follow(lambda: _look(st, build_id), st.build_log_path(build["space_id"], build_id), out, seconds)
+
+
+def _look(st: state_mod.State, build_id: int) -> tuple[dict, dict]:
+    build = st.get_build(build_id)
+    return build, (st.get_space(build["space_id"]) or {}) if build["status"] in state_mod.FINAL else {}
+
+
+def follow(look, path: Path, out: Out, seconds: float | None, alive=lambda: True) -> int:
+    """Stream the log at `path` while look() gives (build, space) of an unfinished build.
+
+    post-receive follows with state rows on the server's account and with the server's
+    answers (spool.py) on the git account, which cannot read the store."""
     deadline = None if seconds is None else time.monotonic() + seconds
     offset = 0
     while True:
         offset = _print_new_lines(path, offset, out)
-        build = st.get_build(build_id)
+        build, space = look()
         if build["status"] in state_mod.FINAL:
-            # the worker ends the build row only after the deploy, so the stage is final here
-            space = st.get_space(build["space_id"]) or {}
             _print_new_lines(path, offset, out)
             return _report(build, space, out)
-        if _past(deadline):
-            out.step(f"Build #{build_id} continues in the background ({build['status']})")
+        if _past(deadline) or not alive():
+            out.step(f"Build #{build['id']} continues in the background ({build['status']})")
             out.detail(f"follow it with: spacehooks logs {build['space_id']} --build --follow"
                        " (or push with -o wait)")
             return 0

@@ -1,8 +1,8 @@
 """SQLite state under SPACEHOOKS_HOME: spaces, builds, variables, containers waiting for removal.
 
-Several processes share the file (post-receive as the git user, the worker, the gateway,
-admin commands): WAL mode and a busy timeout let them take turns; each process opens
-its own connection.
+Several processes of the server's account share the file (the worker, the gateway, admin
+commands): WAL mode and a busy timeout let them take turns; each opens its own connection.
+The git account never opens it: it hands push records over (spool.py).
 """
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import grp
 import json
 import os
 import random
-import re
 import stat
 import sqlite3
 import time
 from pathlib import Path
+
+# secrets live in files of their own, never in the database; callers reach them through here
+from spacehooks.secretstore import SECRET_KEY, delete_secret, read_secrets, secrets_dir, write_secret  # noqa: F401
 
 STAGES = ("NO_APP_FILE", "CONFIG_ERROR", "BUILDING", "BUILD_ERROR", "APP_STARTING", "RUNNING",
           "RUNNING_BUILDING", "RUNNING_APP_STARTING", "RUNTIME_ERROR", "PAUSED", "STOPPED",
@@ -225,12 +227,12 @@ def _build(row: sqlite3.Row) -> dict:
 def open(settings) -> State:  # noqa: A001 - the documented interface name
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
-    gid = _share_home(home, settings["home_group"])
-    # post-receive (the git account) and the server (root) both write the database. The file
-    # is made 0660 here, never through os.umask (process-wide: a thread creating a file
-    # meanwhile, /run/sshd say, would get group write). SQLite gives the -wal/-shm files it
-    # makes the database file's mode, so they follow.
-    _create_shared(Path(settings.db_path))
+    _prepare_home(home, settings["home_group"])
+    # Only the server's account reads or writes the store: the git account hands it push
+    # records (spool.py). The file is made 0600 here, never through os.umask (process-wide:
+    # a thread creating a file meanwhile, /run/sshd say, would get its mode). SQLite gives the
+    # -wal/-shm files it makes the database file's mode and owner.
+    _create_private(Path(settings.db_path))
     conn = sqlite3.connect(str(settings.db_path), timeout=30, isolation_level=None,
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -243,27 +245,32 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
             raise
         raise damaged(settings.db_path, exc) from exc
     for path in (settings.db_path, Path(f"{settings.db_path}-wal"), Path(f"{settings.db_path}-shm")):
-        try:
-            info = path.stat()
-            if info.st_uid == os.geteuid():
-                if stat.S_IMODE(info.st_mode) != 0o660:
-                    path.chmod(0o660)
-                if gid is not None and info.st_gid != gid:
-                    os.chown(path, -1, gid)
-        except OSError:
-            pass
+        _make_private(path)
     return State(conn, home)
 
 
-def _create_shared(path: Path) -> None:
+def _create_private(path: Path) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o660)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return
     try:
-        os.fchmod(fd, 0o660)
+        os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def _make_private(path: Path) -> None:
+    """A store file an older set-up left group-writable, or that the git account made (it
+    wrote the store then), becomes this account's alone."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if info.st_uid != os.geteuid():
+        os.lchown(path, os.geteuid(), -1)
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -343,60 +350,31 @@ def verify(settings) -> None:
         raise damaged(settings.db_path, "; ".join(problems[:3]))
 
 
-def _share_home(home: Path, group: str) -> int | None:
-    """Make home group-owned by `group`, group-writable and setgid (only root may do it).
+def _prepare_home(home: Path, group: str) -> int | None:
+    """The state folder is the server's: owned by this account and writable by nobody else.
 
-    Returns the group's id when it exists. Log folders made below inherit the group and
-    stay readable to it; secrets/ and run/ are 0700 and stay root-only."""
-    if not group:
-        return None
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        return None
-    try:
-        info = home.stat()
-        if info.st_uid != os.geteuid():
-            return gid
-        if info.st_gid != gid:
-            os.chown(home, -1, gid)
-        if stat.S_IMODE(info.st_mode) & 0o2070 != 0o2070:
-            home.chmod(stat.S_IMODE(info.st_mode) | 0o2070)
-    except OSError:
-        pass
+    It is group-owned by `group` and setgid, so that the logs below stay readable to the git
+    account (its push streams the build log); the git account may only drop push records
+    into incoming/ (spool.py). Returns the group's id when it exists."""
+    from spacehooks import spool
+    info = home.stat()
+    if info.st_uid != os.geteuid():
+        from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+        raise SpaceError(f"{home} belongs to uid {info.st_uid}, not to this account (uid {os.geteuid()}): "
+                         "whoever owns it can replace the state store and the secrets",
+                         hint=f"run spacehooks as the owner of {home}, or give it to root: chown root: {home}"
+                              " (contrib/setup.sh does)")
+    gid = None
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            pass
+    if gid is not None and info.st_gid != gid:
+        os.chown(home, -1, gid)
+    mode = stat.S_IMODE(info.st_mode)
+    wanted = (mode & ~0o022) | (0o2050 if gid is not None else 0)
+    if mode != wanted:
+        home.chmod(wanted)
+    spool.prepare(home, gid)
     return gid
-
-
-# --- secrets: one 0600 file per key in a 0700 folder, never in the database ----------------
-SECRET_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-
-def secrets_dir(home: Path, space_id: str) -> Path:
-    return Path(home) / "secrets" / space_id
-
-
-def read_secrets(home: Path, space_id: str) -> dict:
-    folder = secrets_dir(home, space_id)
-    if not folder.is_dir():
-        return {}
-    return {p.name: p.read_text() for p in sorted(folder.iterdir()) if SECRET_KEY.fullmatch(p.name)}
-
-
-def write_secret(home: Path, space_id: str, key: str, value: str) -> None:
-    folder = secrets_dir(home, space_id)
-    for path in (Path(home) / "secrets", folder.parent, folder):
-        path.mkdir(mode=0o700, exist_ok=True)
-        path.chmod(0o700)
-    tmp = folder / f".{key}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    os.replace(tmp, folder / key)
-
-
-def delete_secret(home: Path, space_id: str, key: str) -> bool:
-    try:
-        (secrets_dir(home, space_id) / key).unlink()
-        return True
-    except FileNotFoundError:
-        return False

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, heal, logs, podman, runlogs, runner
+from spacehooks import builder, heal, intake, logs, podman, runlogs, runner, spool
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
@@ -132,6 +132,10 @@ class Worker:
         st = state_mod.open(self.settings)
         try:
             st.heartbeat()
+            # pushes the git account recorded: checked and queued here, their answers kept current
+            intake.take_all(self.settings, st)
+            intake.publish(self.settings, st)
+            spool.beat(self.settings.home)
             if not self._orphans_checked:
                 queue_mod.requeue_orphans(st)
                 self._orphans_checked = True

@@ -6,7 +6,6 @@ one is refused with the gate's message as `remote:` lines and the refs stay as t
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -38,17 +37,22 @@ def python():
 
 
 class Site:
-    """A spacehooks configuration the git user can read, with a state folder it can write."""
+    """A spacehooks configuration the git user can read, with root's state folder (as
+    contrib/setup.sh makes it): the git user, in the group `spacehooks`, only drops push records."""
 
     def __init__(self, base: Path, repo_root: Path, user=None, python=sys.executable):
+        from spacehooks import config, state
         self.python = python
         self.config = base / "etc" / "config.yaml"
         self.home = base / "state"
         self.config.parent.mkdir(parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True)
         self.config.write_text(yaml.safe_dump({"repo_root": str(repo_root), "build": {"push_log_seconds": 0}}))
         if user is not None:
-            servers.chown_tree(self.home, user)
+            if subprocess.run(["getent", "group", "spacehooks"], stdout=subprocess.DEVNULL).returncode != 0:
+                servers.run(["groupadd", "--system", "spacehooks"])
+            servers.run(["usermod", "-a", "-G", "spacehooks", user.pw_name])
+        self.settings = config.load(path=self.config, home=self.home)
+        state.open(self.settings).close()  # root makes the state folder, as `spacehooks serve` does
 
     def env(self) -> dict:
         return {"SPACEHOOKS_CONFIG": str(self.config), "SPACEHOOKS_HOME": str(self.home)}
@@ -61,10 +65,15 @@ class Site:
         return result.stdout
 
     def builds(self, space_id: str) -> list[dict]:
-        conn = sqlite3.connect(self.home / "state.db")
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM builds WHERE space_id = ? ORDER BY id", (space_id,)).fetchall()
-        conn.close()
+        """The builds the server queued, once it has taken in what the git user recorded (as
+        the loop of `spacehooks serve` does)."""
+        from spacehooks import intake, state
+        st = state.open(self.settings)
+        try:
+            intake.take_all(self.settings, st)
+            rows = st.conn.execute("SELECT * FROM builds WHERE space_id = ? ORDER BY id", (space_id,)).fetchall()
+        finally:
+            st.close()
         return [dict(r) for r in rows]
 
 
@@ -73,12 +82,16 @@ def remote_lines(result) -> list[str]:
             if line.startswith("remote: ")]
 
 
-def check_space(site, work_dir, url, bare, space_id, pusher, env=None):
-    """The three behaviours every transport must show."""
+def check_space(site, work_dir, url, bare, space_id, pusher, env=None, spooled=False):
+    """The three behaviours every transport must show. `spooled`: the hooks run as a git
+    account, which hands the server a push record (no server runs here to take it in yet)."""
     work = work_repo(work_dir, GOOD_FILES)
     good = push(work, url, env=env)
     assert good.returncode == 0, good.stdout
     assert any("all checks passed" in line for line in remote_lines(good)), good.stdout
+    head = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    handed = f"-----> Push of {space_id} at {head[:12]} recorded" if spooled else f"-----> Build #1 queued for {space_id} at {head[:12]}"
+    assert handed in remote_lines(good), good.stdout
     assert git("rev-parse", "main", cwd=bare).stdout == git("rev-parse", "HEAD", cwd=work).stdout
     builds = site.builds(space_id)
     assert [(b["commit"], b["pusher"]) for b in builds] == [(git("rev-parse", "HEAD", cwd=work).stdout.strip(), pusher)]
@@ -109,7 +122,7 @@ def test_plain_ssh(tmp_path, python):
         assert "installed pre-receive, installed post-receive" in site.install(root)
         servers.chown_tree(base / "home", user)
         check_space(site, tmp_path / "work", "spacehooks-ssh@127.0.0.1:alice/demo.git", bare, "alice/demo", "alice",
-                    env={"GIT_SSH_COMMAND": server.ssh_command(key)})
+                    env={"GIT_SSH_COMMAND": server.ssh_command(key)}, spooled=True)
     finally:
         server.stop()
         shutil.rmtree(base)
@@ -137,7 +150,7 @@ def test_gitolite(tmp_path, python):
         assert (gl.local_code / "hooks" / "common" / "pre-receive").stat().st_uid == gl.account.pw_uid
         env = {"GIT_SSH_COMMAND": gl.ssh_command("bob")}
         check_space(site, tmp_path / "work", gl.url("bob/demo"), gl.repositories / "bob" / "demo.git",
-                    "bob/demo", "bob", env=env)
+                    "bob/demo", "bob", env=env, spooled=True)
 
         # uninstall puts the site's own hook back; the gate no longer runs. Stale links: 3 repos
         # (gitolite-admin, testing, bob/demo) x (post-receive, pre-receive.spacehooks-chained)

@@ -266,9 +266,9 @@ GROUP = "spacehooks-setup"
 
 
 @pytest.mark.slow
-def test_setup_with_a_git_account_shares_the_state_store(monkeypatch):
-    """The git account gets the group of the state store and a template for new repositories;
-    its push (post-receive) records a build in the store root made."""
+def test_setup_with_a_git_account_keeps_the_state_folder_roots(monkeypatch):
+    """The git account gets the group of root's state folder and a template for new
+    repositories; its push (post-receive) hands over a record that the worker builds."""
     import grp
     import stat
     from spacehooks import config, state
@@ -284,17 +284,20 @@ def test_setup_with_a_git_account_shares_the_state_store(monkeypatch):
         user = servers.ensure_user(GIT_USER, repo_root)
         args = ["--git-user", GIT_USER, "--group", GROUP, "--no-serve", "--no-podman", "--no-base-image"]
         first = _setup(src, prefix, servers.free_port(), "/nonexistent.sock", args)
-        for line in (f"       {home} now belongs to {GIT_USER}", f"       created the group {GROUP}",
-                     f"       added {GIT_USER} to the group {GROUP}", f"       {home} is now group {GROUP}, setgid",
+        for line in (f"       created the group {GROUP}",
+                     f"       added {GIT_USER} to the group {GROUP}",
+                     f"       {home} is now group {GROUP}, setgid, writable by root only",
+                     f"       made {home}/incoming for the git account's push records",
                      f"       {repo_root}/.gitconfig: init.templateDir = {etc}/git-template",
                      f"       new repositories get the hooks: spacehooks create OWNER/NAME (or git init --bare as {GIT_USER})"):
-            assert line in first, first
+            assert line in first, "\n".join(first)
         assert f'home_group: "{GROUP}"\n' in (etc / "config.yaml").read_text()
         settings = config.load(path=etc / "config.yaml", home=home)
-        state.open(settings).close()  # root makes the store, as serve does when it starts
         gid = grp.getgrnam(GROUP).gr_gid
-        for path, mode in ((home, 0o2775), (home / "state.db", 0o660)):
-            assert (path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (gid, mode), path
+        for path, owner, mode in ((home, (0, gid), 0o2755), (home / "state.db", (0, gid), 0o600),
+                                  (home / "incoming", (0, gid), 0o1730), (home / "pushes", (0, gid), 0o2750)):
+            info = path.stat()
+            assert ((info.st_uid, info.st_gid), stat.S_IMODE(info.st_mode)) == (owner, mode), path
 
         second = _setup(src, prefix, servers.free_port(), "/nonexistent.sock", args)
         assert second[-2] == "-----> Nothing to change: spacehooks is set up", second
@@ -309,22 +312,19 @@ def test_setup_with_a_git_account_shares_the_state_store(monkeypatch):
         servers.chown_tree(base / "work", user)
         pushed = servers.run(as_git + ["git", "-C", base / "work", "push", bare, "HEAD:refs/heads/main"], check=False)
         assert pushed.returncode == 0, pushed.stdout
-        assert "remote: -----> Build #1 queued for bob/new at " in pushed.stdout
-        st = state.open(settings)
-        try:
-            assert [b["status"] for b in st.builds("bob/new")] == ["queued"]
-        finally:
-            st.close()
+        head = git("rev-parse", "HEAD", cwd=base / "work").stdout.strip()
+        assert f"remote: -----> Push of bob/new at {head[:12]} recorded" in pushed.stdout, pushed.stdout
+        assert sorted(p.name for p in (home / "incoming").iterdir()) != []  # waiting for the server
         # serve runs as root and reads the git account's repositories: the builder (export of
         # the commit) and the gateway (static files) open them with pygit2
         from spacehooks.gitrepo import Repo
-        head = git("rev-parse", "HEAD", cwd=base / "work").stdout.strip()
         assert Repo(bare).entry(head, "index.html").kind == "blob"
+        # the worker (root) takes the record in, checks it, and builds
         from spacehooks import worker
         assert worker.Worker(settings).run_once()
         st = state.open(settings)
         try:
-            assert [b["status"] for b in st.builds("bob/new")] == ["succeeded"]
+            assert [(b["status"], b["commit"]) for b in st.builds("bob/new")] == [("succeeded", head)]
             assert st.get_space("bob/new")["stage"] == "RUNNING"
         finally:
             st.close()

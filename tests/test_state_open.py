@@ -92,13 +92,13 @@ def test_opening_stores_never_changes_what_other_threads_create(tmp_path):
             creator.join(10)
         modes = {oct(p.stat().st_mode & 0o777) for p in made.iterdir()}
         assert modes == {oct(0o755)}
-        # the store's own files are still shared with the group
+        # the store's own files are the server's alone
         db = settings.db_path
-        assert (os.stat(db).st_mode & 0o777) == 0o660
+        assert (os.stat(db).st_mode & 0o777) == 0o600
         st = state.open(settings)
         st.conn.execute("INSERT INTO t VALUES (1)")
         for suffix in ("-wal", "-shm"):
-            assert (os.stat(f"{db}{suffix}").st_mode & 0o777) == 0o660
+            assert (os.stat(f"{db}{suffix}").st_mode & 0o777) == 0o600
         st.close()
     finally:
         os.umask(old)
