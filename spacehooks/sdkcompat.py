@@ -26,8 +26,8 @@ RULES = (
          "`TemplateResponse(name, context)` form that Starlette 1.0 no longer takes"),
     Rule("streamlit", "<1.23", ("altair<5",),
          "streamlit before 1.23 imports `altair.vegalite.v4`, gone in altair 5"),
-    Rule("streamlit", "<1.20", ("protobuf<4", "numpy<2"),
-         "streamlit before 1.20 was built against protobuf 3 and numpy 1"),
+    Rule("streamlit", "<1.20", ("protobuf<4", "numpy<2", "pyarrow<15"),
+         "streamlit before 1.20 was built against protobuf 3 and numpy 1 (newer pyarrow needs numpy 2)"),
 )
 
 # The Hub pre-installs its `spaces` package (ZeroGPU decorators) in gradio Spaces; it needs

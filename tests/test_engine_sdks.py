@@ -35,7 +35,7 @@ def test_sdk_layer_installs_what_each_version_needs():
     assert sdkcompat.requirements("gradio", "4.44.1", "3.9") == [
         "gradio==4.44.1", "huggingface_hub<1", "datasets", "starlette<1"]
     assert sdkcompat.requirements("streamlit", "1.10.0", "3.11") == [
-        "streamlit==1.10.0", "altair<5", "protobuf<4", "numpy<2"]
+        "streamlit==1.10.0", "altair<5", "protobuf<4", "numpy<2", "pyarrow<15"]
     assert sdkcompat.requirements("streamlit", "1.67.0", "3.11") == ["streamlit==1.67.0"]
 
 
