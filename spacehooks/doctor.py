@@ -18,6 +18,7 @@ def doctor(settings, echo: Echo) -> bool:
         echo(f"ok       {good}" if ok else f"PROBLEM  {bad}\n  fix: {fix}")
         problems += not ok
 
+    _check_repositories(settings, check)
     url = settings["podman_url"]
     try:
         podman.ping(url)
@@ -66,3 +67,30 @@ def doctor(settings, echo: Echo) -> bool:
               f"groupadd --system {group} && usermod -a -G {group} GIT_ACCOUNT (or set home_group)")
     echo("all checks passed" if not problems else f"{problems} problem(s) found")
     return problems == 0
+
+
+def _check_repositories(settings, check) -> None:
+    """Every repository under repo_root has git's checks of received objects, as its owner's
+    receive-pack sees them (its own config and the owner's global one)."""
+    import pwd
+
+    from spacehooks.install import FSCK_CONFIG, find_bare_repos, missing_config
+    from spacehooks.proc import clean_env, git
+    root = Path(settings["repo_root"])
+    if not root.is_dir():
+        return
+    lacking = []
+    repos = find_bare_repos(root)
+    for repo in repos:
+        try:
+            home = pwd.getpwuid(repo.stat().st_uid).pw_dir
+        except KeyError:
+            home = "/nonexistent"
+        env = clean_env({"HOME": home})
+        if set(missing_config(lambda args: git(["config", *args], repo, check=False, env=env))) & set(FSCK_CONFIG):
+            lacking.append(repo)
+    shown = ", ".join(str(r) for r in lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+    check(not lacking, f"git's checks of received objects on all {len(repos)} repositories under {root}",
+          f"{len(lacking)} of {len(repos)} repositories under {root} lack git's checks of received objects "
+          f"(receive.fsckObjects, receive.fsck.*): {shown}",
+          f"spacehooks install {root}")
