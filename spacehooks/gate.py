@@ -223,8 +223,10 @@ def parse_updates(stdin_text: str) -> list[RefUpdate]:
     return updates
 
 
-def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out) -> bool:
-    """Check every ref update of a push; print the verdict; True when the push may land."""
+def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out,
+               address_taken: str | None = None) -> bool:
+    """Check every ref update of a push; print the verdict; True when the push may land.
+    address_taken: why the Space may not have its address (another one holds it), if so."""
     deploy_ref = f"refs/heads/{settings['deploy_branch']}"
     ok = True
     for update in updates:
@@ -239,6 +241,8 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
         out.step(f"Checking {space_id} ({update.ref.removeprefix('refs/heads/')} {update.new[:7]})")
         report = check_tree(settings, CommitSource(repo, update.new, update.old), space_id)
         check_tree_names(repo, update.new, update.old, report)
+        if address_taken and update.ref == deploy_ref:
+            report.errors.insert(0, address_taken)
         check_secrets(settings, repo, update.new, update.old, report)
         ok = print_report(out, report) and ok
     return ok

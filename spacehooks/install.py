@@ -227,6 +227,11 @@ def create_repo(settings: config_mod.Settings, space: str, echo: Callable = prin
     if repo.exists():
         raise SpaceError(f"{repo} already exists",
                          hint=f"push to it, or reinstall its hooks with: spacehooks install {repo}")
+    from spacehooks import addresses  # here: only create needs the store
+    holder = addresses.taken_by(settings, f"{owner}/{name}", creating=True)
+    if holder is not None:
+        raise SpaceError(f"cannot create {owner}/{name}: its address {addresses.host(settings, f'{owner}/{name}')} "
+                         f"belongs to {holder}", hint=f"{addresses.SHARED}; choose another name")
     made = [p for p in (root / owner, repo) if not p.exists()]
     git(["init", "--quiet", "--bare", "--initial-branch=main", str(repo)])
     install_repo(settings, repo, "plain")
