@@ -19,6 +19,7 @@ def doctor(settings, echo: Echo) -> bool:
         problems += not ok
 
     _check_repositories(settings, check)
+    _check_addresses(settings, check)
     url = settings["podman_url"]
     try:
         podman.ping(url)
@@ -94,3 +95,18 @@ def _check_repositories(settings, check) -> None:
           f"{len(lacking)} of {len(repos)} repositories under {root} lack git's checks of received objects "
           f"(receive.fsckObjects, receive.fsck.*): {shown}",
           f"spacehooks install {root}")
+
+
+def _check_addresses(settings, check) -> None:
+    """Spaces made before addresses were checked may share one; the oldest is served there."""
+    from spacehooks import addresses, state
+    ages = state.space_ages(settings) or {}
+    by_label: dict[str, list] = {}
+    for space_id, made in sorted(ages.items(), key=lambda item: (item[1], item[0])):
+        by_label.setdefault(addresses.host_label(space_id), []).append(space_id)
+    for label, ids in sorted(by_label.items()):
+        if len(ids) > 1:
+            check(False, "", f"{', '.join(ids[1:])} {'shares' if len(ids) == 2 else 'share'} the address {addresses.host(settings, ids[0])} with "
+                             f"{ids[0]}, which is older and served there",
+                  f"spacehooks delete {ids[1]} and push it again under another name" if len(ids) == 2 else
+                  "spacehooks delete each newer one and push it again under another name")

@@ -105,3 +105,15 @@ def test_the_gateway_keeps_the_address_with_the_older_space_and_logs_the_clash_o
     finally:
         old.stop()
         new.stop()
+
+
+def test_doctor_names_spaces_sharing_an_address(server, podman_url):
+    from spacehooks import config, state
+    st = state.open(config.load())
+    st.ensure_space("alice/x-y", server.root / "alice" / "x-y.git")
+    time.sleep(0.01)
+    st.ensure_space("alice-x/y", server.root / "alice-x" / "y.git")
+    st.close()
+    out = cli("doctor").stdout
+    assert ("PROBLEM  alice-x/y shares the address alice-x-y.localhost with alice/x-y, which is older and served there\n"
+            "  fix: spacehooks delete alice-x/y and push it again under another name") in out
