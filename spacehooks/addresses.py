@@ -46,7 +46,7 @@ def taken_by(settings, space_id: str, creating: bool = False) -> str | None:
 
 
 def taken_message(settings, space_id: str, holder: str) -> str:
-    return f"{space_id}: its address {host(settings, space_id)} belongs to {holder}; {SHARED}"
+    return f"{space_id}: its address {host(settings, space_id)} belongs to {holder}; {SHARED}: push it under another name"
 
 
 def _repos_with_label(settings, label: str):

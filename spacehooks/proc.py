@@ -60,7 +60,12 @@ def forked(func: Callable[[int], tuple[int, str]], *, user: int | None = None, g
     in_r, in_w = os.pipe()
     msg_r, msg_w = os.pipe()
     top = os.sysconf("SC_OPEN_MAX")
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (in_r, in_w, msg_r, msg_w):
+            os.close(fd)
+        raise
     if pid == 0:  # the child
         code = 2
         try:

@@ -55,7 +55,7 @@ def test_first_push_to_a_second_repository_is_refused_naming_the_first(server, t
     assert refused.returncode != 0
     assert remote(refused)[1:] == [
         f" !     {REJECTED}",
-        f" !     alice-x/y: its address alice-x-y.localhost belongs to alice/x-y; {SHARED}"]
+        f" !     alice-x/y: its address alice-x-y.localhost belongs to alice/x-y; {SHARED}: push it under another name"]
     assert refs_and_objects(second) == before
     # the first keeps its address and goes on taking pushes
     work_repo(work, {"app.py": "print(2)\n"}, "second")
@@ -70,7 +70,7 @@ def test_a_repository_pushed_before_the_hooks_holds_its_address(server, tmp_path
     second = installed(server, "a/h_1")
     refused = push(work, str(second))
     assert refused.returncode != 0
-    assert remote(refused)[-1] == f" !     a/h_1: its address a-h-1.localhost belongs to a/h-1; {SHARED}"
+    assert remote(refused)[-1] == f" !     a/h_1: its address a-h-1.localhost belongs to a/h-1; {SHARED}: push it under another name"
 
 
 def test_of_two_known_spaces_sharing_an_address_only_the_newer_is_refused(server, tmp_path):
@@ -86,7 +86,7 @@ def test_of_two_known_spaces_sharing_an_address_only_the_newer_is_refused(server
     assert push(work, str(old)).returncode == 0
     refused = push(work, str(new))
     assert refused.returncode != 0
-    assert remote(refused)[-1] == f" !     alice-x/y: its address alice-x-y.localhost belongs to alice/x-y; {SHARED}"
+    assert remote(refused)[-1] == f" !     alice-x/y: its address alice-x-y.localhost belongs to alice/x-y; {SHARED}: push it under another name"
 
 
 def test_the_gateway_keeps_the_address_with_the_older_space_and_logs_the_clash_once(gw, loops, caplog):
