@@ -198,13 +198,13 @@ def check_tree_names(repo: Repo, new: str, old: str, report: Report) -> None:
         for folder, items in repo.walk(str(commit.id), seen):
             names: set = set()
             for item in items:
-                path = treewriter.shown(folder + (item.name,))
                 problem = treewriter.name_problem(item.name)
                 if problem is None and item.name in names:
                     problem = "two tree entries have this name"
                 names.add(item.name)
                 if problem:
-                    problems.append(Problem(path, None, f"{problem} (commit {str(commit.id)[:7]})"))
+                    problems.append(Problem(treewriter.shown(folder + (item.name,)), None,
+                                            f"{problem} (commit {str(commit.id)[:7]})"))
     report.errors[:0] = problems
 
 
