@@ -62,16 +62,16 @@ def _repos_with_label(settings, label: str):
         except OSError:
             continue
         for entry in entries:
-            if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                 continue
             name = entry.name.removesuffix(".git")
             here = parts + [name]
-            if _is_bare(Path(entry.path)):
+            joined = "-".join(host_label(p) for p in here)
+            as_repo = joined if len(here) > 1 else f"{default}-{joined}"  # under the root: default_owner's
+            if as_repo == label and _is_bare(Path(entry.path)):
                 owner = "-".join(here[:-1]) if len(here) > 1 else settings["default_owner"]
-                labels = [host_label(p) for p in here] if len(here) > 1 else [default, host_label(name)]
-                if "-".join(labels) == label:
-                    yield f"{owner}/{name}", Path(entry.path)
-            elif label.startswith("-".join(host_label(p) for p in here) + "-"):
+                yield f"{owner}/{name}", Path(entry.path)
+            elif label.startswith(joined + "-") and not _is_bare(Path(entry.path)):
                 stack.append((Path(entry.path), here))
 
 
