@@ -172,13 +172,13 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
         build_secrets: dict[str, bytes] = {}
         if sdk == "docker":
             context = work / "app"
-            repo.export(commit, context)
+            repo.export(commit, context, user=settings["build.export_user"])
             dockerfile = "Dockerfile"
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
         else:
             context = work
-            repo.export(commit, work / "app")
+            repo.export(commit, work / "app", user=settings["build.export_user"])
             (work / "deps").mkdir()
             deps = {}
             data = repo.read_blob(commit, "packages.txt")

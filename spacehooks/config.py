@@ -56,6 +56,7 @@ SETTINGS = [
     Setting("build.ca_bundle", "", str, "CA bundle file given to apt and pip inside builds (for servers behind a TLS-inspecting proxy)."),
     Setting("build.pip_index_url", "", str, "pip index used inside builds (empty: pip's default)."),
     Setting("build.apt_mirror", "", str, "Debian mirror URL used inside builds (empty: the base image's)."),
+    Setting("build.export_user", "nobody", str, "Unprivileged account that writes a commit's files for a build (the server, as root, hands it only the empty build folder); never root. Ignored when the server does not run as root."),
     Setting("base_image.cache_dir", "/var/cache/spacehooks/images", str, "Where `base-image build` keeps saved base images and downloaded .deb/wheel files; a matching saved image is loaded instead of rebuilt."),
     Setting("run.memory_mb", 16384, int, "Memory limit of the built-in `cpu-basic` flavor, the default one (the Hub's 16 GB); a `hardware: {cpu-basic: ...}` entry overrides it."),
     Setting("run.cpus", 2, (int, float), "CPU limit of the built-in `cpu-basic` flavor, the default one (the Hub's 2 cores); a `hardware: {cpu-basic: ...}` entry overrides it."),

@@ -27,6 +27,8 @@ def doctor(settings, echo: Echo) -> bool:
     where = settings.path or "(no file: defaults)"
     check(True, f"configuration {where} is valid", "", "")
     _check_store(settings, check)
+    _check_repositories(settings, check)
+    _check_addresses(settings, check)
     url = settings["podman_url"]
     try:
         podman.ping(url)
@@ -94,3 +96,43 @@ def _check_store(settings, check) -> None:
         return
     check(not problems, f"state store {path} passes SQLite's quick_check",
           f"state store {path} is damaged: {'; '.join(problems[:3])}", state_mod.RECOVERY_HINT)
+def _check_repositories(settings, check) -> None:
+    """Every repository under repo_root has git's checks of received objects, as its owner's
+    receive-pack sees them (its own config and the owner's global one)."""
+    import pwd
+
+    from spacehooks.install import FSCK_CONFIG, find_bare_repos, missing_config
+    from spacehooks.proc import clean_env, git
+    root = Path(settings["repo_root"])
+    if not root.is_dir():
+        return
+    lacking = []
+    repos = find_bare_repos(root)
+    for repo in repos:
+        try:
+            home = pwd.getpwuid(repo.stat().st_uid).pw_dir
+        except KeyError:
+            home = "/nonexistent"
+        env = clean_env({"HOME": home})
+        if set(missing_config(lambda args: git(["config", *args], repo, check=False, env=env))) & set(FSCK_CONFIG):
+            lacking.append(repo)
+    shown = ", ".join(str(r) for r in lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+    check(not lacking, f"git's checks of received objects on all {len(repos)} repositories under {root}",
+          f"{len(lacking)} of {len(repos)} repositories under {root} lack git's checks of received objects "
+          f"(receive.fsckObjects, receive.fsck.*): {shown}",
+          f"spacehooks install {root}")
+
+
+def _check_addresses(settings, check) -> None:
+    """Spaces made before addresses were checked may share one; the oldest is served there."""
+    from spacehooks import addresses, state
+    ages = state.space_ages(settings) or {}
+    by_label: dict[str, list] = {}
+    for space_id, made in sorted(ages.items(), key=lambda item: (item[1], item[0])):
+        by_label.setdefault(addresses.host_label(space_id), []).append(space_id)
+    for label, ids in sorted(by_label.items()):
+        if len(ids) > 1:
+            check(False, "", f"{', '.join(ids[1:])} {'shares' if len(ids) == 2 else 'share'} the address {addresses.host(settings, ids[0])} with "
+                             f"{ids[0]}, which is older and served there",
+                  f"spacehooks delete {ids[1]} and push it again under another name" if len(ids) == 2 else
+                  "spacehooks delete each newer one and push it again under another name")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from spacehooks import depfiles, secretscan, spaceconfig
+from spacehooks import depfiles, secretscan, spaceconfig, treewriter
 from spacehooks.config import Settings
 from spacehooks.gitrepo import ZERO, Repo
 from spacehooks.output import Out
@@ -189,6 +189,28 @@ def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Re
     report.errors += secretscan.as_problems(findings, report.space_id)
 
 
+def check_tree_names(repo: Repo, new: str, old: str, report: Report) -> None:
+    """Every tree of the pushed commit and of every commit the push brings: names that would
+    leave a folder (`..`, `/`), be git's own (`.git`), or come twice are refused. Trees seen
+    once are not read again, so a push of many commits reads each distinct tree once."""
+    seen: set = set()
+    problems = []
+    # the tip first: it may be a commit the repository had already (on an unchecked branch)
+    commits = [repo.commit(new)] + [c for c in repo.new_commits(new, old=old) if str(c.id) != new]
+    for commit in commits:
+        for folder, items in repo.walk(str(commit.id), seen):
+            names: set = set()
+            for item in items:
+                problem = treewriter.name_problem(item.name)
+                if problem is None and item.name in names:
+                    problem = "two tree entries have this name"
+                names.add(item.name)
+                if problem:
+                    problems.append(Problem(treewriter.shown(folder + (item.name,)), None,
+                                            f"{problem} (commit {str(commit.id)[:7]})"))
+    report.errors[:0] = problems
+
+
 class RefUpdate(NamedTuple):
     old: str
     new: str
@@ -204,8 +226,10 @@ def parse_updates(stdin_text: str) -> list[RefUpdate]:
     return updates
 
 
-def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out) -> bool:
-    """Check every ref update of a push; print the verdict; True when the push may land."""
+def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out,
+               address_taken: str | None = None) -> bool:
+    """Check every ref update of a push; print the verdict; True when the push may land.
+    address_taken: why the Space may not have its address (another one holds it), if so."""
     deploy_ref = f"refs/heads/{settings['deploy_branch']}"
     ok = True
     for update in updates:
@@ -219,6 +243,9 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
             continue
         out.step(f"Checking {space_id} ({update.ref.removeprefix('refs/heads/')} {update.new[:7]})")
         report = check_tree(settings, CommitSource(repo, update.new, update.old), space_id)
+        check_tree_names(repo, update.new, update.old, report)
+        if address_taken and update.ref == deploy_ref:
+            report.errors.insert(0, address_taken)
         check_secrets(settings, repo, update.new, update.old, report)
         ok = print_report(out, report) and ok
     return ok

@@ -6,7 +6,7 @@ During pre-receive the pushed objects live in a quarantine directory that a plai
 from __future__ import annotations
 
 import os
-import stat
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
@@ -26,6 +26,32 @@ class Entry(NamedTuple):
     kind: str        # "blob", "tree", "link", "commit" (submodule)
     size: int
     oid: str
+
+
+class TreeItem(NamedTuple):
+    name: bytes      # as stored: any bytes but NUL and "/" are possible in a tree git did not check
+    kind: str        # "tree", "blob", "exec", "link", "commit" (submodule), "other"
+    oid: pygit2.Oid
+
+
+_KINDS = {pygit2.enums.FileMode.TREE: "tree", pygit2.enums.FileMode.BLOB: "blob",
+          pygit2.enums.FileMode.BLOB_EXECUTABLE: "exec", pygit2.enums.FileMode.LINK: "link",
+          pygit2.enums.FileMode.COMMIT: "commit"}
+
+
+def _account(user: str) -> tuple[int, int]:
+    import pwd
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+        raise SpaceError(f"build.export_user {user}: no such account",
+                         hint="create it, or set build.export_user to an unprivileged account such as nobody") from None
+    if entry.pw_uid == 0:
+        from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+        raise SpaceError(f"build.export_user {user}: is root; the files of a commit are written without root",
+                         hint="set build.export_user to an unprivileged account such as nobody")
+    return entry.pw_uid, entry.pw_gid
 
 
 class Repo:
@@ -122,29 +148,78 @@ class Repo:
                 walker.hide(target)
         yield from walker
 
-    def export(self, rev: str, dest: str | os.PathLike) -> int:
-        """Write the commit's files into dest (no checkout, no .git); returns the file count."""
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        count = 0
-        stack = [(self.commit(rev).tree, dest)]
+    def walk(self, rev: str, seen: set | None = None) -> Iterator[tuple[tuple[bytes, ...], list[TreeItem]]]:
+        """Every tree of the commit, parents before children: (folder path parts, its entries).
+
+        With seen, a tree whose id is in it is skipped with everything below it, and each tree
+        visited is added: walking several commits with one set reads each tree once. Without
+        it, a tree found at two paths is given at both (an export needs both)."""
+        root = self.commit(rev).tree
+        if seen is not None:
+            if root.id in seen:
+                return
+            seen.add(root.id)
+        stack = [((), root)]
         while stack:
-            tree, folder = stack.pop()
+            folder, tree = stack.pop()
+            items = []
             for obj in tree:
-                target = folder / obj.name
-                mode = obj.filemode
-                if mode == pygit2.enums.FileMode.TREE:
-                    target.mkdir(exist_ok=True)
-                    stack.append((self.repo[obj.id], target))
-                elif mode == pygit2.enums.FileMode.LINK:
-                    os.symlink(self.repo[obj.id].data, target)
-                    count += 1
-                elif mode in (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE):
-                    target.write_bytes(self.repo[obj.id].data)
-                    if mode == pygit2.enums.FileMode.BLOB_EXECUTABLE:
-                        target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-                    count += 1
-        return count
+                kind = _KINDS.get(obj.filemode, "other")
+                items.append(TreeItem(obj.raw_name, kind, obj.id))
+                if kind == "tree" and (seen is None or obj.id not in seen):
+                    if seen is not None:
+                        seen.add(obj.id)
+                    stack.append((folder + (obj.raw_name,), self.repo[obj.id]))
+            yield folder, items
+
+    def export(self, rev: str, dest: str | os.PathLike, user: str | None = "nobody") -> int:
+        """Write the commit's files into dest (no checkout, no .git); returns the file count.
+
+        dest is made here (it must not exist), mode 0700. The files are written by
+        `treewriter` in a forked child, as `user` when running as root (dest is handed to it),
+        from one blob at a time sent over a pipe: no name in the tree, and no symlink the
+        tree makes, can take a write outside dest."""
+        from spacehooks import proc, treewriter
+        from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+        dest = Path(dest)
+        dest.mkdir(mode=0o700)
+        uid = gid = None
+        if os.geteuid() == 0 and user:
+            uid, gid = _account(user)
+            os.chown(dest, uid, gid)
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            pid, pipe_fd, msg_fd = proc.forked(treewriter.child(fd), user=uid, group=gid, keep_fds=[fd])
+        finally:
+            os.close(fd)
+        try:
+            with os.fdopen(pipe_fd, "wb") as pipe:
+                self._send(rev, pipe)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the writer refused something; its message says what
+        finally:
+            code, message = proc.wait_forked(pid, msg_fd)
+        if code != 0:
+            raise SpaceError(f"cannot write the files of commit {rev[:12]}: "
+                             + (message.strip() or f"the writer failed (exit {code})"))
+        return int(message)
+
+    def _send(self, rev: str, pipe) -> None:
+        from spacehooks import treewriter  # here, not at the top: the push path never exports
+        for folder, items in self.walk(rev):
+            for item in items:
+                parts = folder + (item.name,)
+                if item.kind == "tree":
+                    pipe.write(treewriter.record(treewriter.DIR, parts))
+                elif item.kind == "link":
+                    pipe.write(treewriter.record(treewriter.LINK, parts, self.repo[item.oid].data))
+                elif item.kind in ("blob", "exec"):
+                    data = self.repo[item.oid].data  # one blob in memory at a time
+                    mode = 0o755 if item.kind == "exec" else 0o644
+                    pipe.write(treewriter.HEADER.pack(treewriter.FILE, mode, len(parts), len(data))
+                               + b"".join(treewriter.PART.pack(len(p)) + p for p in parts))
+                    pipe.write(data)
+                # submodules (kind commit) have no files here, as in a checkout without them
 
     def paths(self, rev: str) -> Iterator[str]:
         stack = [(self.commit(rev).tree, "")]

@@ -82,7 +82,12 @@ def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
     space_id = space_id_for(repo_path, settings, dict(os.environ))
     updates = gate.parse_updates(stdin.decode(errors="replace"))
     repo = Repo.open_for_hook(repo_path)
-    return 0 if gate.check_push(settings, repo, updates, space_id, out) else 1
+    taken = None
+    if any(u.ref == f"refs/heads/{settings['deploy_branch']}" and u.new != ZERO for u in updates):
+        from spacehooks import addresses
+        holder = addresses.taken_by(settings, space_id)
+        taken = addresses.taken_message(settings, space_id, holder) if holder else None
+    return 0 if gate.check_push(settings, repo, updates, space_id, out, taken) else 1
 
 
 def post_receive(args: list[str], stdin: bytes, out: Out) -> int:

@@ -17,6 +17,21 @@ MARKER = "spacehooks-managed hook"
 HOOK_NAMES = ("pre-receive", "post-receive")
 D_NAME = "spacehooks"
 
+# git's own checks of received objects (receive-pack runs index-pack --strict, which makes
+# every check that defaults to a warning an error). Names a checkout or an export could
+# misread are errors; what only old tools wrote (odd dates, e-mails, modes) stays a warning,
+# so real histories still push. Ids known to git 2.20 and later: an unknown id makes every
+# push print a warning.
+FSCK_ERRORS = ("hasDot", "hasDotdot", "hasDotgit", "fullPathname", "emptyName", "duplicateEntries",
+               "treeNotSorted")
+FSCK_WARNINGS = ("badDate", "badDateOverflow", "badEmail", "badName", "badTimezone", "missingEmail",
+                 "missingNameBeforeEmail", "missingSpaceBeforeDate", "missingSpaceBeforeEmail",
+                 "zeroPaddedDate", "zeroPaddedFilemode", "badFilemode", "missingTaggerEntry", "badTagName",
+                 "nulInCommit")
+FSCK_CONFIG = {"receive.fsckObjects": "true",
+               **{f"receive.fsck.{name}": "error" for name in FSCK_ERRORS},
+               **{f"receive.fsck.{name}": "warn" for name in FSCK_WARNINGS}}
+
 
 def template_dir() -> Path:
     for candidate in (Path(__file__).parent / "githooks", Path(__file__).parents[1] / "githooks",
@@ -110,13 +125,32 @@ def install_hook(settings: config_mod.Settings, target: Path, name: str, chain: 
         notes.append(f"installed {name}")
 
 
+def missing_config(read: Callable[[list[str]], str]) -> dict[str, str]:
+    """Our receive settings that differ; read runs `git config ARGS` on the file in question."""
+    wanted = {"receive.advertisePushOptions": "true", **FSCK_CONFIG}
+    have = {}
+    for line in read(["--get-regexp", r"^receive\."]).splitlines():
+        key, _, value = line.partition(" ")
+        have[key.lower()] = value
+    return {k: v for k, v in wanted.items() if have.get(k.lower()) != v}
+
+
+def set_config(read: Callable[[list[str]], str], write: Callable[[list[str]], object], notes: list[str]) -> None:
+    missing = missing_config(read)
+    for key, value in missing.items():
+        write([key, value])
+    if "receive.advertisePushOptions" in missing:
+        notes.append("enabled push options")
+    if set(missing) & set(FSCK_CONFIG):
+        notes.append("enabled git's checks of received objects")
+
+
 def install_repo(settings: config_mod.Settings, repo: Path, layout: str) -> list[str]:
     notes: list[str] = []
     for name in HOOK_NAMES:
         install_hook(settings, _hook_paths(repo, layout, name), name, layout == "plain", notes)
-    if git(["config", "--get", "receive.advertisePushOptions"], repo, check=False) != "true":
-        git(["config", "receive.advertisePushOptions", "true"], repo)
-        notes.append("enabled push options")
+    set_config(lambda args: git(["config", "--local", *args], repo, check=False),
+               lambda args: git(["config", "--local", *args], repo), notes)
     return notes
 
 
@@ -131,6 +165,10 @@ def uninstall_repo(repo: Path, layout: str) -> list[str]:
         if layout == "plain" and chained.exists() and not target.exists():
             chained.replace(target)
             notes.append(f"restored the previous {name}")
+    if notes and git(["config", "--get", "receive.fsckObjects"], repo, check=False) == "true":
+        # they protect the repository with or without spacehooks; removing them is a choice
+        notes.append("kept git's checks of received objects (git config --unset receive.fsckObjects "
+                     "and --remove-section receive.fsck remove them)")
     return notes
 
 
@@ -169,9 +207,7 @@ def write_git_template(settings: config_mod.Settings, folder: Path) -> list[str]
     notes = [f"installed {name}" for name in HOOK_NAMES
              if _write(folder / "hooks" / name, render(name, settings))]
     config = ["config", "--file", str(folder / "config")]
-    if git(config + ["--get", "receive.advertisePushOptions"], check=False) != "true":
-        git(config + ["receive.advertisePushOptions", "true"])
-        notes.append("enabled push options")
+    set_config(lambda args: git(config + args, check=False), lambda args: git(config + args), notes)
     return notes
 
 
@@ -191,6 +227,11 @@ def create_repo(settings: config_mod.Settings, space: str, echo: Callable = prin
     if repo.exists():
         raise SpaceError(f"{repo} already exists",
                          hint=f"push to it, or reinstall its hooks with: spacehooks install {repo}")
+    from spacehooks import addresses  # here: only create needs the store
+    holder = addresses.taken_by(settings, f"{owner}/{name}", creating=True)
+    if holder is not None:
+        raise SpaceError(f"cannot create {owner}/{name}: its address {addresses.host(settings, f'{owner}/{name}')} "
+                         f"belongs to {holder}", hint=f"{addresses.SHARED}; choose another name")
     made = [p for p in (root / owner, repo) if not p.exists()]
     git(["init", "--quiet", "--bare", "--initial-branch=main", str(repo)])
     install_repo(settings, repo, "plain")

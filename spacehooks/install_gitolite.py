@@ -14,7 +14,7 @@ from typing import Callable
 from spacehooks import config as config_mod
 from spacehooks.errors import SpaceError
 from spacehooks.hooks import CHAINED_SUFFIX
-from spacehooks.install import HOOK_NAMES, _is_ours, install_hook
+from spacehooks.install import HOOK_NAMES, _is_ours, install_hook, set_config
 from spacehooks.proc import run
 
 # The line gitolite's default rc ships commented out; enabling it is what its docs ask for.
@@ -80,11 +80,11 @@ def install_home(settings: config_mod.Settings, home: Path) -> list[str]:
         target = common / name
         install_hook(settings, target, name, True, notes)
         made.append(target)
-    # Push options (`git push -o wait`) need this in receive-pack's config; the gitolite
-    # user's global config covers every repository it serves.
-    if _as_owner(home, ["git", "config", "--global", "--get", "receive.advertisePushOptions"], check=False) != "true":
-        _as_owner(home, ["git", "config", "--global", "receive.advertisePushOptions", "true"])
-        notes.append("enabled push options")
+    # Push options (`git push -o wait`) and git's checks of received objects live in
+    # receive-pack's config; the gitolite user's global config covers every repository it serves.
+    global_config = ["git", "config", "--global"]
+    set_config(lambda args: _as_owner(home, global_config + args, check=False),
+               lambda args: _as_owner(home, global_config + args), notes)
     _give_to_owner(home, made)
     _as_owner(home, ["gitolite", "setup", "--hooks-only"])
     return notes

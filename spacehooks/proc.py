@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 
 # git exports these to hooks; a child git that inherits them operates on the wrong repo.
@@ -46,3 +46,62 @@ def git(args: Sequence[str], git_dir: str | Path | None = None, **kw) -> str:
 def run_hook(path: str | Path, args: Sequence[str], stdin: bytes) -> int:
     """Run a chained (pre-existing) hook with git's environment, streaming its output."""
     return subprocess.run([str(path), *args], input=stdin).returncode
+
+
+
+def forked(func: Callable[[int], tuple[int, str]], *, user: int | None = None, group: int | None = None,
+           keep_fds: Sequence[int] = ()) -> tuple[int, int, int]:
+    """Run func(input fd) in a forked child, as user/group (no supplementary groups) when given.
+
+    Forked, not executed: the child needs no interpreter or package files the account could
+    read (the server's Python may live where that account cannot go). It keeps only keep_fds
+    and its two pipes, and never returns into the caller's code: it exits with func's code
+    after writing func's message. Returns (pid, fd to write its input, fd to read its message)."""
+    in_r, in_w = os.pipe()
+    msg_r, msg_w = os.pipe()
+    top = os.sysconf("SC_OPEN_MAX")
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (in_r, in_w, msg_r, msg_w):
+            os.close(fd)
+        raise
+    if pid == 0:  # the child
+        code = 2
+        try:
+            keep = sorted({in_r, msg_w, *keep_fds})
+            low = 3
+            for fd in keep:
+                if fd >= low:
+                    os.closerange(low, fd)
+                    low = fd + 1
+            os.closerange(low, max(top, low))
+            if user is not None:
+                os.setgroups([])
+                os.setgid(group if group is not None else user)
+                os.setuid(user)
+            code, message = func(in_r)
+            os.write(msg_w, message.encode(errors="replace")[:65536])
+        except BaseException as exc:  # noqa: B902 - the child must exit here whatever happens
+            try:
+                os.write(msg_w, f"{type(exc).__name__}: {exc}".encode(errors="replace")[:65536])
+            except BaseException:  # noqa: B902
+                pass
+        finally:
+            os._exit(code)
+    os.close(in_r)
+    os.close(msg_w)
+    return pid, in_w, msg_r
+
+
+def wait_forked(pid: int, msg_fd: int) -> tuple[int, str]:
+    """(exit code, message) of a child made by forked."""
+    chunks = []
+    while True:
+        chunk = os.read(msg_fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(msg_fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")

@@ -6,7 +6,6 @@ process, explicit ulimits and its port on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
@@ -22,7 +21,8 @@ def container_name(space_id: str, build_id) -> str:
 
 
 def space_host(settings, space_id: str) -> str:
-    return re.sub(r"[^a-z0-9-]", "-", space_id.lower().replace("/", "-")) + "." + settings["gateway.domain"]
+    from spacehooks import addresses
+    return addresses.host(settings, space_id)
 
 
 def limits_for(settings, space: dict) -> dict:

@@ -249,6 +249,21 @@ def open(settings) -> State:  # noqa: A001 - the documented interface name
     return State(conn, home)
 
 
+def space_ages(settings) -> dict[str, float] | None:
+    """Each Space's id and creation time, read without creating or changing the store (a push
+    reads it); {} when there is no store yet, None when this account cannot read it."""
+    if not Path(settings.db_path).exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return dict(conn.execute("SELECT id, created_at FROM spaces").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
 def _create_private(path: Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

@@ -76,3 +76,26 @@ def refs_and_objects(bare: Path) -> tuple:
     objects = git("count-objects", "-v", cwd=bare).stdout
     listing = sorted(str(p.relative_to(bare)) for p in (bare / "objects").rglob("*") if p.is_file())
     return refs, objects, listing
+
+
+def raw_tree(repo: Path, entries) -> str:
+    """A tree object stored as given, unchecked (git mktree refuses most bad names):
+    entries are (mode, name as bytes, object id); returns the tree's id."""
+    data = b"".join(mode.encode() + b" " + name + b"\0" + bytes.fromhex(oid) for mode, name, oid in entries)
+    result = subprocess.run(["git", "hash-object", "-t", "tree", "--literally", "-w", "--stdin"], cwd=repo,
+                            input=data, check=True, stdout=subprocess.PIPE, env={**os.environ, **GIT_ENV})
+    return result.stdout.decode().strip()
+
+
+def raw_blob(repo: Path, data: bytes) -> str:
+    result = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input=data, check=True,
+                            stdout=subprocess.PIPE, env={**os.environ, **GIT_ENV})
+    return result.stdout.decode().strip()
+
+
+def raw_commit(repo: Path, tree: str, *parents: str, message: str = "raw") -> str:
+    args = ["git", "commit-tree", tree, "-m", message]
+    for parent in parents:
+        args += ["-p", parent]
+    result = subprocess.run(args, cwd=repo, check=True, stdout=subprocess.PIPE, env={**os.environ, **GIT_ENV})
+    return result.stdout.decode().strip()

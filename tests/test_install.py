@@ -18,7 +18,7 @@ def test_install_twice_changes_nothing_and_finds_repos_in_a_folder(server):
     a = bare_repo(server.root, "alice/one")
     b = bare_repo(server.root, "bob/two")
     first = cli("install", str(server.root))
-    assert f"{a}: installed pre-receive, installed post-receive, enabled push options (plain layout)" in first.stdout
+    assert f"{a}: installed pre-receive, installed post-receive, enabled push options, enabled git's checks of received objects (plain layout)" in first.stdout
     assert f"{b}: installed pre-receive" in first.stdout
     before = snapshot(server.root)
     second = cli("install", str(server.root))

@@ -145,7 +145,7 @@ def test_gitolite(tmp_path, python):
         out = site.install(gl.home)
         assert out == (f"{gl.home}: enabled LOCAL_CODE in .gitolite.rc, kept the previous pre-receive"
                        " (runs first, as pre-receive.spacehooks-chained), installed pre-receive,"
-                       " installed post-receive, enabled push options (gitolite layout)\n")
+                       " installed post-receive, enabled push options, enabled git's checks of received objects (gitolite layout)\n")
         assert site.install(gl.home) == f"{gl.home}: unchanged (gitolite layout)\n"
         assert (gl.local_code / "hooks" / "common" / "pre-receive").stat().st_uid == gl.account.pw_uid
         env = {"GIT_SSH_COMMAND": gl.ssh_command("bob")}

@@ -105,7 +105,7 @@ def test_setup_twice_in_a_prefix(tmp_path, podman_url, engine_base_image, monkey
         assert second[1].startswith("       up to date (source ")
         assert second[13].startswith("       -----> localhost/spacehooks/python:3.11 is up to date (recipe ")
         assert (f"       {prefix}/etc/spacehooks/git-template: installed pre-receive, installed post-receive,"
-                " enabled push options") in first
+                " enabled push options, enabled git's checks of received objects") in first
 
         # issue 6: a push to a new repository becomes a running Space, served by setup's serve
         created = servers.run(cli + ["create", "alice/page"], env=env)
@@ -134,7 +134,8 @@ def test_setup_twice_in_a_prefix(tmp_path, podman_url, engine_base_image, monkey
         bare = prefix / "srv" / "git" / "alice" / "demo.git"
         git("init", "-q", "--bare", "-b", "main", str(bare))
         third = _setup(src, prefix, port, socket)
-        assert f"       {bare}: installed pre-receive, installed post-receive, enabled push options (plain layout)" in third
+        assert (f"       {bare}: installed pre-receive, installed post-receive, enabled push options, "
+                "enabled git's checks of received objects (plain layout)") in third
         assert third[-2] == "-----> spacehooks is set up"
         work = work_repo(tmp_path / "work", {"README.md": GRADIO_README.replace("colorFrom: blue", "colorFrom: orange"),
                                              "app.py": "print(1)\n"})
@@ -229,7 +230,7 @@ def test_git_template_gives_new_repositories_the_hooks(tmp_path):
     template = tmp_path / "template"
     first = _cli(["git-template", str(template)], config, home)
     assert (first.returncode, first.stdout) == (0, f"{template}: installed pre-receive, installed post-receive, "
-                                                   "enabled push options\n")
+                                                   "enabled push options, enabled git's checks of received objects\n")
     second = _cli(["git-template", str(template)], config, home)
     assert (second.returncode, second.stdout) == (0, f"{template}: unchanged\n")
 

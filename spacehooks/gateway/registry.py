@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
+
+from spacehooks.addresses import host_label
 
 log = logging.getLogger("spacehooks.gateway")
 
 # The runner switches a Space's port in the state store; the gateway must see it within 1 s.
 SNAPSHOT_TTL = 1.0
-
-
-def host_label(space_id: str) -> str:
-    """`owner/name` -> the Hub's sub-domain label `owner-name` (lower case, `_` and `.` as `-`)."""
-    return re.sub(r"[^a-z0-9-]", "-", space_id.replace("/", "-").lower())
 
 
 class Registry:
@@ -32,6 +28,7 @@ class Registry:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self._spaces: dict[str, dict] = {}
         self._by_label: dict[str, str] = {}
+        self._clashes: set[tuple[str, str]] = set()  # (label, Space refused it) already logged
         self._loaded_at = 0.0
         self._refreshing: asyncio.Future | None = None
         self.touched: set[str] = set()
@@ -74,11 +71,14 @@ class Registry:
             rows = await self.call("list_spaces")
             spaces = {row["id"]: dict(row) for row in rows}
             by_label: dict[str, str] = {}
-            for space_id in sorted(spaces):
+            # the oldest Space keeps its address: a newer one sharing the label never takes it
+            for space_id in sorted(spaces, key=lambda k: (spaces[k].get("created_at") or 0, k)):
                 label = host_label(space_id)
                 if label in by_label:
-                    log.warning("host %s.%s is claimed by %s and %s; serving %s", label,
-                                self.settings["gateway.domain"], by_label[label], space_id, by_label[label])
+                    if (label, space_id) not in self._clashes:  # once, not at every refresh
+                        self._clashes.add((label, space_id))
+                        log.warning("host %s.%s belongs to %s; %s has the same address and is not served there",
+                                    label, self.settings["gateway.domain"], by_label[label], space_id)
                     continue
                 by_label[label] = space_id
             self._spaces, self._by_label = spaces, by_label
