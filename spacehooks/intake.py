@@ -15,7 +15,7 @@ import re
 import time
 from pathlib import Path
 
-from spacehooks import gate, queue, spool
+from spacehooks import addresses, gate, queue, spool
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 from spacehooks.gitrepo import Repo
@@ -46,6 +46,11 @@ def take_in(settings, st: state_mod.State, rec: dict) -> dict:
             raise SpaceError(f"commit {commit[:12]} is not on branch {branch} of {repo.path}")
         space = st.get_space(space_id)
         _same_repository(space, space_id, repo.path)
+        if space is None:
+            # pre-receive checked this too, but as the git account it cannot read the store
+            holder = addresses.taken_by(settings, space_id)
+            if holder:
+                raise SpaceError(addresses.taken_message(settings, space_id, holder))
         config = _checked_config(settings, repo, commit, space, space_id)
     except SpaceError as exc:
         return {"state": "refused", "error": exc.format_message()}

@@ -206,6 +206,8 @@ def test_forged_push_records_are_refused_and_never_acted_on(site, caplog):
         "another Space's name": rec(repo=str(other)),
         "a record with other fields": {**rec(), "image": "evil:latest"},
         "a malformed Space id": rec(space="../../etc"),
+        # pre-receive, run as the git account, cannot see the store's Spaces: the server does
+        "an id whose address a known Space holds": rec(space="Alice/demo", commit=bad_readme),
     }
     names = {site.drop(record): what for what, record in forged.items()}
     # and files that are no records at all; a link to a root-only file holding a valid record
@@ -244,6 +246,9 @@ def test_forged_push_records_are_refused_and_never_acted_on(site, caplog):
         "another Space's name": f"alice/demo is built from {site.bare}, not from {other}",
         "a record with other fields": "not a push record: it must have exactly space, repo, commit, pusher and options",
         "a malformed Space id": "not a Space id: '../../etc'",
+        "an id whose address a known Space holds": 'Alice/demo: its address alice-demo.localhost belongs to alice/demo; '
+                                                   'ids that differ only in letter case or in "/", "-", "_", "." share '
+                                                   'one address: push it under another name',
         "a link": "the record cannot be opened without following a link (Too many levels of symbolic links)",
         "not JSON": "the record is not JSON",
         "a large file": "the record is 100000 bytes, more than the 16384 a record may have",
