@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 from typing import TYPE_CHECKING
 
 from spacehooks.gateway import staticspace
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 SMALL = 64 * 1024  # files up to this are read and written with their head in one call
 TURN_BYTES = 4 * 1024 * 1024  # one client gets at most this per turn of the loop: no reader starves the rest
 REPLAYABLE = (errno.ENOENT, errno.ENOTDIR, errno.ESTALE)
+WANTED = {b"if-none-match", b"range", b"if-range", b"accept-encoding"}
 
 
 class StaticAnswer:
@@ -39,7 +41,7 @@ class StaticAnswer:
         self.pending = b""  # head (and small body) bytes not yet written
         self.file = -1
         self.offset = self.left = 0
-        self._watch = -1  # a duplicate of the socket's descriptor, watched for room to write
+        self._dup: socket.socket | None = None  # the client's socket on a second descriptor
         self._pumping = False
 
     # -- what Downstream calls -------------------------------------------------------------
@@ -62,10 +64,10 @@ class StaticAnswer:
         if self.closed:
             return
         self.closed = True
-        self._stop_watching()
-        if self._watch >= 0:
-            os.close(self._watch)
-            self._watch = -1
+        if self._dup is not None:
+            self.loop.remove_writer(self._dup.fileno())
+            self._dup.close()
+            self._dup = None
         self._close_file()
 
     # -- one answer ------------------------------------------------------------------------
@@ -74,38 +76,48 @@ class StaticAnswer:
             return
         self.exchange = exchange
         method, url, headers = exchange.request
+        wanted = {}
+        for name, value in headers:
+            name = name.lower()
+            if name in WANTED:
+                wanted[name.decode()] = value.decode("latin-1")
         site = self.site
-        answer = staticspace.plan(site, url.decode("latin-1"), lambda name: _header(headers, name))
+        answer = staticspace.plan(site, url.decode("latin-1"), wanted.get)
         body = answer.body
         if answer.file is not None and not exchange.head_only:
             name, offset, length = answer.file
-            try:
-                self.file = site.open(name)
-            except OSError as exc:
-                if exc.errno in REPLAYABLE:
-                    # the folder was removed (gc after a newer deploy): the app reads the store anew
-                    self.close()
-                    self.down.upstream_failed(self, exchange, f"static file {name}: {exc.strerror}")
-                    return
-                raise
-            if length <= SMALL:
-                body = os.pread(self.file, length, offset)
-                self._close_file()
-                if len(body) != length:  # changed under us: never send a wrong length
-                    self.down.close()
-                    return
-            else:
-                self.offset, self.left = offset, length
-        lines = [b"HTTP/1.1 %d %s\r\n" % (answer.status, answer.reason.encode())]
-        lines += [b"%s: %s\r\n" % (k.encode(), v.encode("latin-1")) for k, v in answer.headers]
-        lines.append(b"Date: %s\r\n" % staticspace.http_date().encode())
-        lines.append(self.target[2])
+            whole = answer.status == 200  # not a range: the cache holds whole files only
+            body = site.small.get(name) if whole else None
+            if body is None:
+                try:
+                    self.file = site.open(name)
+                except OSError as exc:
+                    if exc.errno in REPLAYABLE:
+                        # the folder was removed (gc after a newer deploy): the app reads the store anew
+                        self.close()
+                        self.down.upstream_failed(self, exchange, f"static file {name}: {exc.strerror}")
+                        return
+                    raise
+                if length <= SMALL:
+                    body = os.pread(self.file, length, offset)
+                    self._close_file()
+                    if len(body) != length:  # changed under us: never send a wrong length
+                        self.down.close()
+                        return
+                    if whole and length <= staticspace.SMALL_FILE \
+                            and site.small_size + length <= staticspace.SMALL_KEPT:
+                        site.small[name] = body
+                        site.small_size += length
+                else:
+                    body = b""
+                    self.offset, self.left = offset, length
+        parts = [answer.head(), staticspace.date_line(), self.target[2]]
         if not exchange.keep_alive:
-            lines.append(b"Connection: close\r\n")
-        lines.append(b"\r\n")
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
         if not exchange.head_only:
-            lines.append(body)
-        self.pending = b"".join(lines)
+            parts.append(body)
+        self.pending = b"".join(parts)
         exchange.answered = True
         exchange.replay = None
         if self._pumping:  # a pipelined request answered as the previous one ends: no recursion
@@ -121,7 +133,10 @@ class StaticAnswer:
             if self.pending:
                 if self.transport.get_write_buffer_size():
                     return self._wait()  # the relay's own earlier writes go first
-                sent = os.write(self.sock, self.pending)
+                if self.left:  # the head waits for the file's first bytes: one segment, not two
+                    sent = self._socket().send(self.pending, socket.MSG_MORE)
+                else:
+                    sent = os.write(self.sock, self.pending)
                 self.pending = self.pending[sent:]
                 if self.pending:
                     return self._wait()
@@ -148,30 +163,21 @@ class StaticAnswer:
         exchange, self.exchange = self.exchange, None
         self.down.finished(exchange, True)
 
+    def _socket(self) -> socket.socket:
+        # the transport owns the descriptor in the loop; a duplicate can be watched and sent on
+        if self._dup is None:
+            self._dup = socket.socket(fileno=os.dup(self.sock))
+        return self._dup
+
     def _wait(self) -> None:
-        # the transport owns the socket's descriptor in the loop; a duplicate can be watched
-        if self._watch < 0:
-            self._watch = os.dup(self.sock)
-        self.loop.add_writer(self._watch, self._writable)
+        self.loop.add_writer(self._socket().fileno(), self._writable)
 
     def _writable(self) -> None:
-        self._stop_watching()
+        self.loop.remove_writer(self._dup.fileno())
         self._pump()
-
-    def _stop_watching(self) -> None:
-        if self._watch >= 0:
-            self.loop.remove_writer(self._watch)
 
     def _close_file(self) -> None:
         if self.file >= 0:
             os.close(self.file)
             self.file = -1
         self.left = 0
-
-
-def _header(headers: list, name: str) -> str | None:
-    key = name.encode()
-    for k, v in headers:
-        if k.lower() == key:
-            return v.decode("latin-1")
-    return None

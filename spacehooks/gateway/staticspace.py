@@ -26,14 +26,18 @@ log = logging.getLogger("spacehooks.gateway")
 CACHE_CONTROL = "no-cache"  # revalidate each time: the ETag (the blob id) makes that cheap
 CHUNK = 256 * 1024  # the app path's read size; memory per answer stays at this
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+ROUTES_KEPT = 4096  # request targets remembered per site (the cache starts over when full)
+SMALL_FILE = 16 * 1024  # files up to this size are kept in memory once read ...
+SMALL_KEPT = 4 * 1024 * 1024  # ... up to this much per deployed site
 
 
 class File:
-    __slots__ = ("oid", "size", "ctype", "encoding", "gz", "br")
+    __slots__ = ("oid", "size", "ctype", "encoding", "gz", "br", "answers")
 
     def __init__(self, path: str, entry: list):
         self.oid, self.size, self.gz, self.br = entry
         self.ctype, self.encoding = staticsite.content_type(path)
+        self.answers: dict[str, Answer] = {}  # the 200 answer per stored file (plain, .gz, .br)
 
 
 class Site:
@@ -44,6 +48,9 @@ class Site:
         self.files = {path: File(path, entry) for path, entry in staticsite.read_manifest(folder).items()}
         self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         weakref.finalize(self, os.close, self.fd)  # when no answer in flight holds it any more
+        self.routes: dict[str, tuple[int, str]] = {}  # request target -> where it leads
+        self.small: dict[str, bytes] = {}  # contents of small files, up to SMALL_KEPT bytes in all
+        self.small_size = 0
 
     def open(self, name: str) -> int:
         # names are blob ids from the manifest (checked when it was read), plus .gz/.br
@@ -92,19 +99,28 @@ class Sites:
 
 class Answer:
     """What to send: status, headers, and a body of bytes or of a file's (name, offset, length)."""
-    __slots__ = ("status", "reason", "headers", "body", "file")
+    __slots__ = ("status", "reason", "headers", "body", "file", "_head")
 
     def __init__(self, status: int, reason: str, headers: list, body: bytes = b"", file=None):
         self.status, self.reason, self.headers, self.body, self.file = status, reason, headers, body, file
+        self._head = None
+
+    def head(self) -> bytes:
+        """The status line and headers as bytes (made once per answer object)."""
+        if self._head is None:
+            lines = [b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason.encode())]
+            lines += [b"%s: %s\r\n" % (k.encode(), v.encode("latin-1")) for k, v in self.headers]
+            self._head = b"".join(lines)
+        return self._head
 
 
-_date = [0, ""]
+_date = [0, b""]
 
 
-def http_date() -> str:
+def date_line() -> bytes:
     now = int(time.time())
     if _date[0] != now:
-        _date[:] = now, formatdate(now, usegmt=True)
+        _date[:] = now, b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
     return _date[1]
 
 
@@ -118,60 +134,86 @@ def index_of(space: dict) -> str:
     return str((space.get("config") or {}).get("app_file") or "index.html").lstrip("/")
 
 
-def plan(site: Site, target: str, header) -> Answer:
-    """The answer to GET `target` (the raw request target); header(name) -> value or None."""
+def locate(site: Site, target: str) -> tuple[int, str]:
+    """(200, manifest path), (301, Location) or (404, the path as the 404 page names it)."""
+    found = site.routes.get(target)
+    if found is None:
+        if len(site.routes) >= ROUTES_KEPT:
+            site.routes.clear()
+        found = site.routes[target] = _locate(site, target)
+    return found
+
+
+def _locate(site: Site, target: str) -> tuple[int, str]:
     raw_path, _, query = target.partition("?")
     raw_path = raw_path.partition("#")[0]
     decoded = unquote(raw_path)
     rel = posixpath.normpath(decoded).lstrip("/")
     if "\x00" in decoded or rel.startswith("..") or rel == ".git" or rel.startswith(".git/"):
-        return not_found(rel)
+        return 404, rel
     if rel in ("", "."):
-        path = site.index if site.index in site.files else None
-    else:
-        path = rel if rel in site.files else posixpath.join(rel, "index.html")
-        path = path if path in site.files else None
-    if path is None:
-        return not_found(rel)
-    if rel not in ("", ".") and path != rel and not decoded.endswith("/"):
-        # a folder: its index.html's relative links need the trailing slash. Built from the
-        # normalised path, quoted: never `//host` or `/\host` (a redirect off this site)
-        location = "/" + quote(rel, safe="/!$&'()*+,;=:@-._~") + "/" + ("?" + query if query else "")
-        return Answer(301, "Moved Permanently", [("Location", location), ("Content-Length", "0")])
-    file = site.files[path]
+        return (200, site.index) if site.index in site.files else (404, rel)
+    if rel in site.files:
+        return 200, rel
+    folder = posixpath.join(rel, "index.html")
+    if folder not in site.files:
+        return 404, rel
+    if decoded.endswith("/"):
+        return 200, folder
+    # a folder: its index.html's relative links need the trailing slash. Built from the
+    # normalised path, quoted: never `//host` or `/\host` (a redirect off this site)
+    return 301, "/" + quote(rel, safe="/!$&'()*+,;=:@-._~") + "/" + ("?" + query if query else "")
+
+
+def plan(site: Site, target: str, header) -> Answer:
+    """The answer to GET `target` (the raw request target); header(name) -> value or None."""
+    status, where = locate(site, target)
+    if status == 404:
+        return not_found(where)
+    if status == 301:
+        return Answer(301, "Moved Permanently", [("Location", where), ("Content-Length", "0")])
+    file = site.files[where]
     etag = f'"{file.oid}"'
-    headers = [("ETag", etag), ("Cache-Control", CACHE_CONTROL)]
-    if file.gz or file.br:
-        headers.append(("Vary", "Accept-Encoding"))
     if _matches(header("if-none-match"), file.oid):
+        headers = [("ETag", etag), ("Cache-Control", CACHE_CONTROL)]
+        if file.gz or file.br:
+            headers.append(("Vary", "Accept-Encoding"))
         return Answer(304, "Not Modified", headers)
-    headers.append(("Content-Type", file.ctype))
-    if file.encoding:
-        headers.append(("Content-Encoding", file.encoding))
-    headers.append(("Accept-Ranges", "bytes"))
     ranged = header("range")
     if ranged is not None and (header("if-range") in (None, etag)):
         span = _range(ranged, file.size)
         if span is None:
-            headers.append(("Content-Range", f"bytes */{file.size}"))
-            headers.append(("Content-Length", "0"))
-            return Answer(416, "Range Not Satisfiable", headers)
+            return Answer(416, "Range Not Satisfiable", _headers(file, None, 0, f"bytes */{file.size}"))
         if span != (0, file.size):
             start, end = span
-            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{file.size}"))
-            headers.append(("Content-Length", str(end - start)))
-            return Answer(206, "Partial Content", headers, file=(file.oid, start, end - start))
-    name, size = file.oid, file.size
+            return Answer(206, "Partial Content", _headers(file, None, end - start,
+                                                           f"bytes {start}-{end - 1}/{file.size}"),
+                          file=(file.oid, start, end - start))
+    name, size, coding = file.oid, file.size, None
     if (file.br or file.gz) and not file.encoding:
         accepted = _encodings(header("accept-encoding"))
         if file.br and "br" in accepted:
-            name, size = file.oid + ".br", file.br
-            headers.append(("Content-Encoding", "br"))
+            name, size, coding = file.oid + ".br", file.br, "br"
         elif file.gz and "gzip" in accepted:
-            name, size = file.oid + ".gz", file.gz
-            headers.append(("Content-Encoding", "gzip"))
-    headers.append(("Content-Length", str(size)))
-    return Answer(200, "OK", headers, file=(name, 0, size))
+            name, size, coding = file.oid + ".gz", file.gz, "gzip"
+    # the same answer for every request of this file and encoding: made once
+    answer = file.answers.get(name)
+    if answer is None:
+        answer = file.answers[name] = Answer(200, "OK", _headers(file, coding, size), file=(name, 0, size))
+    return answer
+
+
+def _headers(file: File, coding: str | None, length: int, content_range: str | None = None) -> list:
+    headers = [("ETag", f'"{file.oid}"'), ("Cache-Control", CACHE_CONTROL), ("Content-Type", file.ctype)]
+    if file.gz or file.br:
+        headers.append(("Vary", "Accept-Encoding"))
+    if file.encoding or coding:
+        headers.append(("Content-Encoding", file.encoding or coding))
+    headers.append(("Accept-Ranges", "bytes"))
+    if content_range:
+        headers.append(("Content-Range", content_range))
+    headers.append(("Content-Length", str(length)))
+    return headers
 
 
 def _matches(value: str | None, oid: str) -> bool:
