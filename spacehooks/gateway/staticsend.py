@@ -1,5 +1,5 @@
 """The relay's answer to a GET or HEAD for a static Space: planned from the deploy folder's
-manifest (`staticspace.plan`) and written straight to the client's socket, the file with
+manifest (`staticplan.plan`) and written straight to the client's socket, the file with
 sendfile. Nothing of a file is held in memory but small ones (one read, one write): many slow
 readers of a large file cost a file handle each, not its size.
 
@@ -14,7 +14,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from spacehooks.gateway import staticspace
+from spacehooks.gateway import staticplan, staticspace
 from spacehooks.gateway.upstream import Exchange, Target
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class StaticAnswer:
             if name in WANTED:
                 wanted[name.decode()] = value.decode("latin-1")
         site = self.site
-        answer = staticspace.plan(site, url.decode("latin-1"), wanted.get)
+        answer = staticplan.plan(site, url.decode("latin-1"), wanted.get)
         body = answer.body
         if answer.file is not None and not exchange.head_only:
             name, offset, length = answer.file
@@ -111,7 +111,7 @@ class StaticAnswer:
                 else:
                     body = b""
                     self.offset, self.left = offset, length
-        parts = [answer.head(), staticspace.date_line(), self.target[2]]
+        parts = [answer.head(), staticplan.date_line(), self.target[2]]
         if not exchange.keep_alive:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
