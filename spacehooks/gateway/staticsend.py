@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from spacehooks.gateway.upstream import Exchange, Target
 
 if TYPE_CHECKING:
     from spacehooks.gateway.downstream import Downstream
+
+log = logging.getLogger("spacehooks.gateway")
 
 SMALL = 64 * 1024  # files up to this are read and written with their head in one call
 TURN_BYTES = 4 * 1024 * 1024  # one client gets at most this per turn of the loop: no reader starves the rest
@@ -92,12 +95,14 @@ class StaticAnswer:
                 try:
                     self.file = site.open(name)
                 except OSError as exc:
+                    self.close()
                     if exc.errno in REPLAYABLE:
                         # the folder was removed (gc after a newer deploy): the app reads the store anew
-                        self.close()
                         self.down.upstream_failed(self, exchange, f"static file {name}: {exc.strerror}")
-                        return
-                    raise
+                    else:
+                        log.error("%s: static file %s: %s", site.space_id, name, exc.strerror)
+                        self.down.refuse("503 Service Unavailable", "503: this file cannot be read now\n")
+                    return
                 if length <= SMALL:
                     body = os.pread(self.file, length, offset)
                     self._close_file()
