@@ -53,7 +53,7 @@ def fetch(gw, host, target, headers=None, method="GET"):
 def test_static_space_answers_from_its_deploy_folder(engine, loops, relay):
     files = {"README.md": STATIC_README, "index.html": "<h1>home</h1>\n", "page.html": PAGE,
              "docs/index.html": "docs\n", "app.js": "console.log('static');\n" * 50, "data.bin": BINARY,
-             "style.css": "body { color: black; }\n"}
+             "style.css": "body { color: black; }\n", "dossier/été.html": "accents\n"}
     _, work = static_space(engine, "alice/site", files,
                            links={"inside.html": "page.html", "outside": "../../../../etc/passwd", "etc": "/etc"})
     commit = engine.space("alice/site")["commit"]
@@ -109,6 +109,8 @@ def test_static_space_answers_from_its_deploy_folder(engine, loops, relay):
         assert fetch(gw, host, "/docs")[1]["location"] == "/docs/"
         assert fetch(gw, host, "/docs?a=1")[1]["location"] == "/docs/?a=1"
         assert fetch(gw, host, "/docs/")[2] == b"docs\n"
+        assert fetch(gw, host, "/dossier/%C3%A9t%C3%A9.html")[::2] == (200, b"accents\n")
+        assert fetch(gw, host, "/dossier/%C3%A9t%C3%A9")[::2] == (404, "404: dossier/été is not in this Space\n".encode())
         assert fetch(gw, host, "/nope.png")[::2] == (404, b"404: nope.png is not in this Space\n")
         for target in ("/" + blob["page.html"], "/manifest.json"):  # the folder's own names mean nothing
             assert fetch(gw, host, target)[0] == 404, target

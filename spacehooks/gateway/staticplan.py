@@ -55,7 +55,7 @@ def date_line() -> bytes:
 
 
 def not_found(rel: str) -> Answer:
-    body = f"404: {rel} is not in this Space\n".encode()
+    body = f"404: {rel} is not in this Space\n".encode("utf-8", "replace")
     return Answer(404, "Not Found", [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", CACHE_CONTROL),
                                      ("Content-Length", str(len(body)))], body)
 

@@ -85,7 +85,7 @@ class StaticAnswer:
             if name in WANTED:
                 wanted[name.decode()] = value.decode("latin-1")
         site = self.site
-        answer = staticplan.plan(site, url.decode("latin-1"), wanted.get)
+        answer = staticplan.plan(site, url.decode("utf-8", "replace"), wanted.get)
         body = answer.body
         if answer.file is not None and not exchange.head_only:
             name, offset, length = answer.file
