@@ -187,6 +187,37 @@ def test_a_deploy_folder_removed_by_gc_is_not_served_again_and_a_missing_one_is_
         gw.stop()
 
 
+def test_a_static_deploy_that_cannot_be_written_fails_its_build_and_the_old_version_serves(engine, loops):
+    static_root = engine.home / "static"
+    static_root.mkdir(parents=True)
+    # a real full disk: a 1 MB tmpfs where deploy folders go
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(static_root)], check=True)
+    gw = None
+    try:
+        bare, work = static_space(engine, "alice/full", {"README.md": STATIC_README, "index.html": "v1\n"})
+        first = engine.space("alice/full")["commit"]
+        (work / "index.html").write_text("v2\n")
+        (work / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+        git("add", "-A", cwd=work)
+        git("commit", "-qm", "v2", cwd=work)
+        assert push(work, str(bare)).returncode == 0
+        assert engine.drain() == 1
+        space = engine.space("alice/full")
+        folder = static_root / "alice" / "full"
+        message = (f"build #2 failed: cannot write the static files of alice/full to {folder}: No space left on device"
+                   "\n  fix: free disk space under SPACEHOOKS_HOME and push again")
+        assert (space["stage"], space["commit"], space["error"]) == ("RUNNING", first, message)
+        assert sorted(p.name for p in folder.iterdir()) == [first]  # the half-written folder is gone
+        build_log = (engine.home / "logs" / "builds" / "alice" / "full" / "2.log").read_text()
+        assert "BUILD_ERROR: cannot write the static files of alice/full" in build_log
+        gw = GatewayUnderTest(engine, loops)
+        assert fetch(gw, gw.host("alice/full"), "/")[::2] == (200, b"v1\n")
+    finally:
+        if gw is not None:
+            gw.stop()
+        subprocess.run(["umount", "--lazy", str(static_root)], check=True)
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:

@@ -35,7 +35,7 @@ class Site:
         self.space_id, self.commit, self.index = space_id, commit, index
         self.files = {path: File(path, entry) for path, entry in staticsite.read_manifest(folder).items()}
         self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        weakref.finalize(self, os.close, self.fd)  # when no answer in flight holds it any more
+        self.release = weakref.finalize(self, os.close, self.fd)  # when no answer in flight holds it any more
         self.routes: dict[str, tuple[int, str]] = {}  # request target -> where it leads
         self.small: dict[str, bytes] = {}  # contents of small files, up to SMALL_KEPT bytes in all
         self.small_size = 0
@@ -56,6 +56,9 @@ class Sites:
 
     def close(self) -> None:
         self._thread.shutdown(wait=False)
+        for site in self._sites.values():
+            site.release()  # the gateway stops: no answer is in flight any more
+        self._sites.clear()
 
     def cached(self, space: dict) -> Site | None:
         site = self._sites.get(space["id"])
