@@ -4,10 +4,12 @@ A request through aiohttp's server and then its client costs about 0.2 ms of Pyt
 capped the gateway at a seventh of nginx's throughput. Here llhttp (httptools) parses each
 request and answer once, and bytes are copied between two sockets. Only requests whose route
 is certain take this path: a Space that is running, known from a snapshot younger than a
-second, with a plain (not upgraded, not event-stream) request. Everything else -- the gallery,
-the API, static Spaces, sleeping, building or unknown Spaces, WebSockets, event streams, and
-any request whose container did not take it -- is relayed to the aiohttp application on a
-private Unix socket, which knows how to wake, retry and explain.
+second, with a plain (not upgraded, not event-stream) request; and a bodiless GET or HEAD to a
+static Space whose deploy folder is loaded, answered here from its files (`staticsend.py`).
+Everything else -- the gallery, the API, the first request after a static deploy, sleeping,
+building or unknown Spaces, WebSockets, event streams, and any request whose container did not
+take it -- is relayed to the aiohttp application on a private Unix socket, which knows how to
+wake, retry, load and explain.
 """
 from __future__ import annotations
 
