@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -160,3 +161,27 @@ async def load(url: str, host: str | None, requests: int, concurrency: int) -> d
     latencies.sort()
     return {"rps": requests / elapsed, "median_ms": statistics.median(latencies),
             "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "failed": failures}
+
+
+def _ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if found is None:
+        raise SystemExit(f"wrk printed a latency this script cannot read: {text!r}")
+    value, unit = found.groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def wrk(url: str, host: str | None, seconds: float, concurrency: int) -> dict:
+    """One wrk run (one thread, keep-alive connections); failures are socket errors and non-2xx."""
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", url]
+    if host:
+        command[1:1] = ["-H", f"Host: {host}"]
+    out = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE).stdout
+    if "Requests/sec" not in out or not re.search(r"^\s*50%\s+[\d.]+", out, re.M):
+        raise SystemExit(f"wrk against {url} gave no usable result:\n{out}")
+    failed = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    failed += sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            # line starts only: "89.50%" in the +/- Stdev column is not the median
+            "median_ms": _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)),
+            "p99_ms": _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)), "failed": failed}

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import podman, sdkcompat
+from spacehooks import podman, sdkcompat, staticsite
 from spacehooks.errors import SpaceError
 
 CA_SECRET = "spacehooks-ca"
@@ -164,6 +164,8 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     sdk = config.get("sdk")
     if sdk == "static":
         write("sdk static: no image to build; the gateway serves the commit's files")
+        staticsite.materialise(settings.home, space_id, repo_path, commit, write,
+                               export_user=settings["build.export_user"])
         return None
     tag = image_name(space_id, build_id)
     work = Path(tempfile.mkdtemp(prefix="spacehooks-build-"))

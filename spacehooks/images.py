@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from spacehooks import builder, podman, runner
+from spacehooks import builder, podman, runner, staticsite
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.admin import Echo, _open, _report_stage
@@ -13,7 +13,8 @@ from spacehooks.errors import SpaceError
 
 def gc(settings, echo: Echo) -> int:
     """Remove Space images and build logs beyond the newest run.keep_builds per Space (the
-    running one stays), run-log copies beyond logs.keep and logs of deleted Spaces."""
+    running one stays), run-log copies beyond logs.keep, logs of deleted Spaces, and static
+    Spaces' deploy folders other than the one served."""
     keep = settings["run.keep_builds"]
     st = _open(settings)
     client = podman.client(settings)
@@ -38,10 +39,13 @@ def gc(settings, echo: Echo) -> int:
                 echo(f"removed {tag}")
         echo(f"{removed} old image(s) removed")
         logs_removed = prune_logs(settings, st, echo)
+        served = {s["id"]: s["commit"] for s in st.list_spaces()}
     finally:
         st.close()
     echo(f"{logs_removed} old log(s) removed")
-    return removed + logs_removed
+    static_removed = staticsite.prune(settings.home, served, echo)
+    echo(f"{static_removed} old static deploy(s) removed")
+    return removed + logs_removed + static_removed
 
 
 def prune_logs(settings, st: state_mod.State, echo: Echo) -> int:

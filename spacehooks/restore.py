@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from spacehooks import podman, runner
+from spacehooks import podman, runner, staticsite
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
@@ -49,6 +49,9 @@ def restore_space(settings, space: dict) -> str:
     from podman.errors import APIError, NotFound
     space_id = space["id"]
     if (space.get("config") or {}).get("sdk") == "static":
+        if space.get("commit"):  # a deploy from before deploy folders, or one gc removed by mistake
+            staticsite.materialise(settings.home, space_id, space["repo_path"], space["commit"],
+                                   export_user=settings["build.export_user"])
         _settle(settings, space_id)
         return "static: served by the gateway"
     client = podman.client(settings)

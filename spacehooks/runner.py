@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spacehooks import logs, podman
+from spacehooks import logs, podman, staticsite
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
@@ -168,6 +168,14 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
     old = space.get("container")
     serving = bool(old) and space["stage"] in ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
     if config.get("sdk") == "static":
+        try:  # written by the build; again here if gc or a hand removed it since
+            staticsite.materialise(settings.home, space_id, space["repo_path"], commit,
+                                   export_user=settings["build.export_user"])
+        except SpaceError as exc:
+            kept = space.get("commit") and space["stage"] in state_mod.ANSWERING
+            st.update_space(space_id, stage="RUNNING" if kept else "RUNTIME_ERROR",
+                            error=f"build #{build_id} not deployed: {exc.format_message()}")
+            return
         st.update_space(space_id, stage="RUNNING", image=None, port=None, container=None, commit=commit,
                         build_id=build_id, config=config, error=None)
         if old:

@@ -167,7 +167,8 @@ def test_rollback_gc_and_delete(engine):
     time.sleep(engine.settings["run.grace_seconds"] + 0.5)
     collected = cli("gc")  # keeps the newest build (#3) and the running one (#1), removes #2
     assert collected.stdout == (f"removed {repo}:b2\n1 old image(s) removed\n"
-                                f"removed logs/builds/{space_id}/2.log\n1 old log(s) removed\n")
+                                f"removed logs/builds/{space_id}/2.log\n1 old log(s) removed\n"
+                                "0 old static deploy(s) removed\n")
     assert containers(space_id) == [space["container"]]  # retired containers went too
     assert podman("image", "exists", f"{repo}:b3").returncode == 0
     assert podman("image", "exists", f"{repo}:b1").returncode == 0

@@ -126,6 +126,10 @@ def test_gc_prunes_old_build_logs_run_log_copies_and_logs_of_deleted_spaces(engi
     engine.configure(run={**engine.values["run"], "keep_builds": 1}, logs={"keep": 2})
     _static_space_with_builds(engine, "gc/page", 3)
     assert cli("rollback", "gc/page", "1").returncode == 0
+    served = engine.space("gc/page")["commit"]
+    static = engine.home / "static" / "gc" / "page"
+    old_deploys = sorted(p.name for p in static.iterdir() if p.name != served)
+    assert len(old_deploys) == 2  # v2 and v3: each deploy wrote its own folder
     run_dir = engine.home / "logs" / "run" / "gc"
     run_dir.mkdir(parents=True, exist_ok=True)
     for n in range(1, 6):
@@ -144,12 +148,15 @@ def test_gc_prunes_old_build_logs_run_log_copies_and_logs_of_deleted_spaces(engi
                                 "removed logs/run/gc/page.log.5\n"
                                 "removed logs/builds/ghost/gone/\n"
                                 "removed logs/run/ghost/gone.log\n"
-                                "6 old log(s) removed\n")
+                                "6 old log(s) removed\n"
+                                + "".join(f"removed static/gc/page/{c}/\n" for c in old_deploys)
+                                + "2 old static deploy(s) removed\n")
+    assert [p.name for p in static.iterdir()] == [served]
     builds = engine.home / "logs" / "builds" / "gc" / "page"
     assert sorted(p.name for p in builds.iterdir()) == ["1.log", "3.log"]
     assert sorted(p.name for p in run_dir.iterdir()) == ["page.log.1", "page.log.2"]
     assert not (engine.home / "logs" / "run" / "ghost" / "gone.log").exists()
-    assert cli("gc").stdout == "0 old image(s) removed\n0 old log(s) removed\n"
+    assert cli("gc").stdout == "0 old image(s) removed\n0 old log(s) removed\n0 old static deploy(s) removed\n"
 
 
 class _Lines(logging.Handler):
@@ -181,7 +188,7 @@ def test_the_worker_runs_gc_on_its_schedule(engine):
         thread.join(30)
         logger.removeHandler(seen)
         logger.setLevel(level)
-    assert seen.lines[0] == "scheduled gc: 0 old image(s) removed, 1 old log(s) removed"
+    assert seen.lines[0] == "scheduled gc: 0 old image(s) removed, 1 old log(s) removed, 1 old static deploy(s) removed"
     assert (engine.home / "logs" / "builds" / "gc" / "timed" / "2.log").exists()
 
 

@@ -12,7 +12,7 @@ from spacehooks.gateway import api, pages
 from spacehooks.gateway.proxy import Proxy, Unreachable
 from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import SLEEPING, Sleeper, WAKE_TIMEOUT, is_static
-from spacehooks.gateway.staticspace import StaticFiles
+from spacehooks.gateway.staticspace import Sites, StaticFiles
 from spacehooks.state import ANSWERING
 
 log = logging.getLogger("spacehooks.gateway")
@@ -22,6 +22,7 @@ STATIC = Path(__file__).parent / "static"
 BROWSER_WAKE_WAIT = 3.0
 CUSTOM_HEADERS = ("cross-origin-embedder-policy", "cross-origin-opener-policy", "cross-origin-resource-policy")
 SETTINGS, REGISTRY, SLEEPER = api.SETTINGS, api.REGISTRY, web.AppKey("sleeper", Sleeper)
+SITES = web.AppKey("sites", Sites)  # static Spaces' deploy folders, shared with the relay
 # Pauses before each retry against an unchanged port (a freshly switched port is tried at once):
 # a published port can refuse connections for a moment while Podman rewires another container.
 RETRY_PAUSES = (0.05, 0.2, 0.4, 0.8, 1.5)
@@ -70,7 +71,8 @@ class Gateway:
         self.registry = registry
         self.sleeper = sleeper
         self.proxy = Proxy()
-        self.static = StaticFiles()
+        self.sites = Sites(settings)
+        self.static = StaticFiles(self.sites)
 
     async def space_request(self, request: web.Request, label: str) -> web.StreamResponse:
         settings = self.settings
@@ -86,7 +88,8 @@ class Gateway:
         stage = space.get("stage")
         if is_static(space):
             if space.get("commit") and stage not in ("PAUSED", "STOPPED", "DELETING"):
-                return await self.static.serve(request, space, apply_headers)
+                return await self.static.serve(request, space, apply_headers,
+                                               lambda: self.registry.space(space_id, fresh=True))
         elif stage == SLEEPING:
             answer = await self._wake(request, space)
             if answer is not None:
@@ -200,7 +203,7 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
         return await handler(request)
 
     app = web.Application(middlewares=[by_host], client_max_size=1024 ** 3)
-    app[SETTINGS], app[REGISTRY], app[SLEEPER] = settings, registry, sleeper
+    app[SETTINGS], app[REGISTRY], app[SLEEPER], app[SITES] = settings, registry, sleeper, gateway.sites
     app.router.add_get("/", gateway.gallery)
     app.router.add_get("/spaces/{owner}/{name}", gateway.space_page)
     app.router.add_get("/api/spaces", gateway.spaces_api)
@@ -218,7 +221,7 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
         if task:
             await task
         await gateway.proxy.close()
-        gateway.static.close()
+        gateway.sites.close()
         sleeper.close()
         await asyncio.get_running_loop().run_in_executor(None, registry.close)
 

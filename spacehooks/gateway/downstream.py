@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from spacehooks.gateway.staticsend import StaticAnswer
+from spacehooks.gateway.staticspace import Site
 from spacehooks.gateway.upstream import HOP_BY_HOP, Exchange, Pausable, Upstream
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ class Downstream(Pausable):
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.peer = ""
-        self.upstream: Upstream | None = None
+        self.upstream: Upstream | StaticAnswer | None = None
         self.current: Exchange | None = None  # being answered
         self.parsing: Exchange | None = None  # being read (may be `current`, or queued behind it)
         self.queue: deque[Exchange] = deque()
@@ -138,7 +140,7 @@ class Downstream(Pausable):
     def on_headers_complete(self) -> None:
         parser = self.parser
         host = accept = forwarded_for = proto = forwarded_host = None
-        chunked = False
+        chunked = has_body = False
         lines = [b"%s %s HTTP/1.1\r\n" % (parser.get_method(), self._url)]
         upgrade = parser.should_upgrade()
         self.head_started = None
@@ -154,6 +156,8 @@ class Downstream(Pausable):
             elif low == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
                 continue
+            elif low == b"content-length":
+                has_body = has_body or value.strip() != b"0"
             if low in HOP_BY_HOP and not (upgrade and low in (b"connection", b"upgrade")):
                 continue
             if low in FORWARDED:
@@ -172,10 +176,14 @@ class Downstream(Pausable):
         if chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         lines.append(b"\r\n")
-        target = self.relay.route(host, upgrade, accept)
+        method = parser.get_method()
+        target = self.relay.route(host, upgrade, accept, method, has_body or chunked)
         # HTTP/1.0 clients get their answer framed by the end of the connection
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
-        exchange = Exchange(target, b"".join(lines), keep_alive, chunked, parser.get_method() == b"HEAD", upgrade)
+        exchange = Exchange(target, b"".join(lines), keep_alive, chunked, method == b"HEAD", upgrade)
+        if isinstance(target[0], Site):  # answered by the relay itself, from a static Space's files
+            exchange.request = (method, self._url, self._headers)
+            exchange.complete = True  # no body: the answer may end before llhttp says so
         self._head_size = 0
         self.parsing = exchange
         if self.current is None:
@@ -219,7 +227,8 @@ class Downstream(Pausable):
             return
         if upstream is not None:
             upstream.close()
-        self.upstream = Upstream(self, exchange.target)
+        kind = StaticAnswer if isinstance(exchange.target[0], Site) else Upstream
+        self.upstream = kind(self, exchange.target)
         self.upstream.connect(exchange)
 
     def upstream_failed(self, upstream: Upstream, exchange: Exchange, reason: str) -> None:

@@ -4,10 +4,12 @@ A request through aiohttp's server and then its client costs about 0.2 ms of Pyt
 capped the gateway at a seventh of nginx's throughput. Here llhttp (httptools) parses each
 request and answer once, and bytes are copied between two sockets. Only requests whose route
 is certain take this path: a Space that is running, known from a snapshot younger than a
-second, with a plain (not upgraded, not event-stream) request. Everything else -- the gallery,
-the API, static Spaces, sleeping, building or unknown Spaces, WebSockets, event streams, and
-any request whose container did not take it -- is relayed to the aiohttp application on a
-private Unix socket, which knows how to wake, retry and explain.
+second, with a plain (not upgraded, not event-stream) request; and a bodiless GET or HEAD to a
+static Space whose deploy folder is loaded, answered here from its files (`staticsend.py`).
+Everything else -- the gallery, the API, the first request after a static deploy, sleeping,
+building or unknown Spaces, WebSockets, event streams, and any request whose container did not
+take it -- is relayed to the aiohttp application on a private Unix socket, which knows how to
+wake, retry, load and explain.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from spacehooks.gateway.app import space_headers, space_label
 from spacehooks.gateway.downstream import Downstream
 from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import is_static
+from spacehooks.gateway.staticspace import Sites
 from spacehooks.gateway.upstream import Target
 from spacehooks.state import ANSWERING
 
@@ -27,12 +30,14 @@ REFRESH_SECONDS = 0.4  # the snapshot is re-read this often, well inside the reg
 
 
 class Relay:
-    def __init__(self, settings, registry: Registry, app_socket: str):
+    def __init__(self, settings, registry: Registry, app_socket: str, sites: Sites | None = None):
         self.settings = settings
         self.registry = registry
+        self.sites = sites
         self.app_target = Target((app_socket, None, b"", frozenset()))
         self.connections: set[Downstream] = set()
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)
+        self.static = 0  # requests answered from a static Space's files
         self._headers: dict[str, tuple] = {}
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
@@ -70,7 +75,8 @@ class Relay:
                 for conn in list(self.connections):
                     conn.check_idle(now)
 
-    def route(self, host: bytes | None, upgrade: bool, accept: bytes | None) -> Target:
+    def route(self, host: bytes | None, upgrade: bool, accept: bytes | None, method: bytes = b"GET",
+              has_body: bool = False) -> Target:
         if host is None or upgrade or (accept and b"text/event-stream" in accept):
             return self.app_target
         label = space_label(self.settings, host.decode("latin-1"))
@@ -79,9 +85,23 @@ class Relay:
         space = self.registry.cached(label)
         if space is None:  # unknown, or the snapshot is stale (the sweeper could not read the store)
             return self.app_target
+        if is_static(space):
+            # the app loads a newly deployed commit's files; from then on the relay answers
+            site = self.sites.cached(space) if self.sites is not None else None
+            if site is None or method not in (b"GET", b"HEAD") or has_body \
+                    or space.get("stage") in ("PAUSED", "STOPPED", "DELETING"):
+                return self.app_target
+            self.static += 1
+            return Target((site, space["id"], *self._space_headers(space)))
         port = space.get("port")
-        if not port or space.get("stage") not in ANSWERING or is_static(space):
+        if not port or space.get("stage") not in ANSWERING:
             return self.app_target
+        self.direct += 1
+        return Target((port, space["id"], *self._space_headers(space)))
+
+    def _space_headers(self, space: dict) -> tuple[bytes, frozenset]:
+        """The Space's own answer headers as lines, and the names they replace (cached per config)."""
+        self.registry.touch(space["id"])
         config = space.get("config")
         cached = self._headers.get(space["id"])
         if cached is None or cached[0] is not config:
@@ -89,6 +109,4 @@ class Relay:
             lines = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in (*set_headers, *add_headers))
             cached = (config, lines, frozenset(k.lower().encode() for k, _ in set_headers))
             self._headers[space["id"]] = cached
-        self.registry.touch(space["id"])
-        self.direct += 1
-        return Target((port, space["id"], cached[1], cached[2]))
+        return cached[1], cached[2]

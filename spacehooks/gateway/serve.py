@@ -66,12 +66,13 @@ async def listen(settings, app: web.Application, host: str, port: int, shutdown_
             await web.TCPSite(runner, host, port, backlog=1024, reuse_address=True).start()
             return listening
         from spacehooks.gateway.api import REGISTRY
+        from spacehooks.gateway.app import SITES
         from spacehooks.gateway.relay import Relay
         # a folder only this user can enter: whoever reaches the socket may write X-Forwarded-For
         listening.private_dir = tempfile.mkdtemp(prefix="spacehooks-gateway-")
         path = os.path.join(listening.private_dir, "app.sock")
         await web.UnixSite(runner, path).start()
-        listening.relay = Relay(settings, app[REGISTRY], path)
+        listening.relay = Relay(settings, app[REGISTRY], path, app.get(SITES))
         await listening.relay.start(host, port)
         return listening
     except OSError as exc:

@@ -23,7 +23,7 @@ class Target(tuple):
 class Exchange:
     """One request and its answer."""
     __slots__ = ("target", "waiting", "waiting_size", "replay", "replay_size", "complete", "keep_alive",
-                 "chunked", "head_only", "upgrade", "answered")
+                 "chunked", "head_only", "upgrade", "answered", "request")
 
     def __init__(self, target, head: bytes, keep_alive: bool, chunked: bool, head_only: bool, upgrade: bool):
         self.target = target
@@ -34,6 +34,7 @@ class Exchange:
         self.complete = False
         self.keep_alive, self.chunked, self.head_only, self.upgrade = keep_alive, chunked, head_only, upgrade
         self.answered = False
+        self.request = None  # (method, target, headers) for an answer the relay makes itself
 
 
 class Pausable(asyncio.Protocol):
