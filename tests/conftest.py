@@ -110,6 +110,8 @@ def engine(server, engine_base_image, podman_url):
     for container in client.containers.list(all=True, filters={"label": "spacehooks.space"}):
         if container.labels.get("spacehooks.space") in ours:
             container.remove(force=True)
+    from spacehooks import netfence
+    netfence.remove_all(server.settings)  # its Space networks and its nftables table
 
 
 def _engine_create(server, space_id, files):
