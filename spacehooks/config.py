@@ -154,6 +154,6 @@ def _kind_name(kind) -> str:
 def markdown_table() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = yaml.safe_dump(s.default, default_flow_style=True).strip().removesuffix("...").strip()
+        default = yaml.safe_dump(s.default, default_flow_style=True, width=10 ** 6).strip().removesuffix("...").strip()
         rows.append(f"| `{s.key}` | `{default}` | {s.help} |")
     return "\n".join(rows)

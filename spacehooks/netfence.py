@@ -29,6 +29,7 @@ from spacehooks.errors import SpaceError
 LABEL_HOME = "spacehooks.home"
 LABEL_SPACE = "spacehooks.space"
 RESOLV_FILES = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 
 
 def _tag(settings) -> str:
@@ -138,6 +139,22 @@ def ruleset(settings) -> str:
         f"    iifname {bridges} ip6 daddr @deny6 counter drop\n  }}\n"
         "}\n"
     )
+
+
+def problem(settings) -> str | None:
+    """What keeps the fence or the Spaces' user namespaces from working here (for doctor)."""
+    for path in SUBID_FILES:
+        try:
+            ranges = [line for line in Path(path).read_text().splitlines() if line.startswith("containers:")]
+        except OSError:
+            ranges = []
+        if not ranges:
+            return f"{path} has no `containers` range: Space containers (userns=auto) cannot start"
+    try:
+        proc.run(["nft", "-c", "-f", "-"], input=ruleset(settings).encode(), timeout=30)
+    except SpaceError as exc:
+        return f"the network fence cannot be loaded: {exc.message}"
+    return None
 
 
 def ensure(settings) -> None:

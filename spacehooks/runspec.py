@@ -19,6 +19,11 @@ LABEL = "spacehooks.space"
 # Podman picks a free host range from /etc/subuid's `containers` entry for each container
 # (the REST API needs the mapping request spelled out; the CLI's --userns=auto does this).
 USERNS = {"userns_mode": "auto", "idmappings": {"AutoUserNs": True, "AutoUserNsOpts": {"Size": 65536}}}
+# With a user namespace, Podman 4.3's own /dev/shm mount (userdata/shm on the host) races its
+# clean-up when a container is removed ("device or resource busy", the container's storage
+# left behind, its image then impossible to remove); a private IPC namespace with /dev/shm
+# as the container's own tmpfs has no host mount to race.
+SHM_MOUNT = {"type": "tmpfs", "target": "/dev/shm", "size": "65536k"}
 
 
 def container_name(space_id: str, build_id) -> str:
@@ -104,12 +109,13 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
         ulimits=[{"Name": "nofile", "Soft": nofile, "Hard": nofile},
                  {"Name": "nproc", "Soft": int(limits["pids"]) * 4, "Hard": int(limits["pids"]) * 4}],
-        networks={netfence.network_name(settings, space["id"]): {}}, **USERNS,
+        networks={netfence.network_name(settings, space["id"]): {}}, **USERNS, ipc_mode="none",
+        mounts=[dict(SHM_MOUNT)],
         detach=True,
     )
     if config.get("sdk") == "streamlit":
         path = _streamlit_secrets(settings, space["id"], secrets)
-        kwargs["mounts"] = [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
+        kwargs["mounts"] += [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
                              "read_only": True, "chown": True}]
     devices = _gpu_devices(settings, space, limits)
     if devices:

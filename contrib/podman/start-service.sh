@@ -12,6 +12,7 @@ if curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     echo "podman service already answering on $sock"; exit 0
 fi
 mkdir -p "$(dirname "$sock")" "$conf_dir" "$(dirname "$log")"
+"$here/subids.sh"
 # shellcheck disable=SC3045 # dash and bash both know ulimit -H
 hard=$(ulimit -Hn)
 nofile=4096; [ "$hard" != unlimited ] && [ "$hard" -lt 4096 ] && nofile=$hard
