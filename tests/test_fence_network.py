@@ -6,9 +6,11 @@ private or metadata address: only loopback, the host's public-range addresses an
 addresses this test (or spacehooks, for this test) made."""
 import json
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +146,17 @@ def test_a_bad_range_in_the_egress_settings_is_named(engine):
         netfence.apply(config.load())
     assert caught.value.format_message() == ("network.egress_allow: '10.0.0.300/32' is not an address or CIDR range\n"
                                              "  fix: write ranges like 10.0.0.0/8 or fd00::/8")
+
+
+def test_fence_command_loads_and_shows_the_table(engine):
+    from spacehooks import netfence
+    table = netfence.table(engine.settings)
+    subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
+    spacehooks = [str(Path(sys.executable).parent / "spacehooks")]
+    loaded = subprocess.run(spacehooks + ["fence"], capture_output=True, text=True)
+    assert (loaded.returncode, loaded.stdout) == (0, f"network fence loaded: nftables table inet {table}\n")
+    listing = subprocess.run(["nft", "list", "table", "inet", table], capture_output=True, text=True)
+    assert listing.returncode == 0 and "192.168.0.0/16" in listing.stdout and "fc00::/7" in listing.stdout
+    shown = subprocess.run(spacehooks + ["fence", "--show"], capture_output=True, text=True).stdout
+    assert shown == netfence.ruleset(engine.settings)
+    assert f'iifname "{netfence.prefix(engine.settings)}*" counter drop' in shown
