@@ -43,7 +43,18 @@ def server(tmp_path, monkeypatch):
     s.configure()
     for key, value in s.env().items():
         monkeypatch.setenv(key, value)
-    return s
+    yield s
+    _remove_fence(s)
+
+
+def _remove_fence(server) -> None:
+    """The nftables table and Space networks this server's worker or runner made, if any."""
+    import subprocess
+    from spacehooks import config, netfence
+    settings = config.load(path=server.config, home=server.home)
+    table = ["nft", "list", "table", "inet", netfence.table(settings)]
+    if subprocess.run(table, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+        netfence.remove_all(settings)  # its networks exist only once the table was loaded
 
 
 def _ping(url: str) -> str:
@@ -110,8 +121,6 @@ def engine(server, engine_base_image, podman_url):
     for container in client.containers.list(all=True, filters={"label": "spacehooks.space"}):
         if container.labels.get("spacehooks.space") in ours:
             container.remove(force=True)
-    from spacehooks import netfence
-    netfence.remove_all(server.settings)  # its Space networks and its nftables table
 
 
 def _engine_create(server, space_id, files):
