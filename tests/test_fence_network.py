@@ -160,3 +160,17 @@ def test_fence_command_loads_and_shows_the_table(engine):
     shown = subprocess.run(spacehooks + ["fence", "--show"], capture_output=True, text=True).stdout
     assert shown == netfence.ruleset(engine.settings)
     assert f'iifname "{netfence.prefix(engine.settings)}*" counter drop' in shown
+
+
+def test_a_dockerfile_cannot_ask_for_the_hosts_network(engine):
+    """Podman 4.3's builder takes only --mount on RUN: a step asking for the host's network
+    fails the build instead of leaving the Space's network."""
+    files = {"README.md": "---\ntitle: Host net\nsdk: docker\napp_port: 8000\n---\n",
+             "Dockerfile": "FROM localhost/spacehooks/python:3.11\nRUN --network=host true\n"
+                           'CMD ["python", "-m", "http.server", "8000"]\n'}
+    bare, work = engine.create("alice/hostnet", files)
+    assert push(work, str(bare)).returncode == 0
+    assert engine.drain() == 1
+    space = engine.space("alice/hostnet")
+    assert space["stage"] == "BUILD_ERROR"
+    assert space["error"].endswith('building at STEP "RUN --network=host true": RUN only supports the --mount flag')
