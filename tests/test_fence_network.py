@@ -123,6 +123,12 @@ def test_egress_policy_denies_private_ranges_until_the_admin_opens_one(engine, l
     # the opened machine answers; the host's own address in that range stays fenced
     assert reached(probe_from(space, query)) == {f"tcp {lan.peer_v4} {peer_listener.port}": "answered",
                                                  f"udp {lan.peer_v4} {peer_listener.port}": "answered"}
+    # the Space's network goes with the Space
+    from spacehooks import admin, netfence
+    network = netfence.network_name(engine.settings, "alice/egress")
+    assert subprocess.run(["podman", "network", "exists", network]).returncode == 0
+    admin.delete(engine.settings, "alice/egress", lambda line: None)
+    assert subprocess.run(["podman", "network", "exists", network]).returncode == 1
 
 
 def test_worker_loads_the_fence_again_after_a_firewall_reload_flushed_it(engine):
