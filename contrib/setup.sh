@@ -87,7 +87,8 @@ export SPACEHOOKS_CONFIG="$config" SPACEHOOKS_HOME="$home"
 # --- system packages ---------------------------------------------------------------------
 if [ $packages = 1 ]; then
     step "System packages"
-    wanted="podman runc git curl mmdebstrap python3 python3-venv ca-certificates openssh-server"
+    # iptables: netavark's firewall driver (no container network starts without it); nftables: the fence
+    wanted="podman runc git curl mmdebstrap python3 python3-venv ca-certificates openssh-server iptables nftables"
     [ $nginx = 1 ] && wanted="$wanted nginx"
     missing=""
     for pkg in $wanted; do
@@ -185,6 +186,15 @@ fi
 
 step "State folder $home"
 if [ -d "$home" ]; then note "present"; else mkdir -p "$home"; did "created"; fi
+
+# --- container isolation: user namespaces and the network fence -------------------------
+if [ -z "$prefix" ]; then
+    step "Container isolation"
+    out=$("$here/podman/subids.sh")
+    if [ -n "$out" ]; then did "$out"; else note "containers has its subordinate ids"; fi
+    "$venv/bin/spacehooks" fence >/dev/null || die "the network fence could not be loaded (see above)"
+    note "network fence loaded (spacehooks fence --show prints it)"
+fi
 
 # --- git account and repositories ---------------------------------------------------------
 step "Repositories $repo_root"

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import builder, podman, runner
+from spacehooks import builder, netfence, podman, runner
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
@@ -164,6 +164,7 @@ def delete(settings, space_id: str, echo: Echo) -> None:
             c.remove(force=True)
         for image in client.images.list(name=builder.image_repo(space_id)):
             client.images.remove(image.id, force=True)
+        netfence.remove_space(settings, space_id)
         st.delete_space(space_id)
     finally:
         st.close()

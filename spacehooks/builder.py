@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import podman, sdkcompat, staticsite
+from spacehooks import netfence, podman, sdkcompat, staticsite
 from spacehooks.errors import SpaceError
 
 CA_SECRET = "spacehooks-ca"
@@ -206,9 +206,10 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                                  hint="point build.ca_bundle at a readable PEM file, or set it to an empty string")
         counter = LogCounter(write, list(secrets.values()))
         write(f"Building {tag} from {commit[:12]}" + (" without cache" if no_cache else ""))
+        network = netfence.prepare(settings, space_id)
         podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
                      secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
-                     should_stop=should_stop)
+                     should_stop=should_stop, network=network)
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
         return tag
     finally:

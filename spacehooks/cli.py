@@ -89,6 +89,23 @@ def schema_doc():
 # --- engine: worker, spaces and their admin commands (issue: build and run) ---------------
 
 @cli.command()
+@click.option("--show", is_flag=True, help="Print the nftables rules instead of loading them.")
+@pass_ctx
+def fence(ctx, show):
+    """Load the network fence: host firewall rules (nftables) that keep Spaces and their
+    build steps from the host, from each other and from `network.egress_deny`.
+
+    `serve` and `worker` load it at start and whenever it goes missing; run this after
+    changing network.* settings, or to see the rules."""
+    from spacehooks import netfence
+    if show:
+        click.echo(netfence.ruleset(ctx.settings), nl=False)
+        return
+    netfence.apply(ctx.settings)
+    click.echo(f"network fence loaded: nftables table inet {netfence.table(ctx.settings)}")
+
+
+@cli.command()
 @pass_ctx
 def worker(ctx):
     """Run queued builds and deploy them (blocks; `serve` runs it too)."""

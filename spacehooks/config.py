@@ -70,6 +70,8 @@ SETTINGS = [
     Setting("run.gc_interval_seconds", 21600, (int, float), "How often `serve` and `worker` run `gc` between builds (0: only by hand)."),
     Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
     Setting("gpu.cdi_dirs", ["/etc/cdi", "/var/run/cdi"], list, "Folders holding CDI specs, later ones overriding earlier ones; must be the folders Podman reads (its defaults are these two)."),
+    Setting("network.egress_deny", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10"], list, "Address ranges (CIDR) that Spaces and their build steps may not reach: private networks, link-local (cloud metadata at 169.254.169.254) and carrier-grade NAT. DNS (port 53) to the host's own resolvers stays open. Host addresses and other Spaces are fenced off whatever this holds."),
+    Setting("network.egress_allow", [], list, "Addresses or ranges (CIDR) inside `network.egress_deny` that Spaces may reach after all, e.g. `[10.0.5.20/32]` for an internal package mirror."),
     Setting("gateway.listen", "127.0.0.1:8080", str, "Address the gateway listens on."),
     Setting("gateway.domain", "localhost", str, "Spaces are served at `<owner>-<name>.<domain>`; the gallery at `<domain>`."),
     Setting("gateway.public_url", "http://{host}:8080", str, "How links to Spaces are written; `{host}` is the Space's host name."),
@@ -271,6 +273,6 @@ def _kind_name(kind) -> str:
 def markdown_table() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = yaml.safe_dump(s.default, default_flow_style=True).strip().removesuffix("...").strip()
+        default = yaml.safe_dump(s.default, default_flow_style=True, width=10 ** 6).strip().removesuffix("...").strip()
         rows.append(f"| `{s.key}` | `{default}` | {s.help} |")
     return "\n".join(rows)

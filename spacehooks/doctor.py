@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spacehooks import podman
+from spacehooks import netfence, podman
 from spacehooks import state as state_mod
 from spacehooks.admin import Echo
 from spacehooks.errors import SpaceError
@@ -62,6 +62,9 @@ def doctor(settings, echo: Echo) -> bool:
     ca = settings["build.ca_bundle"]
     check(not ca or os.access(ca, os.R_OK), f"build.ca_bundle {ca or '(none)'}", f"build.ca_bundle {ca} is not readable",
           "point build.ca_bundle at a readable PEM file (e.g. /etc/ssl/certs/ca-certificates.crt)")
+    fence = netfence.problem(settings)
+    check(fence is None, "network fence (nftables) and user namespace ids (`containers` in /etc/subuid, /etc/subgid)",
+          fence or "", "apt-get install nftables iptables; run as root; contrib/podman/subids.sh")
     home = Path(settings.home)
     check(home.is_dir() and os.access(home, os.W_OK), f"SPACEHOOKS_HOME {home} is writable",
           f"SPACEHOOKS_HOME {home} is missing or not writable", f"mkdir -p {home} and give it to the spacehooks user")

@@ -62,16 +62,57 @@ def info(settings) -> dict:
 
 
 def _get_json(url: str, path: str):
+    status, body = _request(url, "GET", path)
+    if status >= 400:
+        raise SpaceError(f"Podman {path}: HTTP {status}: {body[:300].decode(errors='replace')}")
+    return json.loads(body)
+
+
+def _request(url: str, method: str, path: str, payload: dict | None = None) -> tuple[int, bytes]:
     try:
         conn = _UnixConnection(_socket_path(url), 30)
-        conn.request("GET", path)
+        conn.request(method, path, body=None if payload is None else json.dumps(payload),
+                     headers={"Content-Type": "application/json"} if payload is not None else {})
         response = conn.getresponse()
-        body = response.read()
+        return response.status, response.read()
     except OSError as exc:
         raise unreachable(url, exc) from exc
-    if response.status >= 400:
-        raise SpaceError(f"Podman {path}: HTTP {response.status}: {body[:300].decode(errors='replace')}")
-    return json.loads(body)
+
+
+def ensure_network(settings, name: str, interface: str, labels: dict[str, str]) -> dict:
+    """The bridge network `name` (made when missing) with its bridge called `interface`.
+
+    No DNS server of its own (aardvark would listen on the bridge, i.e. on the host): the
+    containers get the host's resolvers. Podman picks a free subnet."""
+    url = settings["podman_url"]
+    quoted = urllib.parse.quote(name)
+    status, body = _request(url, "GET", f"{API}/networks/{quoted}/json")
+    if status == 404:
+        status, body = _request(url, "POST", f"{API}/networks/create", {
+            "name": name, "driver": "bridge", "network_interface": interface,
+            "dns_enabled": False, "ipv6_enabled": False, "internal": False, "labels": labels})
+        if status == 409:  # made meanwhile by another process
+            status, body = _request(url, "GET", f"{API}/networks/{quoted}/json")
+    if status >= 400:
+        raise SpaceError(f"Podman network {name}: HTTP {status}: {body[:300].decode(errors='replace')}")
+    network = json.loads(body)
+    if network.get("network_interface") != interface:
+        raise SpaceError(f"Podman network {name} uses bridge {network.get('network_interface')}, not {interface}",
+                         hint=f"remove it (`podman network rm {name}`); spacehooks makes it again")
+    return network
+
+
+def networks(settings, label: str) -> list[dict]:
+    """Networks carrying label (`key=value`)."""
+    query = urllib.parse.urlencode({"filters": json.dumps({"label": [label]})})
+    return _get_json(settings["podman_url"], f"{API}/networks/json?{query}")
+
+
+def remove_network(settings, name: str) -> None:
+    """Remove a network, with any container still on it; gone already is fine."""
+    status, body = _request(settings["podman_url"], "DELETE", f"{API}/networks/{urllib.parse.quote(name)}?force=true")
+    if status >= 400 and status != 404:
+        raise SpaceError(f"Podman network {name}: HTTP {status}: {body[:300].decode(errors='replace')}")
 
 
 # Buildah keys the cache of a folder COPY on a tar of it, times included, and the context is
@@ -102,8 +143,11 @@ def _tar_context(context: Path, extra: dict[str, bytes]) -> bytes:
 def build(settings, context: Path, tag: str, *, containerfile: str = "Containerfile",
           no_cache: bool = False, secrets: dict[str, bytes] | None = None,
           on_line: Callable[[str], None] = lambda line: None, timeout: float = 3600,
-          should_stop: Callable[[], bool] = lambda: False) -> str:
+          should_stop: Callable[[], bool] = lambda: False, network: str | None = None) -> str:
     """Build context/containerfile as tag, calling on_line for every log line; returns the image id.
+
+    RUN steps join `network`; without one they would share the host's network (the remote
+    API's default in Podman 4.3), host listeners on 127.0.0.1 included.
 
     Secrets travel inside the context tarball; the service moves each one out of the
     context before the build starts, so they are never in a layer (podman's remote build).
@@ -114,6 +158,9 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
         "dockerfile": containerfile, "t": tag, "nocache": "true" if no_cache else "false",
         "outputformat": OCI_FORMAT, "layers": "true", "rm": "true", "forcerm": "true",
     }
+    if network:  # networkmode 2 is buildah's NetworkEnabled; the path names the network
+        params["networkmode"] = "2"
+        params["nsoptions"] = json.dumps([{"Name": "network", "Host": False, "Path": network}])
     if secrets:
         params["secrets"] = json.dumps([f"id={name},src=spacehooks-secret-{name}" for name in secrets])
     body = _tar_context(context, extra)

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spacehooks import logs, podman, staticsite
+from spacehooks import logs, netfence, podman, staticsite
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
@@ -64,6 +64,7 @@ def _launch(settings, st, space: dict, image: str, config: dict, build_id,
             timeout: float | None = None) -> tuple[str, int]:
     """Start a container beside the current one and wait until it answers HTTP."""
     port = free_port(settings, st)
+    netfence.prepare(settings, space["id"])
     kwargs = create_kwargs(settings, st, space, image, config, build_id, port)
     client = podman.client(settings)
     container = client.containers.create(**kwargs)

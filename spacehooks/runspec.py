@@ -1,7 +1,8 @@
 """What a Space's container is created with: name, labels, limits, environment, secrets, ports.
 
 Every Space container runs as uid 1000 with no capabilities, no-new-privileges, an init
-process, explicit ulimits and its port on 127.0.0.1 only.
+process, explicit ulimits and its port on 127.0.0.1 only; on its Space's own network
+(netfence), in a user namespace of its own (uid 1000 inside is a host id no account has).
 """
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ import os
 import time
 from pathlib import Path
 
+from spacehooks import netfence
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 
 LABEL = "spacehooks.space"
-
+# Podman picks a free host range from /etc/subuid's `containers` entry for each container
+# (the REST API needs the mapping request spelled out; the CLI's --userns=auto does this).
+USERNS = {"userns_mode": "auto", "idmappings": {"AutoUserNs": True, "AutoUserNsOpts": {"Size": 65536}}}
+# With a user namespace, Podman 4.3's own /dev/shm mount (userdata/shm on the host) races its
+# clean-up when a container is removed ("device or resource busy", the container's storage
+# left behind, its image then impossible to remove); a private IPC namespace with /dev/shm
+# as the container's own tmpfs has no host mount to race.
+SHM_MOUNT = {"type": "tmpfs", "target": "/dev/shm", "size": "65536k"}
 
 
 def container_name(space_id: str, build_id) -> str:
@@ -72,10 +81,9 @@ def _streamlit_secrets(settings, space_id: str, secrets: dict) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
     with os.fdopen(fd, "w") as fh:
         fh.write(body)
-    if os.geteuid() == 0:
-        os.chown(path, 1000, 1000)  # the app runs as uid 1000 and must read it
-    else:
+    if os.geteuid() != 0:
         path.chmod(0o444)
+    # as root it stays 0400: the mount's chown option hands it to the host id uid 1000 maps to
     return path
 
 
@@ -109,12 +117,14 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
         ulimits=[{"Name": "nofile", "Soft": nofile, "Hard": nofile},
                  {"Name": "nproc", "Soft": int(limits["pids"]) * 4, "Hard": int(limits["pids"]) * 4}],
+        networks={netfence.network_name(settings, space["id"]): {}}, **USERNS, ipc_mode="none",
+        mounts=[dict(SHM_MOUNT)],
         detach=True,
     )
     if config.get("sdk") == "streamlit":
         path = _streamlit_secrets(settings, space["id"], secrets)
-        kwargs["mounts"] = [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
-                             "read_only": True}]
+        kwargs["mounts"] += [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
+                             "read_only": True, "chown": True}]
     devices = _gpu_devices(settings, space, limits)
     if devices:
         kwargs["devices"] = devices

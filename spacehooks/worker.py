@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, heal, intake, logs, podman, runlogs, runner, spool
+from spacehooks import builder, heal, intake, logs, netfence, podman, runlogs, runner, spool
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
@@ -15,6 +15,7 @@ from spacehooks.errors import SpaceError, report_bug
 RETRY_PAUSE = 5  # seconds before the loop tries a failed step again
 SERVICE_RETRIES = 3  # a build cut off by a Podman outage this often fails (the build may be the cause)
 IDLE_POLL = 0.3  # how soon a queued build starts; one small SQLite read each
+FENCE_CHECK = 10  # seconds between checks that the network fence is still loaded
 log = logging.getLogger("spacehooks.worker")
 
 
@@ -29,6 +30,7 @@ class Worker:
         self._pump: runlogs.RunLogPump | None = None  # the long-running loop copies app output
         self._healer = heal.Healer(settings)
         self._outage = podman.Outage(log, "builds and container clean-up")
+        self._fence_due = 0.0  # the first housekeeping loads the fence with current settings
 
     def run(self, stop: threading.Event, restore: bool = True) -> None:
         """Blocking loop until stop is set (serve runs it in a thread).
@@ -129,6 +131,9 @@ class Worker:
         return True
 
     def _housekeeping(self) -> None:
+        if time.monotonic() >= self._fence_due:  # a firewall reload flushes it under running Spaces
+            (netfence.ensure if self._fence_due else netfence.apply)(self.settings)
+            self._fence_due = time.monotonic() + FENCE_CHECK
         st = state_mod.open(self.settings)
         try:
             st.heartbeat()

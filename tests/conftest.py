@@ -43,7 +43,18 @@ def server(tmp_path, monkeypatch):
     s.configure()
     for key, value in s.env().items():
         monkeypatch.setenv(key, value)
-    return s
+    yield s
+    _remove_fence(s)
+
+
+def _remove_fence(server) -> None:
+    """The nftables table and Space networks this server's worker or runner made, if any."""
+    import subprocess
+    from spacehooks import config, netfence
+    settings = config.load(path=server.config, home=server.home)
+    table = ["nft", "list", "table", "inet", netfence.table(settings)]
+    if subprocess.run(table, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+        netfence.remove_all(settings)  # its networks exist only once the table was loaded
 
 
 def _ping(url: str) -> str:

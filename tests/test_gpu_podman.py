@@ -24,15 +24,24 @@ PROBE = ("echo TESTGPU=$TESTGPU; echo VENDOR=$TESTGPU_VENDOR; echo ACCELERATOR=$
 
 @pytest.fixture
 def fake_gpus(server, podman_url, tmp_path):
-    """Two fake GPUs of kind test.spacehooks.dev/gpu: a device node, an env var and a bind mount each."""
-    devices = []
+    """Two fake GPUs of kind test.spacehooks.dev/gpu: a device node, an env var and a bind mount each.
+
+    Space containers run in user namespaces, where runc cannot mknod: it bind-mounts the host's
+    node found at the container's path (real NVIDIA specs name the same path on both sides).
+    So the fake nodes exist on the host too, as copies of /dev/zero and /dev/null."""
+    devices, nodes = [], []
     for n, node in (("0", "/dev/zero"), ("1", "/dev/null")):
+        fake = Path(f"/dev/testgpu{n}")
+        fake.unlink(missing_ok=True)
+        os.mknod(fake, 0o020000 | 0o666, os.stat(node).st_rdev)
+        fake.chmod(0o666)
+        nodes.append(fake)
         info = tmp_path / f"gpu{n}.txt"
         info.write_text(f"fake gpu {n}\n")
         info.chmod(0o644)
         devices.append({"name": n, "containerEdits": {
             "env": [f"TESTGPU={n}"],
-            "deviceNodes": [{"path": f"/dev/testgpu{n}", "hostPath": node}],
+            "deviceNodes": [{"path": f"/dev/testgpu{n}", "hostPath": str(fake)}],
             "mounts": [{"hostPath": str(info), "containerPath": f"/opt/testgpu/gpu{n}.txt",
                         "options": ["ro", "nosuid", "nodev", "bind"]}]}})
     path = ETC_CDI / "spacehooks-test-gpu.json"
@@ -45,6 +54,8 @@ def fake_gpus(server, podman_url, tmp_path):
     server.settings = config.load()
     yield server
     path.unlink(missing_ok=True)
+    for fake in nodes:
+        fake.unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 conf_dir=${SPACEHOOKS_PODMAN_CONF_DIR:-/etc/spacehooks}
 log=${SPACEHOOKS_PODMAN_LOG:-/var/log/spacehooks-podman.log}
 
+# Space containers run in user namespaces carved from this range (read at each container start)
+"$here/subids.sh"
 if curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     echo "podman service already answering on $sock"; exit 0
 fi
@@ -25,7 +27,9 @@ rm -f "$sock"
 CONTAINERS_CONF="$conf_dir/containers.conf" setsid nohup podman system service --time=0 "unix://$sock" >>"$log" 2>&1 < /dev/null &
 i=0
 while [ $i -lt 50 ]; do
-    if curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
+    # Space containers run in user namespaces carved from this range (read at each container start)
+"$here/subids.sh"
+if curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
         echo "podman service started on $sock (log: $log)"; exit 0
     fi
     i=$((i + 1)); sleep 0.2
