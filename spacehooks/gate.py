@@ -10,7 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from spacehooks import depfiles, secretscan, spaceconfig
+from spacehooks import depfiles, pyversions, secretscan, spaceconfig
 from spacehooks.config import Settings
 from spacehooks.gitrepo import ZERO, Repo
 from spacehooks.output import Out
@@ -30,6 +30,9 @@ class CommitSource:
             return False
         old, new = self.repo.entry(self.base, path), self.repo.entry(self.rev, path)
         return old is not None and new is not None and old.oid == new.oid
+
+    def names(self) -> list[str]:
+        return self.repo.root_names(self.rev)
 
     def kind(self, path: str) -> str | None:
         entry = self.repo.entry(self.rev, path)
@@ -55,6 +58,9 @@ class DirSource:
 
     def unchanged(self, path: str) -> bool:
         return False
+
+    def names(self) -> list[str]:
+        return os.listdir(self.root)
 
     def kind(self, path: str) -> str | None:
         p = self._path(path)
@@ -83,6 +89,7 @@ class Report:
         self.errors: list = []
         self.warnings: list = []
         self.config: spaceconfig.SpaceConfig | None = None
+        self.readme = "README.md"
 
 
 def _read_limited(settings: Settings, source, path: str, report: Report) -> bytes | None:
@@ -95,37 +102,42 @@ def _read_limited(settings: Settings, source, path: str, report: Report) -> byte
 
 def check_tree(settings: Settings, source, space_id: str) -> Report:
     report = Report(space_id)
-    kind = source.kind("README.md")
+    # as on the Hub: README.md, else a case variant such as readme.md
+    readme = report.readme = spaceconfig.readme_name(source.names()) or "README.md"
+    kind = source.kind(readme)
     if kind is None:
-        report.errors.append(Problem("README.md", None, 'is missing: a Space needs a README.md that starts with a YAML block setting at least "sdk"'))
+        report.errors.append(Problem(readme, None, 'is missing: a Space needs a README.md that starts with a YAML block setting at least "sdk"'))
         return report
     if kind != "blob":
-        report.errors.append(Problem("README.md", None, "must be a regular file (found a symlink or folder)"))
+        report.errors.append(Problem(readme, None, "must be a regular file (found a symlink or folder)"))
         return report
-    data = _read_limited(settings, source, "README.md", report)
+    data = _read_limited(settings, source, readme, report)
     if data is None:
         return report
-    cfg = spaceconfig.parse(data, "README.md")
+    cfg = spaceconfig.parse(data, readme)
     report.config = cfg
     report.errors += cfg.errors
     report.warnings += cfg.warnings
     _check_capabilities(settings, cfg, report)
     _check_app_file(source, cfg, report)
-    report.errors.sort(key=lambda p: (p.file != "README.md", p.file, p.line or 0))
+    report.errors.sort(key=lambda p: (p.file != readme, p.file, p.line or 0))
     _check_dependency_files(settings, source, cfg, report)
     return report
 
 
 def _check_capabilities(settings: Settings, cfg, report: Report) -> None:
     version = cfg.get("python_version")
-    if version and cfg.sdk in ("gradio", "streamlit"):
-        available = sorted(settings["python_versions"], key=lambda v: [int(x) for x in v.split(".")])
-        minor = ".".join(version.split(".")[:2])
-        if minor not in available:
-            report.errors.append(Problem(
-                "README.md", cfg.line_of("python_version"),
-                f'"python_version" {version} is not available on this server; it provides [{", ".join(available)}]',
-                "python_version"))
+    if not version or cfg.sdk not in ("gradio", "streamlit"):
+        return  # docker Spaces pick their own Python in the Dockerfile; static ones run none
+    versions = settings["python_versions"]
+    choice = pyversions.choose(versions, version)
+    if choice is not None and choice.exact:
+        return
+    line = cfg.line_of("python_version")
+    if choice is not None and pyversions.policy(settings) == "nearest":
+        report.warnings.append(Problem(report.readme, line, pyversions.fallback_message(choice), "python_version"))
+    else:
+        report.errors.append(Problem(report.readme, line, pyversions.refused_message(versions, version), "python_version"))
 
 
 def _check_app_file(source, cfg, report: Report) -> None:
@@ -140,7 +152,7 @@ def _check_app_file(source, cfg, report: Report) -> None:
         # The gateway serves the commit's files; running the command would need a build image
         # (node and the like) that this server does not have, so the built files must be committed.
         report.warnings.append(Problem(
-            "README.md", cfg.line_of("app_build_command"),
+            report.readme, cfg.line_of("app_build_command"),
             '"app_build_command" is not run on this server: static Spaces are served as committed; '
             f"commit the built files ({cfg.app_file} and what it loads)", "app_build_command"))
     app_file = cfg.app_file
@@ -150,14 +162,14 @@ def _check_app_file(source, cfg, report: Report) -> None:
     if kind == "link":
         resolved, problem = source.resolve(app_file)
         if problem:
-            report.errors.append(Problem("README.md", line, f"{where} {problem}", "app_file"))
+            report.errors.append(Problem(report.readme, line, f"{where} {problem}", "app_file"))
             return
         kind = source.kind(resolved)
     if kind is None:
         fix = "add it or set app_file to the main file" if line is None else "add the file or fix the path"
-        report.errors.append(Problem("README.md", line, f"{where} does not exist in the repository; {fix}", "app_file"))
+        report.errors.append(Problem(report.readme, line, f"{where} does not exist in the repository; {fix}", "app_file"))
     elif kind != "blob":
-        report.errors.append(Problem("README.md", line, f"{where} is a folder; it must be a file", "app_file"))
+        report.errors.append(Problem(report.readme, line, f"{where} is a folder; it must be a file", "app_file"))
 
 
 def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> None:

@@ -341,6 +341,16 @@ def decode(data: bytes, filename: str) -> str:
     return text_value.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def readme_name(names) -> str | None:
+    """The file the Hub reads as the README among a tree's root names: README.md, else a case
+    variant (readme.md, Readme.md; the first in byte order when there are several)."""
+    names = list(names)
+    if "README.md" in names:
+        return "README.md"
+    variants = sorted(n for n in names if n.lower() == "readme.md")
+    return variants[0] if variants else None
+
+
 def parse(data: bytes, filename: str = "README.md") -> SpaceConfig:
     """Parse and validate the README; every problem found lands in `.errors`, not an exception."""
     cfg = SpaceConfig()

@@ -63,7 +63,6 @@ def test_every_problem_is_reported_at_once_and_nothing_lands(server, space, tmp_
     assert f" !     {REJECTED}" in remote_lines(result)
     assert problems(result) == [
         'README.md:3: "colorFrom" must be one of [red, yellow, green, blue, indigo, purple, pink, gray] (found "orange")',
-        'README.md:6: "python_version" 3.10 is not available on this server; it provides [3.11]',
         'README.md:7: "app_file" must stay inside the repository (no ".." parts) (found "../etc/passwd")',
         'README.md:8: "short_description" must be at most 60 characters (found 61)',
         'README.md:9: "fullWidth" must be true or false (found "yes")',
@@ -73,6 +72,9 @@ def test_every_problem_is_reported_at_once_and_nothing_lands(server, space, tmp_
         "config.py:1: looks like a Hugging Face token (hf_a1B…); remove it from every commit of the push and store it on the server instead: spacehooks secrets set alice/demo NAME",
     ]
     assert " !     warning: README.md:12: unknown key \"language\" is ignored" in remote_lines(result)
+    assert (' !     warning: README.md:6: "python_version" 3.10 is not on this server: the Space runs on python 3.11, '
+            'the nearest it has; an administrator can add 3.10 (spacehooks README, "Compatibility with the Hub")'
+            in remote_lines(result))
     assert refs_and_objects(space) == before
 
 
