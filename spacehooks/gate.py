@@ -190,12 +190,18 @@ def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> 
                 report.errors += depfiles.check_requirements(data, name, exists)
 
 
-def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Report) -> None:
+def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Report,
+                  confirmed: frozenset = frozenset(), pusher: str = "") -> list:
+    """Findings refused, or noted when the pusher confirmed them (`-o secret-ok=FP`); returns
+    the confirmed ones, for the record."""
     if not settings["secret_scan.enabled"]:
-        return
+        return []
     commits = repo.new_commits(new, old=old)
     findings = secretscan.scan_commits(repo.repo, commits, settings["secret_scan.allow_paths"])
-    report.errors += secretscan.as_problems(findings, report.space_id)
+    accepted = [f for f in findings if f.fingerprint in confirmed]
+    report.errors += secretscan.as_problems([f for f in findings if f.fingerprint not in confirmed], report.space_id)
+    report.warnings += secretscan.accepted_notes(accepted, pusher)
+    return accepted
 
 
 class RefUpdate(NamedTuple):
@@ -213,10 +219,12 @@ def parse_updates(stdin_text: str) -> list[RefUpdate]:
     return updates
 
 
-def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out) -> bool:
+def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out,
+               confirmed: frozenset = frozenset(), pusher: str = "") -> bool:
     """Check every ref update of a push; print the verdict; True when the push may land."""
     deploy_ref = f"refs/heads/{settings['deploy_branch']}"
     ok = True
+    accepted: dict = {}
     for update in updates:
         if update.ref != deploy_ref and not settings["check_other_refs"]:
             continue
@@ -228,8 +236,18 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
             continue
         out.step(f"Checking {space_id} ({update.ref.removeprefix('refs/heads/')} {update.new[:7]})")
         report = check_tree(settings, CommitSource(repo, update.new, update.old), space_id)
-        check_secrets(settings, repo, update.new, update.old, report)
+        for finding in check_secrets(settings, repo, update.new, update.old, report, confirmed, pusher):
+            accepted[finding.fingerprint] = finding
         ok = print_report(out, report) and ok
+    for unused in sorted(confirmed - set(accepted)):
+        out.warn(f"{secretscan.CONFIRM_OPTION}={unused} matches no finding of this push; it confirmed nothing")
+    if ok and accepted:
+        try:
+            secretscan.record(settings.home, space_id, pusher, list(accepted.values()))
+        except OSError as exc:  # a confirmation nobody can audit later is not accepted
+            out.alert(f"Sorry, your push was rejected: {secretscan.CONFIRM_OPTION} could not be recorded in "
+                      f"{settings.home}/secret-ok.log ({exc.strerror}); ask the administrator")
+            return False
     return ok
 
 
@@ -266,9 +284,7 @@ def validate_directory(settings: Settings, directory: Path, out: Out | None = No
                 continue
             if b"\x00" in data[:8000]:
                 continue
-            report.errors += secretscan.as_problems(
-                [secretscan.Finding(rel, line, kind, sample) for line, kind, sample in secretscan.scan_blob(data)],
-                "OWNER/NAME")
+            report.errors += secretscan.as_problems(list(secretscan.scan_blob(data, path=rel)), "OWNER/NAME")
     return print_report(out, report)
 
 

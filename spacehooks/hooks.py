@@ -70,7 +70,7 @@ def run_hook(path: Path, args: list[str], stdin: bytes) -> int:
 
 
 def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
-    from spacehooks import gate
+    from spacehooks import gate, secretscan
     from spacehooks.gitrepo import Repo
     repo_path = Path.cwd()
     chained = _chained(repo_path, "pre-receive")
@@ -82,7 +82,9 @@ def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
     space_id = space_id_for(repo_path, settings, dict(os.environ))
     updates = gate.parse_updates(stdin.decode(errors="replace"))
     repo = Repo.open_for_hook(repo_path)
-    return 0 if gate.check_push(settings, repo, updates, space_id, out) else 1
+    env = dict(os.environ)
+    confirmed = frozenset(secretscan.confirmations(env))
+    return 0 if gate.check_push(settings, repo, updates, space_id, out, confirmed, pusher_identity(env)) else 1
 
 
 def post_receive(args: list[str], stdin: bytes, out: Out) -> int:

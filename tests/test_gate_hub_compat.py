@@ -156,3 +156,76 @@ def test_readme_case_variants_and_which_wins(server, space, tmp_path):
                              stderr=subprocess.STDOUT, text=True)
     assert checked.returncode == 0, checked.stdout
     assert "       sdk static, app index.html: all checks passed" in checked.stdout.splitlines()
+
+
+NOTEBOOK = ('{"cells": [{"cell_type": "code", "outputs": [{"data": {"text/html": ['
+            '"<style>#sk-container-id-1 label.sk-toggleable__label-arrow:before {content: \\"▸\\";}</style>",'
+            '"<div class=\\"sk-item\\"><label class=\\"sk-toggleable__label sk-toggleable__label-arrow\\">SVC</label>"'
+            ']}}], "source": ["model"]}], "nbformat": 4}\n')
+ENV_EXAMPLE = ("ANTHROPIC_API_KEY=sk-ant-YOUR_ANTHROPIC_API_KEY\nOPENAI_API_KEY=sk-xxxxxxxxxxxxxxxxxxxxxxxx\n"
+               "HF_TOKEN=hf_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\nGITHUB_TOKEN=<your-token>\n"
+               "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\n")
+# drawn at random for this test, never issued: the structure of a real token
+KEY = "hf_" + "Qm7Zt2XvK9pLr4WbN8sYc3DjH6fGa1UeT5"
+
+
+def _fingerprint(result):
+    line = next(a for a in alerts(result) if "secret-ok=" in a)
+    return line.rsplit("secret-ok=", 1)[1]
+
+
+def test_placeholders_and_notebook_look_alikes_pass_real_keys_do_not(server, space, tmp_path):
+    work = work_repo(tmp_path / "w", {"README.md": GRADIO_README, "app.py": "print(1)\n",
+                                      "demo.ipynb": NOTEBOOK, ".env.example": ENV_EXAMPLE})
+    result = push(work, str(space))
+    assert (result.returncode, alerts(result)) == (0, []), result.stdout
+    before = refs_and_objects(space)
+    work_repo(work, {"app.py": f"TOKEN = '{KEY}'\n"}, "key")
+    refused = push(work, str(space))
+    assert refused.returncode != 0
+    fp = _fingerprint(refused)
+    assert len(fp) == 12 and int(fp, 16) >= 0
+    assert alerts(refused) == [
+        REJECTED,
+        "app.py:1: looks like a Hugging Face token (hf_Qm7…); remove it from every commit of the push and store it "
+        "on the server instead: spacehooks secrets set alice/demo NAME; if it is no secret, confirm this one "
+        f"finding: git push -o secret-ok={fp}"]
+    assert refs_and_objects(space) == before
+
+
+def test_a_pusher_confirms_one_finding_by_its_fingerprint_and_it_is_recorded(server, space, tmp_path):
+    import json
+    work = work_repo(tmp_path / "w", {"README.md": GRADIO_README, "app.py": "print(1)\n"})
+    assert push(work, str(space)).returncode == 0
+    other = "ghp_" + "r8Kd2LmQ7vXz4NcB9tWy3HpJ6sFa5GeU1iOo"
+    work_repo(work, {"app.py": f"TOKEN = '{KEY}'\n", "tests/data.py": f"FIXTURE = '{other}'\n"}, "keys")
+    refused = push(work, str(space))
+    found = [a for a in alerts(refused) if "secret-ok=" in a]
+    assert [a.split(":")[0] for a in found] == ["app.py", "tests/data.py"]
+    fp_app, fp_data = (a.rsplit("secret-ok=", 1)[1] for a in found)
+    before = refs_and_objects(space)
+    # one confirmation covers one finding only: the other still refuses the push, nothing is recorded
+    half = push(work, str(space), "main", f"secret-ok={fp_data}")
+    assert half.returncode != 0
+    assert [a.split(":")[0] for a in alerts(half) if "secret-ok=" in a and not a.startswith("warning")] == ["app.py"]
+    assert refs_and_objects(space) == before
+    assert not (server.home / "secret-ok.log").exists()
+    # a fingerprint of another push confirms nothing and says so
+    stray = push(work, str(space), "main", f"secret-ok={fp_data}", f"secret-ok={fp_app}", "secret-ok=0123456789ab")
+    assert stray.returncode == 0, stray.stdout
+    assert alerts(stray) == [
+        f"warning: app.py:1: a Hugging Face token (hf_Qm7…) accepted as no secret: secret-ok={fp_app} given by root",
+        f"warning: tests/data.py:1: a GitHub token (ghp_r8…) accepted as no secret: secret-ok={fp_data} given by root",
+        "warning: secret-ok=0123456789ab matches no finding of this push; it confirmed nothing"]
+    records = [json.loads(line) for line in (server.home / "secret-ok.log").read_text().splitlines()]
+    assert [{k: r[k] for k in ("space", "pusher", "fingerprint", "path", "line", "kind")} for r in records] == [
+        {"space": "alice/demo", "pusher": "root", "fingerprint": fp_app, "path": "app.py", "line": 1,
+         "kind": "a Hugging Face token"},
+        {"space": "alice/demo", "pusher": "root", "fingerprint": fp_data, "path": "tests/data.py", "line": 1,
+         "kind": "a GitHub token"}]
+    assert KEY not in (server.home / "secret-ok.log").read_text()
+    # the same key in another file is another finding: confirmed anew, or refused
+    work_repo(work, {"config.py": f"T = '{KEY}'\n"}, "again")
+    again = push(work, str(space))
+    assert again.returncode != 0
+    assert [a.split(":")[0] for a in alerts(again) if "secret-ok=" in a] == ["config.py"]
