@@ -18,6 +18,9 @@ def doctor(settings, echo: Echo) -> bool:
         echo(f"ok       {good}" if ok else f"PROBLEM  {bad}\n  fix: {fix}")
         problems += not ok
 
+    hook_account = _hook_interpreter(settings)
+    if hook_account is not None:
+        check(*hook_account)
     url = settings["podman_url"]
     try:
         podman.ping(url)
@@ -66,3 +69,29 @@ def doctor(settings, echo: Echo) -> bool:
               f"groupadd --system {group} && usermod -a -G {group} GIT_ACCOUNT (or set home_group)")
     echo("all checks passed" if not problems else f"{problems} problem(s) found")
     return problems == 0
+
+
+def _hook_interpreter(settings) -> tuple | None:
+    """(ok, good, bad, fix) for: the account owning repo_root (it runs the hooks at push) can
+    run this interpreter, the one `spacehooks install` writes into the hooks. A venv made from
+    a Python under /root (pyenv) links into a folder only root may enter."""
+    import pwd
+    import sys
+    from spacehooks import proc
+    root = Path(settings["repo_root"])
+    if os.geteuid() != 0 or not root.is_dir() or root.stat().st_uid == 0:
+        return None  # root's own pushes, or nobody to check as
+    try:
+        user = pwd.getpwuid(root.stat().st_uid).pw_name
+    except KeyError:
+        return None
+    python = sys.executable
+    result = proc.run(["runuser", "-u", user, "--", python, "-c", "import spacehooks"], check=False, timeout=60,
+                      cwd="/")
+    why = (result.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+    return (result.returncode == 0,
+            f"the hook account {user} (owner of {root}) runs the hooks' interpreter {python}",
+            f"the hook account {user} (owner of {root}) cannot run the hooks' interpreter {python}: {why}; "
+            "every push fails",
+            f"make the venv from the system Python, readable by {user}: /usr/bin/python3 -m venv VENV "
+            f"(contrib/setup.sh does), then spacehooks install {root}")

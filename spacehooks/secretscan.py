@@ -3,7 +3,6 @@ a token added and removed again would still be in the history)."""
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import re
 from typing import Iterable, Iterator, NamedTuple
 
@@ -30,6 +29,7 @@ def _redact(text: str) -> str:
 
 def fingerprint(path: str, token: bytes) -> str:
     """Names one finding (this match in this file) without telling the secret."""
+    import hashlib  # here: OpenSSL's load costs every push milliseconds, and few have findings
     return hashlib.sha256(path.encode(errors="replace") + b"\0" + token).hexdigest()[:12]
 
 
