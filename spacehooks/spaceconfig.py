@@ -202,7 +202,7 @@ KEYS = [
     Key("sdk", one_of(SDKS), "How the Space is built and run.", required=True),
     Key("sdk_version", matching(r"\d+(?:\.\d+){0,3}(?:(?:a|b|rc|\.dev|\.post)\d+)?", "a version such as 4.44.1"),
         "Version of gradio or streamlit to install.", ("gradio", "streamlit")),
-    Key("python_version", matching(r"3\.\d{1,2}(?:\.\d{1,2})?", "3.x or 3.x.x"), "Python of the base image; the server must provide it."),
+    Key("python_version", matching(r"3\.\d{1,2}(?:\.\d{1,2})?", "3.x or 3.x.x"), "Python of the base image: the server's own for that version, else the nearest it has, with a warning at push (or refused: setting python_version_fallback)."),
     Key("app_file", matching(r"[^\x00]{1,255}", "a path inside the repository"), "Main file, relative to the repository root (default `app.py`; `index.html` for static)."),
     Key("app_port", integer(1, 65535), "Port the app listens on (default 7860).", ("docker",)),
     Key("base_path", matching(r"/[^\s]*", "a path starting with /"), "Initial URL path the Space page opens."),
