@@ -264,8 +264,10 @@ def test_contrib_shell_scripts_pass_shellcheck():
     assert lint.returncode == 0, lint.stdout
 
 
-GIT_USER = "spacehooks-setup-git"
-GROUP = "spacehooks-setup"
+# per test process: sessions running this test at the same time on one machine would otherwise
+# move one account's home and group under each other
+GIT_USER = f"shsetup-git-{os.getpid()}"
+GROUP = f"shsetup-{os.getpid()}"
 
 
 @pytest.mark.slow
@@ -336,7 +338,7 @@ def test_setup_with_a_git_account_shares_the_state_store(monkeypatch):
             assert (path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (gid, mode), path
 
         second = _setup(src, prefix, servers.free_port(), "/nonexistent.sock", args)
-        assert second[-2] == "-----> Nothing to change: spacehooks is set up", second
+        assert second[-2] == "-----> Nothing to change: spacehooks is set up", "\n".join(second)
 
         # as the git account: `git init --bare` picks up the template, a push queues a build
         env = {"HOME": user.pw_dir, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **GIT_ENV}
@@ -367,5 +369,31 @@ def test_setup_with_a_git_account_shares_the_state_store(monkeypatch):
             assert st.get_space("bob/new")["stage"] == "RUNNING"
         finally:
             st.close()
+
+        # `create` prints an SSH address that works as printed from this machine (the test
+        # sshd listens on another port: GIT_SSH_COMMAND carries it, the address is unchanged)
+        created = subprocess.run([venv / "bin" / "spacehooks", "create", "bob/viassh"], env=doctor_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        made = repo_root / "bob" / "viassh.git"
+        assert created.stdout.splitlines()[0] == f"created {made} (owner {GIT_USER}, hooks installed)"
+        local = created.stdout.splitlines()[2]
+        assert local == (f"  (from this server too: git push {GIT_USER}@localhost:{made} HEAD:main, with your key in "
+                         f"~{GIT_USER}/.ssh/authorized_keys)")
+        command = local.removeprefix("  (from this server too: ").split(", with")[0].split()
+        ssh = servers.SSHServer(base / "sshd")
+        ssh.start()
+        try:
+            key = servers.keypair(base / "alice_key")
+            shell = prefix / "usr" / "local" / "bin" / "spacehooks-git-shell"
+            ssh.authorize(GIT_USER, key.with_suffix(".pub"), f'command="{shell} alice",restrict')
+            work = work_repo(base / "work-ssh", {"README.md": STATIC_README, "index.html": "<p>ssh</p>\n"})
+            git("checkout", "-q", "-b", "topic", cwd=work)
+            pushed = git(*command[1:], cwd=work, check=False, env={"GIT_SSH_COMMAND": ssh.ssh_command(key)})
+            assert pushed.returncode == 0, pushed.stdout
+            assert "remote: -----> Build #2 queued for bob/viassh at " in pushed.stdout, pushed.stdout
+        finally:
+            ssh.stop()
     finally:
         shutil.rmtree(base)
+        subprocess.run(["userdel", GIT_USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["groupdel", GROUP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
