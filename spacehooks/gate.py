@@ -240,7 +240,9 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
             accepted[finding.fingerprint] = finding
         ok = print_report(out, report) and ok
     for unused in sorted(confirmed - set(accepted)):
-        out.warn(f"{secretscan.CONFIRM_OPTION}={unused} matches no finding of this push; it confirmed nothing")
+        # the value comes from the pusher: echoed only when it has a fingerprint's shape
+        shown = unused if secretscan.FINGERPRINT.fullmatch(unused) else "(not 12 hex digits)"
+        out.warn(f"{secretscan.CONFIRM_OPTION}={shown} matches no finding of this push; it confirmed nothing")
     if ok and accepted:
         try:
             secretscan.record(settings.home, space_id, pusher, list(accepted.values()))

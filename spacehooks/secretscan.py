@@ -13,6 +13,7 @@ from spacehooks.spaceconfig import Problem
 
 MAX_BLOB = 2 * 1024 * 1024
 CONFIRM_OPTION = "secret-ok"
+FINGERPRINT = re.compile(r"[0-9a-f]{12}")
 
 
 class Finding(NamedTuple):

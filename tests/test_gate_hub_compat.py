@@ -211,11 +211,13 @@ def test_a_pusher_confirms_one_finding_by_its_fingerprint_and_it_is_recorded(ser
     assert refs_and_objects(space) == before
     assert not (server.home / "secret-ok.log").exists()
     # a fingerprint of another push confirms nothing and says so
-    stray = push(work, str(space), "main", f"secret-ok={fp_data}", f"secret-ok={fp_app}", "secret-ok=0123456789ab")
+    stray = push(work, str(space), "main", f"secret-ok={fp_data}", f"secret-ok={fp_app},0123456789ab",
+                 "secret-ok=\x1b[2J<b>")
     assert stray.returncode == 0, stray.stdout
     assert alerts(stray) == [
         f"warning: app.py:1: a Hugging Face token (hf_Qm7…) accepted as no secret: secret-ok={fp_app} given by root",
         f"warning: tests/data.py:1: a GitHub token (ghp_r8…) accepted as no secret: secret-ok={fp_data} given by root",
+        "warning: secret-ok=(not 12 hex digits) matches no finding of this push; it confirmed nothing",
         "warning: secret-ok=0123456789ab matches no finding of this push; it confirmed nothing"]
     records = [json.loads(line) for line in (server.home / "secret-ok.log").read_text().splitlines()]
     assert [{k: r[k] for k in ("space", "pusher", "fingerprint", "path", "line", "kind")} for r in records] == [
