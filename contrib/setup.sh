@@ -14,7 +14,8 @@ usage() {
     cat <<'EOF'
 usage: contrib/setup.sh [options]
   --prefix DIR        install everything below DIR (for tests; no systemd, no packages)
-  --python PATH       python used for the venv (default: python3)
+  --python PATH       python used for the venv (default: /usr/bin/python3, the system's: the git
+                      account runs the hooks with it, and a python3 under /root is not reachable)
   --git-user NAME     account that receives pushes over SSH (default: git; "" for none)
   --group NAME        group of the git account, which may drop push records into the state folder (default: spacehooks)
   --podman-socket P   Podman API socket (default: /run/spacehooks/podman.sock)
@@ -31,7 +32,7 @@ EOF
 
 here=$(cd "$(dirname "$0")" && pwd)
 checkout=$(dirname "$here")
-prefix=""; python=python3; git_user=default; group=spacehooks; socket=/run/spacehooks/podman.sock
+prefix=""; python=/usr/bin/python3; git_user=default; group=spacehooks; socket=/run/spacehooks/podman.sock
 listen=""; domain=""; nginx=0; packages=1; podman=1; base_image=1; serve=1; systemd=auto
 
 while [ $# -gt 0 ]; do
@@ -107,6 +108,16 @@ fi
 
 # --- venv with the package from this checkout --------------------------------------------
 step "Python environment $venv"
+# hook_python_runs: the git account (which runs the hooks at every push) can start the venv's
+# python and import spacehooks; a venv from a python under /root (pyenv, mode 0700) cannot
+hook_python_runs() {
+    [ -z "$git_user" ] || ! id "$git_user" >/dev/null 2>&1 \
+        || (cd / && runuser -u "$git_user" -- "$venv/bin/python" -c 'import spacehooks') >/dev/null 2>&1
+}
+if [ -x "$venv/bin/python" ] && ! hook_python_runs; then
+    note "$git_user cannot run $venv/bin/python ($(readlink -f "$venv/bin/python")); making the venv again from $python"
+    rm -rf "$venv"
+fi
 source_hash=$(cd "$checkout" && find spacehooks githooks setup.cfg setup.py pyproject.toml -type f \
                   -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 if [ -x "$venv/bin/spacehooks" ] && [ "$(cat "$venv/.spacehooks-source" 2>/dev/null)" = "$source_hash" ]; then
@@ -236,6 +247,10 @@ if [ -n "$git_user" ]; then
             "$venv/bin/spacehooks" spaces >/dev/null; did "made $home/incoming for the git account's push records"
         fi
     fi
+fi
+if [ -n "$git_user" ]; then
+    hook_python_runs || die "$git_user cannot run $venv/bin/python ($(readlink -f "$venv/bin/python")): every push would fail; run setup again with --python PATH, a python $git_user may run (default /usr/bin/python3)"
+    note "$git_user runs the hooks' interpreter $venv/bin/python"
 fi
 if find "$repo_root" -maxdepth 3 -name HEAD -path '*.git/HEAD' 2>/dev/null | grep -q .; then
     out=$("$venv/bin/spacehooks" install "$repo_root")

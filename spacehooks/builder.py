@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import netfence, podman, sdkcompat, staticsite
+from spacehooks import netfence, podman, pyversions, sdkcompat, staticsite
 from spacehooks.errors import SpaceError
 
 CA_SECRET = "spacehooks-ca"
@@ -31,13 +31,18 @@ def image_repo(space_id: str) -> str:
 
 
 def base_image(settings, config: dict) -> str:
+    return python_choice(settings, config).image
+
+
+def python_choice(settings, config: dict):
+    """The same choice the gate made at push (pyversions), or SpaceError when there is none."""
     wanted = str(config.get("python_version") or settings["default_python_version"])
     versions = settings["python_versions"]
-    for candidate in (wanted, ".".join(wanted.split(".")[:2])):
-        if candidate in versions:
-            return versions[candidate]
-    raise SpaceError(f"python_version {wanted} is not available on this server (available: {', '.join(sorted(versions))})",
-                     hint="set python_version in README.md to one of those, or ask the admin to add it to python_versions")
+    choice = pyversions.choose(versions, wanted)
+    if choice is None or not (choice.exact or pyversions.policy(settings) == "nearest"):
+        raise SpaceError(f"python_version {wanted} is not available on this server (available: {', '.join(pyversions.available(versions))})",
+                         hint="set python_version in README.md to one of those, or ask the admin to add it to python_versions")
+    return choice
 
 
 def packages(data: bytes) -> list[str]:
@@ -196,6 +201,10 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(content)
             dockerfile = "Containerfile"
+            choice = python_choice(settings, config)
+            if not choice.exact:
+                write(f"python_version {choice.wanted} is not on this server: building on python "
+                      f"{choice.version} ({choice.image}), the nearest it has")
             (work / dockerfile).write_text(containerfile(settings, config, deps))
         if settings["build.ca_bundle"]:
             ca = Path(settings["build.ca_bundle"])

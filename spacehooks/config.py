@@ -48,6 +48,7 @@ SETTINGS = [
     Setting("secret_scan.enabled", True, bool, "Refuse pushes that add hard-coded tokens or keys."),
     Setting("secret_scan.allow_paths", [], list, "Glob patterns of paths the secret scan skips (e.g. `tests/fixtures/*`)."),
     Setting("python_versions", {"3.11": "localhost/spacehooks/python:3.11"}, dict, "Python versions this server builds, each mapped to its base image (made by `spacehooks base-image build`, or a registry image such as `python:3.10-slim`)."),
+    Setting("python_version_fallback", "nearest", str, "A README `python_version` this server lacks: `nearest` builds on the nearest version in `python_versions` (the newer of two equally near) and warns at push naming both; `refuse` refuses the push."),
     Setting("default_python_version", "3.11", str, "Python used when a README sets none (the Hub uses 3.10)."),
     Setting("podman_url", "unix:///run/spacehooks/podman.sock", str, "Podman REST service the builder and runner talk to."),
     Setting("build.concurrency", 1, int, "Builds run at once (always one at a time per Space)."),

@@ -29,6 +29,9 @@ def doctor(settings, echo: Echo) -> bool:
     _check_store(settings, check)
     _check_repositories(settings, check)
     _check_addresses(settings, check)
+    hook_account = _hook_interpreter(settings)
+    if hook_account is not None:
+        check(*hook_account)
     url = settings["podman_url"]
     try:
         podman.ping(url)
@@ -99,6 +102,8 @@ def _check_store(settings, check) -> None:
         return
     check(not problems, f"state store {path} passes SQLite's quick_check",
           f"state store {path} is damaged: {'; '.join(problems[:3])}", state_mod.RECOVERY_HINT)
+
+
 def _check_repositories(settings, check) -> None:
     """Every repository under repo_root has git's checks of received objects, as its owner's
     receive-pack sees them (its own config and the owner's global one)."""
@@ -139,3 +144,29 @@ def _check_addresses(settings, check) -> None:
                              f"{ids[0]}, which is older and served there",
                   f"spacehooks delete {ids[1]} and push it again under another name" if len(ids) == 2 else
                   "spacehooks delete each newer one and push it again under another name")
+
+
+def _hook_interpreter(settings) -> tuple | None:
+    """(ok, good, bad, fix) for: the account owning repo_root (it runs the hooks at push) can
+    run this interpreter, the one `spacehooks install` writes into the hooks. A venv made from
+    a Python under /root (pyenv) links into a folder only root may enter."""
+    import pwd
+    import sys
+    from spacehooks import proc
+    root = Path(settings["repo_root"])
+    if os.geteuid() != 0 or not root.is_dir() or root.stat().st_uid == 0:
+        return None  # root's own pushes, or nobody to check as
+    try:
+        user = pwd.getpwuid(root.stat().st_uid).pw_name
+    except KeyError:
+        return None
+    python = sys.executable
+    result = proc.run(["runuser", "-u", user, "--", python, "-c", "import spacehooks"], check=False, timeout=60,
+                      cwd="/")
+    why = (result.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+    return (result.returncode == 0,
+            f"the hook account {user} (owner of {root}) runs the hooks' interpreter {python}",
+            f"the hook account {user} (owner of {root}) cannot run the hooks' interpreter {python}: {why}; "
+            "every push fails",
+            f"make the venv from the system Python, readable by {user}: /usr/bin/python3 -m venv VENV "
+            f"(contrib/setup.sh does), then spacehooks install {root}")

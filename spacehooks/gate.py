@@ -10,7 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from spacehooks import depfiles, secretscan, spaceconfig, treewriter
+from spacehooks import depfiles, pyversions, secretscan, spaceconfig, treewriter
 from spacehooks.config import Settings
 from spacehooks.gitrepo import ZERO, Repo
 from spacehooks.output import Out
@@ -30,6 +30,9 @@ class CommitSource:
             return False
         old, new = self.repo.entry(self.base, path), self.repo.entry(self.rev, path)
         return old is not None and new is not None and old.oid == new.oid
+
+    def names(self) -> list[str]:
+        return self.repo.root_names(self.rev)
 
     def kind(self, path: str) -> str | None:
         entry = self.repo.entry(self.rev, path)
@@ -55,6 +58,9 @@ class DirSource:
 
     def unchanged(self, path: str) -> bool:
         return False
+
+    def names(self) -> list[str]:
+        return os.listdir(self.root)
 
     def kind(self, path: str) -> str | None:
         p = self._path(path)
@@ -83,6 +89,7 @@ class Report:
         self.errors: list = []
         self.warnings: list = []
         self.config: spaceconfig.SpaceConfig | None = None
+        self.readme = "README.md"
 
 
 def _read_limited(settings: Settings, source, path: str, report: Report) -> bytes | None:
@@ -95,37 +102,42 @@ def _read_limited(settings: Settings, source, path: str, report: Report) -> byte
 
 def check_tree(settings: Settings, source, space_id: str) -> Report:
     report = Report(space_id)
-    kind = source.kind("README.md")
+    # as on the Hub: README.md, else a case variant such as readme.md
+    readme = report.readme = spaceconfig.readme_name(source.names()) or "README.md"
+    kind = source.kind(readme)
     if kind is None:
-        report.errors.append(Problem("README.md", None, 'is missing: a Space needs a README.md that starts with a YAML block setting at least "sdk"'))
+        report.errors.append(Problem(readme, None, 'is missing: a Space needs a README.md that starts with a YAML block setting at least "sdk"'))
         return report
     if kind != "blob":
-        report.errors.append(Problem("README.md", None, "must be a regular file (found a symlink or folder)"))
+        report.errors.append(Problem(readme, None, "must be a regular file (found a symlink or folder)"))
         return report
-    data = _read_limited(settings, source, "README.md", report)
+    data = _read_limited(settings, source, readme, report)
     if data is None:
         return report
-    cfg = spaceconfig.parse(data, "README.md")
+    cfg = spaceconfig.parse(data, readme)
     report.config = cfg
     report.errors += cfg.errors
     report.warnings += cfg.warnings
     _check_capabilities(settings, cfg, report)
     _check_app_file(source, cfg, report)
-    report.errors.sort(key=lambda p: (p.file != "README.md", p.file, p.line or 0))
+    report.errors.sort(key=lambda p: (p.file != readme, p.file, p.line or 0))
     _check_dependency_files(settings, source, cfg, report)
     return report
 
 
 def _check_capabilities(settings: Settings, cfg, report: Report) -> None:
     version = cfg.get("python_version")
-    if version and cfg.sdk in ("gradio", "streamlit"):
-        available = sorted(settings["python_versions"], key=lambda v: [int(x) for x in v.split(".")])
-        minor = ".".join(version.split(".")[:2])
-        if minor not in available:
-            report.errors.append(Problem(
-                "README.md", cfg.line_of("python_version"),
-                f'"python_version" {version} is not available on this server; it provides [{", ".join(available)}]',
-                "python_version"))
+    if not version or cfg.sdk not in ("gradio", "streamlit"):
+        return  # docker Spaces pick their own Python in the Dockerfile; static ones run none
+    versions = settings["python_versions"]
+    choice = pyversions.choose(versions, version)
+    if choice is not None and choice.exact:
+        return
+    line = cfg.line_of("python_version")
+    if choice is not None and pyversions.policy(settings) == "nearest":
+        report.warnings.append(Problem(report.readme, line, pyversions.fallback_message(choice), "python_version"))
+    else:
+        report.errors.append(Problem(report.readme, line, pyversions.refused_message(versions, version), "python_version"))
 
 
 def _check_app_file(source, cfg, report: Report) -> None:
@@ -140,7 +152,7 @@ def _check_app_file(source, cfg, report: Report) -> None:
         # The gateway serves the commit's files; running the command would need a build image
         # (node and the like) that this server does not have, so the built files must be committed.
         report.warnings.append(Problem(
-            "README.md", cfg.line_of("app_build_command"),
+            report.readme, cfg.line_of("app_build_command"),
             '"app_build_command" is not run on this server: static Spaces are served as committed; '
             f"commit the built files ({cfg.app_file} and what it loads)", "app_build_command"))
     app_file = cfg.app_file
@@ -150,14 +162,14 @@ def _check_app_file(source, cfg, report: Report) -> None:
     if kind == "link":
         resolved, problem = source.resolve(app_file)
         if problem:
-            report.errors.append(Problem("README.md", line, f"{where} {problem}", "app_file"))
+            report.errors.append(Problem(report.readme, line, f"{where} {problem}", "app_file"))
             return
         kind = source.kind(resolved)
     if kind is None:
         fix = "add it or set app_file to the main file" if line is None else "add the file or fix the path"
-        report.errors.append(Problem("README.md", line, f"{where} does not exist in the repository; {fix}", "app_file"))
+        report.errors.append(Problem(report.readme, line, f"{where} does not exist in the repository; {fix}", "app_file"))
     elif kind != "blob":
-        report.errors.append(Problem("README.md", line, f"{where} is a folder; it must be a file", "app_file"))
+        report.errors.append(Problem(report.readme, line, f"{where} is a folder; it must be a file", "app_file"))
 
 
 def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> None:
@@ -179,14 +191,18 @@ def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> 
 
 
 def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Report,
-                  pushed: bool = True) -> None:
-    """pushed=False (a ref found moved, not a push in quarantine): every commit since old counts,
-    even those other refs already hold."""
+                  pushed: bool = True, confirmed: frozenset = frozenset(), pusher: str = "") -> list:
+    """Findings refused, or noted when the pusher confirmed them (`-o secret-ok=FP`); returns
+    the confirmed ones, for the record. pushed=False (a ref found moved, not a push in
+    quarantine): every commit since old counts, even those other refs already hold."""
     if not settings["secret_scan.enabled"]:
-        return
+        return []
     commits = repo.new_commits(new, exclude_existing_refs=pushed, old=old)
     findings = secretscan.scan_commits(repo.repo, commits, settings["secret_scan.allow_paths"])
-    report.errors += secretscan.as_problems(findings, report.space_id)
+    accepted = [f for f in findings if f.fingerprint in confirmed]
+    report.errors += secretscan.as_problems([f for f in findings if f.fingerprint not in confirmed], report.space_id)
+    report.warnings += secretscan.accepted_notes(accepted, pusher)
+    return accepted
 
 
 def check_tree_names(repo: Repo, new: str, old: str, report: Report) -> None:
@@ -227,11 +243,12 @@ def parse_updates(stdin_text: str) -> list[RefUpdate]:
 
 
 def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_id: str, out: Out,
-               address_taken: str | None = None) -> bool:
+               address_taken: str | None = None, confirmed: frozenset = frozenset(), pusher: str = "") -> bool:
     """Check every ref update of a push; print the verdict; True when the push may land.
     address_taken: why the Space may not have its address (another one holds it), if so."""
     deploy_ref = f"refs/heads/{settings['deploy_branch']}"
     ok = True
+    accepted: dict = {}
     for update in updates:
         if update.ref != deploy_ref and not settings["check_other_refs"]:
             continue
@@ -246,8 +263,21 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
         check_tree_names(repo, update.new, update.old, report)
         if address_taken and update.ref == deploy_ref:
             report.errors.insert(0, address_taken)
-        check_secrets(settings, repo, update.new, update.old, report)
+        for finding in check_secrets(settings, repo, update.new, update.old, report,
+                                     confirmed=confirmed, pusher=pusher):
+            accepted[finding.fingerprint] = finding
         ok = print_report(out, report) and ok
+    for unused in sorted(confirmed - set(accepted)):
+        # the value comes from the pusher: echoed only when it has a fingerprint's shape
+        shown = unused if secretscan.FINGERPRINT.fullmatch(unused) else "(not 12 hex digits)"
+        out.warn(f"{secretscan.CONFIRM_OPTION}={shown} matches no finding of this push; it confirmed nothing")
+    if ok and accepted:
+        try:
+            secretscan.record(settings.home, space_id, pusher, list(accepted.values()))
+        except OSError as exc:  # a confirmation nobody can audit later is not accepted
+            out.alert(f"Sorry, your push was rejected: {secretscan.CONFIRM_OPTION} could not be recorded in "
+                      f"{settings.home}/secret-ok.log ({exc.strerror}); ask the administrator")
+            return False
     return ok
 
 
@@ -284,9 +314,7 @@ def validate_directory(settings: Settings, directory: Path, out: Out | None = No
                 continue
             if b"\x00" in data[:8000]:
                 continue
-            report.errors += secretscan.as_problems(
-                [secretscan.Finding(rel, line, kind, sample) for line, kind, sample in secretscan.scan_blob(data)],
-                "OWNER/NAME")
+            report.errors += secretscan.as_problems(list(secretscan.scan_blob(data, path=rel)), "OWNER/NAME")
     return print_report(out, report)
 
 

@@ -78,12 +78,16 @@ class Repo:
             raise SpaceError(f"commit {rev[:12]} not found in {self.path}")
         return obj.peel(pygit2.Commit)
 
-    def entry(self, rev: str, path: str) -> Entry | None:
+    def _tree(self, rev: str) -> pygit2.Tree:
         tree = self._trees.get(rev)
         if tree is None:
             tree = self.commit(rev).tree
             if len(rev) == 40:  # a commit id never changes; a branch name may
                 self._trees[rev] = tree
+        return tree
+
+    def entry(self, rev: str, path: str) -> Entry | None:
+        tree = self._tree(rev)
         try:
             obj = tree[path]
         except KeyError:
@@ -96,6 +100,9 @@ class Repo:
             kind = "tree" if obj.type_str == "tree" else "blob"
         size = obj.size if kind != "tree" else 0
         return Entry(path, kind, size, str(obj.id))
+
+    def root_names(self, rev: str) -> list[str]:
+        return [obj.name for obj in self._tree(rev)]
 
     def read_blob(self, rev: str, path: str, max_bytes: int | None = None) -> bytes | None:
         """Blob content at path, or None when absent or not a file; symlinks are not followed."""

@@ -70,7 +70,7 @@ def run_hook(path: Path, args: list[str], stdin: bytes) -> int:
 
 
 def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
-    from spacehooks import gate
+    from spacehooks import gate, secretscan
     from spacehooks.gitrepo import Repo
     repo_path = Path.cwd()
     chained = _chained(repo_path, "pre-receive")
@@ -87,7 +87,9 @@ def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
         from spacehooks import addresses
         holder = addresses.taken_by(settings, space_id)
         taken = addresses.taken_message(settings, space_id, holder) if holder else None
-    return 0 if gate.check_push(settings, repo, updates, space_id, out, taken) else 1
+    env = dict(os.environ)
+    confirmed = frozenset(secretscan.confirmations(env))
+    return 0 if gate.check_push(settings, repo, updates, space_id, out, taken, confirmed, pusher_identity(env)) else 1
 
 
 def post_receive(args: list[str], stdin: bytes, out: Out) -> int:

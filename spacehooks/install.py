@@ -250,5 +250,11 @@ def create_repo(settings: config_mod.Settings, space: str, echo: Callable = prin
     except KeyError:
         user = str(stat.st_uid)
     echo(f"created {repo} (owner {user}, hooks installed)")
-    echo(f"push to it:  git push {user}@{socket.getfqdn()}:{repo} main")
+    # HEAD:main, not main: it works whatever the pusher's local branch is called
+    if stat.st_uid == 0:  # no git account: pushes run the hooks as whoever pushes on this machine
+        echo(f"push to it:  git push {repo} HEAD:main")
+    else:
+        echo(f"push to it:  git push {user}@{socket.getfqdn()}:{repo} HEAD:main")
+        echo(f"  (from this server too: git push {user}@localhost:{repo} HEAD:main, with your key in "
+             f"~{user}/.ssh/authorized_keys)")
     return repo

@@ -19,10 +19,11 @@ def read_config(repo_path: Path, commit: str) -> tuple[dict, str | None, str | N
     from spacehooks import spaceconfig
     from spacehooks.gitrepo import Repo
     repo = Repo(repo_path)
-    data = repo.read_blob(commit, "README.md")
+    readme = spaceconfig.readme_name(repo.root_names(commit)) or "README.md"
+    data = repo.read_blob(commit, readme)
     if data is None:
         return {}, "CONFIG_ERROR", "README.md is missing: add one with a YAML block that sets sdk"
-    cfg = spaceconfig.parse(data)
+    cfg = spaceconfig.parse(data, readme)
     if cfg.errors:
         return cfg.values, "CONFIG_ERROR", "; ".join(str(p) for p in cfg.errors)
     app_file = cfg.app_file

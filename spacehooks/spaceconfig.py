@@ -202,7 +202,7 @@ KEYS = [
     Key("sdk", one_of(SDKS), "How the Space is built and run.", required=True),
     Key("sdk_version", matching(r"\d+(?:\.\d+){0,3}(?:(?:a|b|rc|\.dev|\.post)\d+)?", "a version such as 4.44.1"),
         "Version of gradio or streamlit to install.", ("gradio", "streamlit")),
-    Key("python_version", matching(r"3\.\d{1,2}(?:\.\d{1,2})?", "3.x or 3.x.x"), "Python of the base image; the server must provide it."),
+    Key("python_version", matching(r"3\.\d{1,2}(?:\.\d{1,2})?", "3.x or 3.x.x"), "Python of the base image: the server's own for that version, else the nearest it has, with a warning at push (or refused: setting python_version_fallback)."),
     Key("app_file", matching(r"[^\x00]{1,255}", "a path inside the repository"), "Main file, relative to the repository root (default `app.py`; `index.html` for static)."),
     Key("app_port", integer(1, 65535), "Port the app listens on (default 7860).", ("docker",)),
     Key("base_path", matching(r"/[^\s]*", "a path starting with /"), "Initial URL path the Space page opens."),
@@ -339,6 +339,16 @@ def decode(data: bytes, filename: str) -> str:
         line = data[:exc.start].count(b"\n") + 1
         raise Invalid(f"is not valid UTF-8 (line {line}, byte 0x{data[exc.start]:02x}); save it as UTF-8")
     return text_value.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def readme_name(names) -> str | None:
+    """The file the Hub reads as the README among a tree's root names: README.md, else a case
+    variant (readme.md, Readme.md; the first in byte order when there are several)."""
+    names = list(names)
+    if "README.md" in names:
+        return "README.md"
+    variants = sorted(n for n in names if n.lower() == "readme.md")
+    return variants[0] if variants else None
 
 
 def parse(data: bytes, filename: str = "README.md") -> SpaceConfig:

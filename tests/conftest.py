@@ -51,6 +51,7 @@ def _remove_fence(server) -> None:
     """The nftables table and Space networks this server's worker or runner made, if any."""
     import subprocess
     from spacehooks import config, netfence
+    server.configure()  # a test may have left a broken file behind on purpose
     settings = config.load(path=server.config, home=server.home)
     table = ["nft", "list", "table", "inet", netfence.table(settings)]
     if subprocess.run(table, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:

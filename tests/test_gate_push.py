@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from spacehooks.secretscan import fingerprint
 from helpers import GRADIO_README, bare_repo, git, push, refs_and_objects, work_repo
 
 STATIC_README = "---\ntitle: Static\nemoji: 📄\ncolorFrom: red\ncolorTo: pink\nsdk: static\n---\n"
@@ -64,27 +65,31 @@ def test_every_problem_is_reported_at_once_and_nothing_lands(server, space, tmp_
     assert f" !     {REJECTED}" in remote_lines(result)
     assert problems(result) == [
         'README.md:3: "colorFrom" must be one of [red, yellow, green, blue, indigo, purple, pink, gray] (found "orange")',
-        'README.md:6: "python_version" 3.10 is not available on this server; it provides [3.11]',
         'README.md:7: "app_file" must stay inside the repository (no ".." parts) (found "../etc/passwd")',
         'README.md:8: "short_description" must be at most 60 characters (found 61)',
         'README.md:9: "fullWidth" must be true or false (found "yes")',
         'README.md:10: "custom_headers" cross-origin-opener-policy must be one of [same-origin, same-origin-allow-popups, unsafe-none] (found "Same-Origin")',
         "packages.txt:2: '&&' is not a Debian package name; write one package name per line (lowercase letters, digits, + - .), comments start with #",
         "requirements.txt:2: --extra-index-url is not allowed: it changes where packages come from; the server's administrator sets the package index (build.pip_index_url)",
-        "config.py:1: looks like a Hugging Face token (hf_a1B…); remove it from every commit of the push and store it on the server instead: spacehooks secrets set alice/demo NAME",
+        "config.py:1: looks like a Hugging Face token (hf_a1B…); remove it from every commit of the push and store it on the server instead: spacehooks secrets set alice/demo NAME; "
+        f"if it is no secret, confirm this one finding: git push -o secret-ok={fingerprint('config.py', b'hf_' + b'a1B2c3D4e5' * 3 + b'abcd')}",
     ]
     assert " !     warning: README.md:12: unknown key \"language\" is ignored" in remote_lines(result)
+    assert (' !     warning: README.md:6: "python_version" 3.10 is not on this server: the Space runs on python 3.11, '
+            'the nearest it has; an administrator can add 3.10 (spacehooks README, "Compatibility with the Hub")'
+            in remote_lines(result))
     assert refs_and_objects(space) == before
 
 
 def test_secret_in_an_earlier_commit_of_the_push_is_refused(server, space, tmp_path):
-    work = work_repo(tmp_path / "w", {"README.md": GRADIO_README, "app.py": "KEY='AKIAABCDEFGHIJKLMNOP'\n"})
+    work = work_repo(tmp_path / "w", {"README.md": GRADIO_README, "app.py": "KEY='AKIAQ7ZL3MWX5RTB2KDY'\n"})
     work_repo(work, {"app.py": "import os\nKEY = os.environ['KEY']\n"}, "remove key")
     result = push(work, str(space))
     assert result.returncode != 0
     assert problems(result) == [
-        "app.py:1: looks like an AWS access key id (AKIAAB…); remove it from every commit of the push "
-        "and store it on the server instead: spacehooks secrets set alice/demo NAME"]
+        "app.py:1: looks like an AWS access key id (AKIAQ7…); remove it from every commit of the push "
+        "and store it on the server instead: spacehooks secrets set alice/demo NAME; if it is no secret, confirm "
+        f"this one finding: git push -o secret-ok={fingerprint('app.py', b'AKIAQ7ZL3MWX5RTB2KDY')}"]
 
 
 def test_allowed_secret_paths(server, space, tmp_path):

@@ -93,12 +93,14 @@ def test_install_refuses_a_folder_without_repositories(server, tmp_path):
 
 def test_validate_a_working_copy(server, tmp_path):
     work = work_repo(tmp_path / "w", {"README.md": GRADIO_README.replace("blue", "teal"), "app.py": "x\n",
-                                      "keys.txt": "-----BEGIN OPENSSH PRIVATE KEY-----\n"})
+                                      "keys.txt": "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+                                                  "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"})
     result = cli("validate", str(work), check=False)
     assert result.returncode == 1
     assert ' !     README.md:4: "colorFrom" must be one of [red, yellow, green, blue, indigo, purple, pink, gray] (found "teal")' in result.stdout
-    assert " !     keys.txt:1: looks like a private key (-----B…)" in result.stdout.replace(
-        "; remove it from every commit of the push and store it on the server instead: spacehooks secrets set OWNER/NAME", "")
+    assert " !     keys.txt:1: looks like a private key (-----B…); remove it from every commit of the push and store " \
+           "it on the server instead: spacehooks secrets set OWNER/NAME NAME; if it is no secret, confirm this one finding: " \
+           "git push -o secret-ok=" in result.stdout
     work_repo(work, {"README.md": GRADIO_README, "keys.txt": None}, "fix")
     ok = cli("validate", str(work))
     assert "all checks passed" in ok.stdout

@@ -109,10 +109,14 @@ def test_setup_twice_in_a_prefix(tmp_path, podman_url, engine_base_image, monkey
 
         # issue 6: a push to a new repository becomes a running Space, served by setup's serve
         created = servers.run(cli + ["create", "alice/page"], env=env)
-        assert created.stdout.splitlines()[0] == f"created {prefix}/srv/git/alice/page.git (owner root, hooks installed)"
+        page = prefix / "srv" / "git" / "alice" / "page.git"
+        assert created.stdout.splitlines() == [f"created {page} (owner root, hooks installed)",
+                                               f"push to it:  git push {page} HEAD:main"]
+        # the address works as printed, from a checkout whose branch is not main
         work = work_repo(tmp_path / "page", {"README.md": STATIC_README, "index.html": "<p>set up and served</p>\n"})
-        pushed = push(work, str(prefix / "srv" / "git" / "alice" / "page.git"), "main", "wait",
-                      env={"SPACEHOOKS_CONFIG": "", "SPACEHOOKS_HOME": ""})
+        git("checkout", "-q", "-b", "feature", cwd=work)
+        printed = created.stdout.splitlines()[1].removeprefix("push to it:  ").split()
+        pushed = git(*printed[1:], "-o", "wait", cwd=work, check=False, env={"SPACEHOOKS_CONFIG": "", "SPACEHOOKS_HOME": ""})
         assert pushed.returncode == 0, pushed.stdout
         assert "-----> Build #1 deployed: alice/page is RUNNING" in _remote(pushed), pushed.stdout
         assert _get(port, "alice-page.localhost") == (200, "<p>set up and served</p>\n")
@@ -206,7 +210,9 @@ def test_create_makes_a_bare_repository_with_the_hooks(tmp_path):
     repo = root / "alice" / "demo.git"
     assert (made.returncode, made.stderr) == (0, "")
     assert made.stdout == (f"created {repo} (owner nobody, hooks installed)\n"
-                           f"push to it:  git push nobody@{socket.getfqdn()}:{repo} main\n")
+                           f"push to it:  git push nobody@{socket.getfqdn()}:{repo} HEAD:main\n"
+                           f"  (from this server too: git push nobody@localhost:{repo} HEAD:main, with your key in "
+                           "~nobody/.ssh/authorized_keys)\n")
     for path in (root / "alice", repo, repo / "hooks" / "pre-receive", repo / "objects"):
         assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
     assert git("config", "--get", "receive.advertisePushOptions", cwd=repo, env=servers.SAFE_DIRECTORY_ENV).stdout == "true\n"
@@ -262,8 +268,10 @@ def test_contrib_shell_scripts_pass_shellcheck():
     assert lint.returncode == 0, lint.stdout
 
 
-GIT_USER = "spacehooks-setup-git"
-GROUP = "spacehooks-setup"
+# per test process: sessions running this test at the same time on one machine would otherwise
+# move one account's home and group under each other
+GIT_USER = f"shsetup-git-{os.getpid()}"
+GROUP = f"shsetup-{os.getpid()}"
 
 
 @pytest.mark.slow
@@ -293,6 +301,42 @@ def test_setup_with_a_git_account_keeps_the_state_folder_roots(monkeypatch):
                      f"       new repositories get the hooks: spacehooks create OWNER/NAME (or git init --bare as {GIT_USER})"):
             assert line in first, "\n".join(first)
         assert f'home_group: "{GROUP}"\n' in (etc / "config.yaml").read_text()
+        # the venv comes from the system Python, and the git account can run it (the hooks do)
+        venv = prefix / "opt" / "spacehooks" / "venv"
+        assert f"       {GIT_USER} runs the hooks' interpreter {venv}/bin/python" in first, first
+        assert os.path.realpath(venv / "bin" / "python").startswith("/usr/bin/python3"), os.path.realpath(venv / "bin" / "python")
+        doctor_env = {**os.environ, "SPACEHOOKS_CONFIG": str(etc / "config.yaml"), "SPACEHOOKS_HOME": str(home)}
+        doctor = subprocess.run([venv / "bin" / "python", "-m", "spacehooks", "doctor"], env=doctor_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert (f"ok       the hook account {GIT_USER} (owner of {repo_root}) runs the hooks' interpreter "
+                f"{venv}/bin/python") in doctor.stdout.splitlines(), doctor.stdout
+        # the same venv where the git account cannot enter (as one under /root): doctor names it and the fix
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        shutil.copytree(venv, private / "venv", symlinks=True)
+        hidden = private / "venv" / "bin" / "python"
+        doctor = subprocess.run([hidden, "-m", "spacehooks", "doctor"], env=doctor_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = doctor.stdout.splitlines()
+        assert doctor.returncode != 0
+        problem = next(i for i, line in enumerate(lines) if "cannot run the hooks' interpreter" in line)
+        assert lines[problem].startswith(f"PROBLEM  the hook account {GIT_USER} (owner of {repo_root}) cannot run the "
+                                         f"hooks' interpreter {hidden}: "), lines
+        assert lines[problem].endswith("; every push fails"), lines
+        assert lines[problem + 1] == (f"  fix: make the venv from the system Python, readable by {GIT_USER}: "
+                                      f"/usr/bin/python3 -m venv VENV (contrib/setup.sh does), then spacehooks install {repo_root}")
+        # and setup refuses to leave a venv the git account cannot run: a Python in a folder only
+        # root enters (a copy of the system's binary; it finds the system's standard library)
+        (private / "bin").mkdir()
+        shutil.copy2(os.path.realpath("/usr/bin/python3"), private / "bin" / "python3")
+        refused = subprocess.run([str(src / "contrib" / "setup.sh"), "--prefix", str(base / "p2"),
+                                  "--python", str(private / "bin" / "python3"),
+                                  "--git-user", GIT_USER, "--group", GROUP, "--no-serve", "--no-podman", "--no-base-image"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+                                 env={k: v for k, v in os.environ.items() if not k.startswith("SPACEHOOKS_")})
+        assert refused.returncode == 1, refused.stdout
+        assert refused.stdout.splitlines()[-1].startswith(
+            f" !     {GIT_USER} cannot run {base}/p2/opt/spacehooks/venv/bin/python ("), refused.stdout
         settings = config.load(path=etc / "config.yaml", home=home)
         gid = grp.getgrnam(GROUP).gr_gid
         for path, owner, mode in ((home, (0, gid), 0o2755), (home / "state.db", (0, gid), 0o600),
@@ -301,7 +345,7 @@ def test_setup_with_a_git_account_keeps_the_state_folder_roots(monkeypatch):
             assert ((info.st_uid, info.st_gid), stat.S_IMODE(info.st_mode)) == (owner, mode), path
 
         second = _setup(src, prefix, servers.free_port(), "/nonexistent.sock", args)
-        assert second[-2] == "-----> Nothing to change: spacehooks is set up", second
+        assert second[-2] == "-----> Nothing to change: spacehooks is set up", "\n".join(second)
 
         # as the git account: `git init --bare` picks up the template, a push queues a build
         env = {"HOME": user.pw_dir, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **GIT_ENV}
@@ -329,5 +373,31 @@ def test_setup_with_a_git_account_keeps_the_state_folder_roots(monkeypatch):
             assert st.get_space("bob/new")["stage"] == "RUNNING"
         finally:
             st.close()
+
+        # `create` prints an SSH address that works as printed from this machine (the test
+        # sshd listens on another port: GIT_SSH_COMMAND carries it, the address is unchanged)
+        created = subprocess.run([venv / "bin" / "spacehooks", "create", "bob/viassh"], env=doctor_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        made = repo_root / "bob" / "viassh.git"
+        assert created.stdout.splitlines()[0] == f"created {made} (owner {GIT_USER}, hooks installed)"
+        local = created.stdout.splitlines()[2]
+        assert local == (f"  (from this server too: git push {GIT_USER}@localhost:{made} HEAD:main, with your key in "
+                         f"~{GIT_USER}/.ssh/authorized_keys)")
+        command = local.removeprefix("  (from this server too: ").split(", with")[0].split()
+        ssh = servers.SSHServer(base / "sshd")
+        ssh.start()
+        try:
+            key = servers.keypair(base / "alice_key")
+            shell = prefix / "usr" / "local" / "bin" / "spacehooks-git-shell"
+            ssh.authorize(GIT_USER, key.with_suffix(".pub"), f'command="{shell} alice",restrict')
+            work = work_repo(base / "work-ssh", {"README.md": STATIC_README, "index.html": "<p>ssh</p>\n"})
+            git("checkout", "-q", "-b", "topic", cwd=work)
+            pushed = git(*command[1:], cwd=work, check=False, env={"GIT_SSH_COMMAND": ssh.ssh_command(key)})
+            assert pushed.returncode == 0, pushed.stdout
+            assert "remote: -----> Build #2 queued for bob/viassh at " in pushed.stdout, pushed.stdout
+        finally:
+            ssh.stop()
     finally:
         shutil.rmtree(base)
+        subprocess.run(["userdel", GIT_USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["groupdel", GROUP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
