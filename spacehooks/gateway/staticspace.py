@@ -5,7 +5,7 @@ import asyncio
 import mimetypes
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -63,8 +63,11 @@ class StaticFiles:
             extra_headers(response.headers)
             return response
         if rel and path != rel and not request.path.endswith("/"):
-            # a folder: its index.html's relative links need the trailing slash
-            raise web.HTTPMovedPermanently(request.path + "/" + (f"?{request.query_string}" if request.query_string else ""))
+            # a folder: its index.html's relative links need the trailing slash. The Location is
+            # made from the normalised path, encoded: never `//host` or `/\host`, which browsers
+            # follow to another site
+            location = quote("/" + rel + "/", safe="/-._~!$&'()*+,;=:@")
+            raise web.HTTPMovedPermanently(location + (f"?{request.query_string}" if request.query_string else ""))
         etag = f'"{oid}"'
         headers["ETag"] = etag
         if request.headers.get("If-None-Match") == etag:
