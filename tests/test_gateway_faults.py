@@ -8,6 +8,7 @@ import time
 import requests
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
+from gateway_support import GatewayUnderTest, free_port
 from helpers import git, work_repo
 
 
@@ -44,3 +45,64 @@ def test_static_space_never_redirects_to_another_host(gw, tmp_path):
         head = got.split(b"\r\n\r\n")[0].decode()
         found = re.search(r"\r\nLocation: ([^\r]*)", head + "\r", re.I)
         assert (found.group(1) if found else None) == location, (path, head)
+
+
+class DroppingApp:
+    """A container stand-in that reads each request whole and records it; it drops every POST
+    and the first GET without a word (as an app that crashes on a request does), and answers
+    the other GETs."""
+
+    def __init__(self, loops):
+        import asyncio
+        self.loops, self.port, self.seen = loops, free_port(), []
+
+        async def serve(reader, writer):
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    method = head.split(b" ", 1)[0].decode()
+                    length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+                    if length:
+                        await reader.readexactly(int(length.group(1)))
+                    self.seen.append(method)
+                    if method == "POST" or self.seen.count("GET") == 1:
+                        break
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            writer.close()
+
+        self.server = loops.run(asyncio.start_server(serve, "127.0.0.1", self.port))
+
+    def stop(self):
+        self.server.close()
+
+
+def _post_dropped_once_and_get_retried(gw, loops):
+    app = DroppingApp(loops)
+    try:
+        gw.add_space("alice/drop", port=app.port)
+        url, host = gw.url + "/submit", {"Host": gw.host("alice/drop")}
+        answer = requests.post(url, data=b"order one pizza", headers=host, timeout=30)
+        assert app.seen == ["POST"]  # exactly once
+        assert answer.status_code == 502
+        assert "the request was not sent again" in answer.text
+        # a GET the app dropped is sent again: the client never sees the failure
+        answer = requests.get(url, headers=host, timeout=30)
+        assert (answer.status_code, answer.text) == (200, "yes")
+        assert app.seen == ["POST", "GET", "GET"]
+    finally:
+        app.stop()
+
+
+def test_a_dropped_post_reaches_the_app_once_and_a_dropped_get_is_retried(gw, loops):
+    _post_dropped_once_and_get_retried(gw, loops)
+
+
+def test_without_the_relay_a_dropped_post_reaches_the_app_once_too(server, loops):
+    gw = GatewayUnderTest(server, loops, **{"gateway.relay": False})
+    try:
+        _post_dropped_once_and_get_retried(gw, loops)
+    finally:
+        gw.stop()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from spacehooks.gateway.upstream import HOP_BY_HOP, Exchange, Pausable, Upstream
+from spacehooks.gateway.upstream import HOP_BY_HOP, IDEMPOTENT, Exchange, Pausable, Upstream
 
 if TYPE_CHECKING:
     from spacehooks.gateway.relay import Relay
@@ -175,7 +175,9 @@ class Downstream(Pausable):
         target = self.relay.route(host, upgrade, accept)
         # HTTP/1.0 clients get their answer framed by the end of the connection
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
-        exchange = Exchange(target, b"".join(lines), keep_alive, chunked, parser.get_method() == b"HEAD", upgrade)
+        method = parser.get_method()
+        exchange = Exchange(target, b"".join(lines), keep_alive, chunked, method == b"HEAD", upgrade,
+                            method in IDEMPOTENT)
         self._head_size = 0
         self.parsing = exchange
         if self.current is None:
@@ -204,6 +206,7 @@ class Downstream(Pausable):
                 exchange.replay.append(data)
         upstream = self.upstream
         if exchange is self.current and upstream is not None and upstream.transport is not None:
+            exchange.sent = True
             upstream.write(data)
         else:
             exchange.waiting.append(data)
@@ -214,7 +217,7 @@ class Downstream(Pausable):
     def start(self, exchange: Exchange) -> None:
         self.current = exchange
         upstream = self.upstream
-        if upstream is not None and upstream.target == exchange.target and upstream.reusable():
+        if upstream is not None and upstream.target == exchange.target and upstream.reusable(exchange):
             upstream.begin(exchange)
             return
         if upstream is not None:
@@ -231,14 +234,21 @@ class Downstream(Pausable):
         if exchange.answered:
             self.close()  # half an answer was sent: the client must see it cut
             return
-        if exchange.target is not self.relay.app_target and exchange.replay is not None:
-            # the app waits for a restarting container, wakes a sleeping one, or explains
+        if exchange.target is not self.relay.app_target and exchange.replay is not None \
+                and (exchange.idempotent or not exchange.sent):
+            # safe to send again: the app waits for a restarting container, wakes a sleeping one,
+            # or explains
             exchange.target = self.relay.app_target
+            exchange.sent = False
             exchange.waiting = list(exchange.replay)
             exchange.waiting_size = exchange.replay_size
             self.start(exchange)
             return
         log.warning("gateway relay: %s", reason)
+        if exchange.sent and not exchange.idempotent:
+            self.refuse("502 Bad Gateway", "502: the app closed the connection without answering; the request "
+                        "was not sent again (it may have reached the app, and repeating it is not safe)\n")
+            return
         self.refuse("502 Bad Gateway", "502: the gateway could not reach the app; try again in a moment\n")
 
     def finished(self, exchange: Exchange, upstream_keeps: bool) -> None:

@@ -1,8 +1,11 @@
 """Pass HTTP (streamed both ways), server-sent events and WebSockets through to a Space.
 
-A request that cannot reach the container is retried once against a freshly read port: during
-a redeploy the runner switches the port and then retires the old container, so a request that
-raced the switch lands on the new one instead of failing.
+A request that cannot reach the container is retried against a freshly read port: during a
+redeploy the runner switches the port and then retires the old container, so a request that
+raced the switch lands on the new one instead of failing. Only what is safe to repeat is
+retried once it may have reached the app: idempotent methods (RFC 9110 9.2.2). Any other
+request is retried only when its connection could not be made; it goes on a connection of
+its own, never a kept-alive one the app may be closing at that moment.
 """
 from __future__ import annotations
 
@@ -28,10 +31,15 @@ BUFFER_BYTES = 64 * 1024
 # Tries per request while the Space's port does not answer (see Gateway._forward for the pauses).
 RETRIES = 6
 UNREACHABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class Unreachable(Exception):
     """The Space's container did not take the connection, even on the second try."""
+
+
+class NotRepeated(Unreachable):
+    """The app dropped a request that is not safe to send twice; it was not sent again."""
 
 
 def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMultiDict:
@@ -55,16 +63,20 @@ def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMu
 class Proxy:
     def __init__(self):
         self.session: aiohttp.ClientSession | None = None
+        self.once: aiohttp.ClientSession | None = None  # a connection per request
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                             cookie_jar=aiohttp.DummyCookieJar())
+        self.session, self.once = (
+            aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                  cookie_jar=aiohttp.DummyCookieJar())
+            for connector in (aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True),
+                              aiohttp.TCPConnector(limit=0, force_close=True, enable_cleanup_closed=True)))
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.once):
+            if session is not None:
+                await session.close()
 
     async def forward(self, request: web.Request, ports, extra_headers) -> web.StreamResponse:
         """`ports` is an async iterator factory: first the cached port, then a fresh one."""
@@ -72,6 +84,8 @@ class Proxy:
             return await self._websocket(request, ports, extra_headers)
         body: bytes | aiohttp.StreamReader | None = None
         replayable = True
+        idempotent = request.method in IDEMPOTENT
+        session = self.session if idempotent else self.once
         if request.body_exists:
             length = request.content_length
             if length is not None and length <= REPLAYABLE_BYTES:
@@ -85,10 +99,15 @@ class Proxy:
             async for port in candidates:
                 url = f"http://127.0.0.1:{port}{request.raw_path}"
                 try:
-                    upstream = await self.session.request(
+                    upstream = await session.request(
                         request.method, url, headers=headers, data=body, allow_redirects=False,
                         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+                except aiohttp.ClientConnectorError as exc:  # nothing was sent
+                    last_error = exc
+                    continue
                 except UNREACHABLE as exc:
+                    if not idempotent:
+                        raise NotRepeated(str(exc)) from exc
                     last_error = exc
                     continue
                 try:
@@ -97,7 +116,10 @@ class Proxy:
                         try:
                             data = await upstream.read()
                         except (aiohttp.ClientPayloadError, *UNREACHABLE) as exc:
-                            # nothing was sent to the client yet: as good as never reached
+                            # nothing was sent to the client yet: as good as never reached, for
+                            # a request that may be repeated
+                            if not idempotent:
+                                raise NotRepeated(str(exc)) from exc
                             last_error = exc
                             continue
                         return self._whole(upstream, data, extra_headers)
