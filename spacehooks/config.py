@@ -64,6 +64,8 @@ SETTINGS = [
     Setting("run.default_hardware", "cpu-basic", str, "Flavor of a new Space."),
     Setting("run.sleep_seconds", 172800, int, "Idle time before a Space sleeps (-1: never); per Space with `sleep-time set`."),
     Setting("run.grace_seconds", 10, (int, float), "After a new version answers, the old container keeps serving open requests this long before it is stopped."),
+    Setting("run.crash_limit", 3, int, "A deployed app that exits (or is killed for memory) this many times within `run.crash_window_seconds` is not started again: its Space shows RUNTIME_ERROR with the reason and the app's last log lines. Before that each exit is followed by a restart after a pause of 1 s, doubling with each exit (at most 60 s)."),
+    Setting("run.crash_window_seconds", 600, (int, float), "The time window in which `run.crash_limit` exits stop an app."),
     Setting("run.keep_builds", 3, int, "Images kept per Space for rollback; `gc` removes older ones."),
     Setting("run.gc_interval_seconds", 21600, (int, float), "How often `serve` and `worker` run `gc` between builds (0: only by hand)."),
     Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),

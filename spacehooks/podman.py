@@ -74,6 +74,43 @@ def _get_json(url: str, path: str):
     return json.loads(body)
 
 
+def container_states(settings, label: str) -> dict[str, dict]:
+    """Every container carrying `label` (running or not): name -> {running, exit_code, oom, finished}.
+    Only the stopped ones are inspected (the list does not say whether the kernel's OOM killer
+    ended them)."""
+    url = settings["podman_url"]
+    query = urllib.parse.urlencode({"all": "true", "filters": json.dumps({"label": [label]})})
+    out = {}
+    for entry in _get_json(url, f"{API}/containers/json?{query}"):
+        name = (entry.get("Names") or [""])[0]
+        running = entry.get("State") == "running"
+        out[name] = {"running": running, "exit_code": entry.get("ExitCode"), "oom": False,
+                     "finished": entry.get("ExitedAt"), "status": entry.get("State")}
+        if not running:
+            try:
+                state = _get_json(url, f"{API}/containers/{urllib.parse.quote(name)}/json").get("State", {})
+            except SpaceError:  # removed meanwhile
+                continue
+            out[name].update(exit_code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")),
+                             finished=state.get("FinishedAt"), status=state.get("Status"))
+    return out
+
+
+def start_container(settings, name: str) -> None:
+    """Start an existing (stopped) container again, as it was created."""
+    url = settings["podman_url"]
+    try:
+        conn = _UnixConnection(_socket_path(url), 60)
+        conn.request("POST", f"{API}/containers/{urllib.parse.quote(name)}/start")
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise unreachable(url, exc) from exc
+    if response.status >= 400:
+        raise SpaceError(f"Podman could not start {name}: HTTP {response.status}: "
+                         f"{body[:300].decode(errors='replace')}")
+
+
 # Buildah keys the cache of a folder COPY on a tar of it, times included, and the context is
 # written afresh for every build: fixed times keep unchanged inputs cached.
 CONTEXT_MTIME = 315532800  # 1980-01-01, as reproducible-build tools use

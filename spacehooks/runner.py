@@ -86,7 +86,7 @@ def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
         if state.get("OOMKilled"):
             raise StartFailed("RUNTIME_ERROR", "the app was killed for using more memory than its limit "
                               f"(memory limit reached)\n{_tail(settings, container)}")
-        # with the on-failure restart policy a crash shows as "exited" between retries, or for good
+        # a crash shows as "exited" (restart policy "no": supervise.py restarts deployed apps)
         if state.get("Status") in ("exited", "stopped"):
             code = state.get("ExitCode")
             reason = ("the app was killed for using more memory than its limit (memory limit reached)"

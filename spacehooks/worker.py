@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, logs, podman, runlogs, runner
+from spacehooks import builder, logs, podman, runlogs, runner, supervise
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
@@ -26,6 +26,7 @@ class Worker:
         self._gc = gc
         self._last_gc = time.monotonic()
         self._pump: runlogs.RunLogPump | None = None  # the long-running loop copies app output
+        self._supervisor: supervise.Supervisor | None = None  # ... and starts crashed apps again
 
     def run(self, stop: threading.Event, restore: bool = True) -> None:
         """Blocking loop until stop is set (serve runs it in a thread).
@@ -33,6 +34,7 @@ class Worker:
         First the Spaces that should serve but do not (after a restart or a reboot) start
         again, before any queued build, so that a build never races a restore."""
         self._pump = runlogs.RunLogPump(self.settings)
+        self._supervisor = supervise.Supervisor(self.settings)
         if restore:
             while not stop.is_set() and not self._survive(self._restore)[0]:
                 stop.wait(RETRY_PAUSE)
@@ -121,6 +123,8 @@ class Worker:
             runner.reap(self.settings, st)
             if self._pump:
                 self._pump.sync(st)
+            if self._supervisor:
+                self._supervisor.check(st)
         finally:
             st.close()
 
