@@ -106,3 +106,47 @@ def test_without_the_relay_a_dropped_post_reaches_the_app_once_too(server, loops
         _post_dropped_once_and_get_retried(gw, loops)
     finally:
         gw.stop()
+
+
+def test_a_held_write_lock_does_not_stall_requests_to_known_spaces(gw, upstream):
+    import sqlite3
+    import threading
+
+    gw.add_space("alice/demo", port=upstream.port)
+    host = {"Host": gw.host("alice/demo")}
+    assert requests.get(gw.url + "/", headers=host, timeout=10).status_code == 200
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        # another member of the shared group, or a long write: SQLite's write lock for seconds
+        conn = sqlite3.connect(str(gw.settings.db_path), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        release.wait(30)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(10)
+    outcomes = []
+    try:
+        deadline = time.monotonic() + 6  # several flushes of the traffic bookkeeping (every 2 s) and snapshots
+        while time.monotonic() < deadline:
+            for url, headers in ((gw.url + "/", host), (gw.url + "/sse", {**host, "Accept": "text/event-stream"}),
+                                 (gw.url + "/api/spaces/alice/demo/runtime", {})):
+                try:
+                    outcomes.append(requests.get(url, headers=headers, timeout=3).status_code)
+                except requests.RequestException as exc:
+                    outcomes.append(repr(exc))
+            time.sleep(0.1)
+    finally:
+        release.set()
+        holder.join(10)
+    assert len(outcomes) > 10 and set(outcomes) == {200}, [o for o in outcomes if o != 200][:3]
+    # what was touched while the lock was held is written once it is free
+    started = time.time() - 8
+    deadline = time.monotonic() + 10
+    while (gw.state.get_space("alice/demo")["last_request_at"] or 0) < started and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gw.state.get_space("alice/demo")["last_request_at"] >= started
