@@ -150,3 +150,130 @@ def test_a_held_write_lock_does_not_stall_requests_to_known_spaces(gw, upstream)
     while (gw.state.get_space("alice/demo")["last_request_at"] or 0) < started and time.monotonic() < deadline:
         time.sleep(0.2)
     assert gw.state.get_space("alice/demo")["last_request_at"] >= started
+
+
+def _read_all(sock) -> bytes:
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def test_a_trickling_body_gets_408_and_a_kept_alive_idle_client_is_closed(server, loops, upstream):
+    gw = GatewayUnderTest(server, loops, **{"gateway.body_timeout_seconds": 1, "gateway.idle_seconds": 2})
+    try:
+        gw.add_space("alice/demo", port=upstream.port)
+        host = gw.host("alice/demo")
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as sock:
+            sock.sendall(f"POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n".encode())
+            got = b""
+            for _ in range(40):  # one byte every 0.25 s: far too slow for 100 bytes in 1 s
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    break
+                time.sleep(0.25)
+            got = _read_all(sock)
+        assert got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert got.endswith(b"\r\n\r\n408: the request body did not arrive within 1 s\n")
+        # a body that arrives in time is fine; then the connection stays open while idle ...
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as sock:
+            sock.sendall(f"POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhe".encode())
+            time.sleep(0.3)
+            sock.sendall(b"llo")
+            got = b""
+            while not got.endswith(b"hello"):
+                got += sock.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200 OK")
+            idle_since = time.monotonic()
+            # ... up to gateway.idle_seconds, then the gateway closes it
+            assert _read_all(sock) == b""
+            assert time.monotonic() - idle_since > 1.5
+    finally:
+        gw.stop()
+
+
+def test_when_connections_run_out_idle_ones_make_room_and_busy_ones_mean_503(server, loops, upstream):
+    gw = GatewayUnderTest(server, loops, **{"gateway.max_connections": 10})
+    socks = []
+    try:
+        gw.add_space("alice/demo", port=upstream.port)
+        get = f"GET / HTTP/1.1\r\nHost: {gw.host('alice/demo')}\r\n\r\n".encode()
+        for _ in range(30):  # idle kept-alive clients: the oldest make room for the new
+            sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            sock.sendall(get)
+            got = b""
+            while not got.endswith(b"hello from v1\n"):
+                got += sock.recv(65536)
+            socks.append(sock)
+        assert len(gw.listening.relay.connections) == 10
+        for sock in socks[:20]:
+            assert _read_all(sock) == b""  # closed for the newer ones
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        time.sleep(0.5)
+        for _ in range(10):  # busy: each in the middle of a request head
+            sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x")
+            socks.append(sock)
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(get)
+            got = _read_all(sock)
+        assert got.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and b"\r\nRetry-After: 1\r\n" in got
+        assert got.endswith(b"\r\n\r\n503: the gateway has too many open connections; try again in a moment\n")
+    finally:
+        for sock in socks:
+            sock.close()
+        gw.stop()
+
+
+def test_serve_raises_its_open_file_limit_and_idle_clients_never_exhaust_it(server, upstream):
+    import resource
+    import subprocess
+
+    from spacehooks import config, state
+
+    port = free_port()
+    server.configure(**{"gateway.listen": f"127.0.0.1:{port}"})
+    st = state.open(config.load(server.config, server.home))
+    st.ensure_space("alice/demo", "/nonexistent")
+    st.update_space("alice/demo", stage="RUNNING", port=upstream.port)
+    st.close()
+
+    def low_limit():  # an instance with a low soft limit, and a hard one not much higher
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 400))
+
+    proc = subprocess.Popen(["spacehooks", "gateway", "--no-sleep"], env=server.env(), preexec_fn=low_limit,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    socks = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the gateway did not start"
+                time.sleep(0.2)
+        limits = open(f"/proc/{proc.pid}/limits").read()
+        assert re.search(r"Max open files\s+400\s+400\s", limits), limits
+        get = b"GET / HTTP/1.1\r\nHost: alice-demo.localhost\r\n\r\n"
+        for i in range(400):  # more idle kept-alive clients than descriptors
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(get)
+            got = b""
+            while not got.endswith(b"hello from v1\n"):
+                chunk = sock.recv(65536)
+                assert chunk, f"connection {i} closed without an answer"
+                got += chunk
+            socks.append(sock)
+        answer = requests.get(f"http://127.0.0.1:{port}/", headers={"Host": "alice-demo.localhost"}, timeout=10)
+        assert answer.text == "hello from v1\n"
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Too many open files" not in output, output[-2000:]

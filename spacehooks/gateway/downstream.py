@@ -20,15 +20,14 @@ FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 MAX_HEAD = 64 * 1024
 REPLAY_BYTES = 1024 * 1024  # a request up to this size is kept until answered, to send it again
 HIGH_WATER = 256 * 1024  # stop reading a client while this much waits for its upstream
-IDLE_SECONDS = 75.0  # an idle keep-alive client connection is closed after this
 HEAD_SECONDS = 30.0  # a request head must arrive within this
 TOO_LARGE = ("431 Request Header Fields Too Large", f"431: the request head is larger than {MAX_HEAD // 1024} KiB\n")
 
 
-def _text_answer(status: str, text: str) -> bytes:
+def _text_answer(status: str, text: str, extra: str = "") -> bytes:
     body = text.encode()
     return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
+            f"{extra}Connection: close\r\n\r\n").encode() + body
 
 
 class Downstream(Pausable):
@@ -48,6 +47,8 @@ class Downstream(Pausable):
         self.closed = False
         self.last_active = 0.0
         self.head_started: float | None = None
+        self.body_deadline: float | None = None  # while a request body is being read
+        self.last_check = 0.0
         self._url = b""
         self._headers: list = []
         self._head_size = 0
@@ -58,6 +59,15 @@ class Downstream(Pausable):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         self.last_active = asyncio.get_running_loop().time()
+        if not self.relay.admit(self):
+            self.closed = True
+            transport.write(_text_answer("503 Service Unavailable", "503: the gateway has too many open connections; "
+                                         "try again in a moment\n", "Retry-After: 1\r\n"))
+            # closed a moment later, its request read and dropped meanwhile: closing with unread
+            # bytes would reset the connection, and the client might never see the answer
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(0.5, transport.close)
+            return
         self.relay.connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -75,11 +85,25 @@ class Downstream(Pausable):
                 self.upstream.close()
                 self.upstream = None
 
+    def idle(self) -> bool:
+        """Kept alive between requests: closing it loses nothing."""
+        return (self.current is None and self.head_started is None and not self.tunnel and not self.queue
+                and not self.closed)
+
     def check_idle(self, now: float) -> None:
+        settings = self.relay.settings
+        since, self.last_check = self.last_check or now, now
+        if self.body_deadline is not None and not self.tunnel:
+            if self.paused:
+                self.body_deadline += now - since  # waiting for the app to read: not the client's time
+            elif now > self.body_deadline:
+                seconds = settings["gateway.body_timeout_seconds"]
+                self.refuse("408 Request Timeout", f"408: the request body did not arrive within {seconds:g} s\n")
+                return
         if self.head_started is not None:
             if now - self.head_started > HEAD_SECONDS:
                 self.refuse("408 Request Timeout", f"408: no whole request head within {HEAD_SECONDS:g} s\n")
-        elif self.current is None and not self.tunnel and now - self.last_active > IDLE_SECONDS:
+        elif self.idle() and now - self.last_active > settings["gateway.idle_seconds"]:
             self.close()
 
     def pause_writing(self) -> None:
@@ -91,6 +115,8 @@ class Downstream(Pausable):
             self.upstream.resume("client")
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         self.last_active = asyncio.get_running_loop().time()
         if self.tunnel:
             if self.current is not None:
@@ -113,9 +139,9 @@ class Downstream(Pausable):
         except httptools.HttpParserError as exc:
             self.refuse("400 Bad Request", f"400: the request could not be read: {exc}\n")
 
-    def refuse(self, status: str, text: str) -> None:
+    def refuse(self, status: str, text: str, extra: str = "") -> None:
         if self.current is None or not self.current.answered:
-            self.transport.write(_text_answer(status, text))
+            self.transport.write(_text_answer(status, text, extra))
         self.close()
 
     # -- parser callbacks ------------------------------------------------------------------
@@ -141,7 +167,7 @@ class Downstream(Pausable):
         chunked = False
         lines = [b"%s %s HTTP/1.1\r\n" % (parser.get_method(), self._url)]
         upgrade = parser.should_upgrade()
-        self.head_started = None
+        self.head_started_at, self.head_started = self.head_started or self.last_active, None
         for name, value in self._headers:
             low = name.lower()
             if low == b"host":
@@ -180,6 +206,7 @@ class Downstream(Pausable):
                             method in IDEMPOTENT)
         self._head_size = 0
         self.parsing = exchange
+        self.body_deadline = self.head_started_at + self.relay.settings["gateway.body_timeout_seconds"]
         if self.current is None:
             self.start(exchange)
         else:
@@ -195,6 +222,7 @@ class Downstream(Pausable):
         if exchange.chunked:
             self.send(exchange, b"0\r\n\r\n")
         exchange.complete = True
+        self.body_deadline = None
 
     # -- to the upstream -------------------------------------------------------------------
     def send(self, exchange: Exchange, data: bytes) -> None:

@@ -116,8 +116,7 @@ class Upstream(Pausable):
         # a request that must not be sent twice gets a fresh connection: on a kept-alive one the
         # app may close (its keep-alive timeout) just as the request goes out, and then nobody
         # knows whether it arrived
-        return not self.closed and self.transport is not None and not self.tunnel \
-            and (exchange.idempotent or self.target[1] is None)
+        return not self.closed and self.transport is not None and not self.tunnel and exchange.idempotent
 
     def write(self, data: bytes) -> None:
         if not self.closed:
