@@ -1,6 +1,7 @@
 """The gateway under faults and hostile input: what users copy, requests it did not expect,
 requests that must not be sent twice, slow and idle clients, a state store that is locked."""
 import html
+import json
 import re
 import socket
 import time
@@ -277,3 +278,44 @@ def test_serve_raises_its_open_file_limit_and_idle_clients_never_exhaust_it(serv
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert "Too many open files" not in output, output[-2000:]
+
+
+def _absolute_form(gw, upstream):
+    gw.add_space("alice/demo", port=upstream.port)
+    gw.add_space("bob/other", port=upstream.port, stage="BUILDING")
+    host = gw.host("alice/demo")
+    results = []
+    for target, header in ((f"http://{host}:{gw.port}/headers?x=1", "bob-other.localhost"),
+                           (f"HTTP://{host.upper()}/headers", ""),
+                           (f"http://{host}", "")):
+        head = f"GET {target} HTTP/1.1\r\n" + (f"Host: {header}\r\n" if header else "Host: bob-other.localhost\r\n")
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall((head + "Connection: close\r\n\r\n").encode())
+            results.append(_read_all(sock))
+    return host, results
+
+
+def test_absolute_form_targets_are_routed_by_their_authority(gw, upstream):
+    # RFC 9112 3.2.2: the target's authority is the host, whatever the Host header says
+    host, (first, second, third) = _absolute_form(gw, upstream)
+    assert first.startswith(b"HTTP/1.1 200 OK"), first
+    seen = json.loads(first.split(b"\r\n\r\n", 1)[1])
+    assert seen["Host"] == f"{host}:{gw.port}"
+    assert second.startswith(b"HTTP/1.1 200 OK"), second
+    assert third.startswith(b"HTTP/1.1 200 OK") and third.endswith(b"hello from v1\n"), third
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(b"GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = _read_all(sock)
+    assert got.startswith(b"HTTP/1.1 400 Bad Request") and got.endswith(b"400: the request target ftp://x/ is not http(s)\n")
+
+
+def test_absolute_form_targets_without_the_relay(server, loops, upstream):
+    gw = GatewayUnderTest(server, loops, **{"gateway.relay": False})
+    try:
+        host, (first, second, third) = _absolute_form(gw, upstream)
+        assert first.startswith(b"HTTP/1.1 200 OK"), first
+        assert json.loads(first.split(b"\r\n\r\n", 1)[1])["Host"] == f"{host}:{gw.port}"
+        assert second.startswith(b"HTTP/1.1 200 OK"), second
+        assert third.startswith(b"HTTP/1.1 200 OK") and third.endswith(b"hello from v1\n"), third
+    finally:
+        gw.stop()

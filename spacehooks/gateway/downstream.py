@@ -165,7 +165,8 @@ class Downstream(Pausable):
         parser = self.parser
         host = accept = forwarded_for = proto = forwarded_host = None
         chunked = False
-        lines = [b"%s %s HTTP/1.1\r\n" % (parser.get_method(), self._url)]
+        target, authority = _origin_form(self._url)
+        lines = [b"%s %s HTTP/1.1\r\n" % (parser.get_method(), target)]
         upgrade = parser.should_upgrade()
         self.head_started_at, self.head_started = self.head_started or self.last_active, None
         for name, value in self._headers:
@@ -175,6 +176,8 @@ class Downstream(Pausable):
                     # which one would the app believe? (a request-smuggling classic)
                     raise _Refused("400 Bad Request", "400: the request has more than one Host header\n")
                 host = value
+                if authority is not None:
+                    continue  # replaced by the target's authority, below
             elif low == b"accept":
                 accept = value
             elif low == b"transfer-encoding":
@@ -191,6 +194,9 @@ class Downstream(Pausable):
                     forwarded_host = forwarded_host or value
                 continue
             lines.append(b"%s: %s\r\n" % (name, value))
+        if authority is not None:
+            host = authority
+            lines.append(b"Host: %s\r\n" % authority)
         peer = self.peer.encode()
         lines.append(b"X-Forwarded-For: %s\r\n" % (forwarded_for + b", " + peer if forwarded_for else peer))
         lines.append(b"X-Forwarded-Proto: %s\r\n" % (proto or b"http"))
@@ -294,6 +300,23 @@ class Downstream(Pausable):
             self.start(self.queue.popleft())
         if not self.queue:
             self.resume("queue")
+
+
+def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:
+    """(the target as an app expects it, the host it names or None). RFC 9112 3.2.2: in an
+    absolute-form target (`http://host/path`, what proxies are sent) the authority is the host,
+    whatever a Host header says; the app gets the origin form (`/path`) and that Host."""
+    if url.startswith(b"/") or b"://" not in url:
+        return url, None
+    try:
+        parts = httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        raise _Refused("400 Bad Request", "400: the request target could not be read\n") from None
+    if (parts.schema or b"").lower() not in (b"http", b"https") or not parts.host:
+        shown = url[:200].decode("latin-1")
+        raise _Refused("400 Bad Request", f"400: the request target {shown} is not http(s)\n")
+    authority = parts.host.lower() + (b":%d" % parts.port if parts.port else b"")
+    return (parts.path or b"/") + (b"?" + parts.query if parts.query else b""), authority
 
 
 class _Refused(Exception):

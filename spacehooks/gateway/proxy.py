@@ -15,6 +15,7 @@ import logging
 import socket
 
 import aiohttp
+import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -42,12 +43,22 @@ class NotRepeated(Unreachable):
     """The app dropped a request that is not safe to send twice; it was not sent again."""
 
 
+def origin_form(request: web.Request) -> str:
+    """The target as the app expects it: an absolute-form one (`http://host/path`) as `/path`."""
+    raw = request.raw_path
+    return raw if raw.startswith("/") else request.rel_url.raw_path_qs
+
+
 def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMultiDict:
     headers = CIMultiDict()
     for key, value in request.headers.items():
         lower = key.lower()
         if lower not in HOP_BY_HOP and lower not in drop:
             headers.add(key, value)
+    if not request.raw_path.startswith("/"):
+        # RFC 9112 3.2.2: the authority in an absolute-form target is the host (aiohttp routes by it)
+        target = yarl.URL(request.raw_path, encoded=True)
+        headers["Host"] = (target.raw_host or "") + (f":{target.explicit_port}" if target.explicit_port else "")
     sock = request.transport.get_extra_info("socket") if request.transport is not None else None
     if sock is not None and sock.family == socket.AF_UNIX:
         # only the gateway's relay reaches the app's private socket; it wrote X-Forwarded-* already
@@ -97,7 +108,7 @@ class Proxy:
         # closed here, not by the loop's finalizer hook (a thread-safe wake-up for every request)
         async with contextlib.aclosing(ports(RETRIES if replayable else 1)) as candidates:
             async for port in candidates:
-                url = f"http://127.0.0.1:{port}{request.raw_path}"
+                url = f"http://127.0.0.1:{port}{origin_form(request)}"
                 try:
                     upstream = await session.request(
                         request.method, url, headers=headers, data=body, allow_redirects=False,
@@ -166,7 +177,7 @@ class Proxy:
             async for port in candidates:
                 try:
                     upstream = await self.session.ws_connect(
-                        f"http://127.0.0.1:{port}{request.raw_path}", headers=headers, protocols=protocols,
+                        f"http://127.0.0.1:{port}{origin_form(request)}", headers=headers, protocols=protocols,
                         autoping=True, compress=0, max_msg_size=0)
                     break
                 except aiohttp.WSServerHandshakeError as exc:
