@@ -175,6 +175,8 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
                         image_id = line.strip()
             if record.get("error"):
                 error = record["error"].strip()
+            elif response.status >= 400 and record.get("message"):  # refused before building
+                error = str(record["message"]).strip()
             if record.get("aux", {}).get("ID"):
                 image_id = record["aux"]["ID"]
     except socket.timeout as exc:
