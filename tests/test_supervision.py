@@ -141,3 +141,40 @@ def _get(url, host):
     except requests.RequestException:
         return None
     return answer.text if answer.status_code == 200 else None
+
+
+def test_no_post_is_sent_twice_and_no_get_fails_during_a_redeploy(engine, loops):
+    from helpers import git, write_files
+    from test_gateway_lifecycle import RequestLoop
+    bare, work = engine.create("alice/twice", {"README.md": README, "Dockerfile": DOCKERFILE, "app.py": APP,
+                                               "index.html": "v1\n"})
+    assert push(work, str(bare)).returncode == 0
+    assert engine.drain() == 1
+    assert engine.space("alice/twice")["stage"] == "RUNNING"
+    gw = GatewayUnderTest(engine, loops)
+    url, host = gw.url, {"Host": gw.host("alice/twice")}
+    loop = RequestLoop(gw, "alice/twice")
+    try:
+        # one side: a POST the app receives and drops without answering reaches it once
+        for path in ("/drop", "/drop", "/drop"):
+            assert requests.post(url + path, data=b"x", headers=host, timeout=30).status_code == 502
+        assert requests.get(url + "/posts", headers=host, timeout=30).text == "/drop,/drop,/drop"
+        # the other: GETs go on through a redeploy without one failing (retried where safe)
+        loop.start()
+        time.sleep(1)
+        write_files(work, {"index.html": "v2\n"})
+        git("commit", "-qam", "v2", cwd=work)
+        assert push(work, str(bare)).returncode == 0
+        assert engine.drain() == 1
+        time.sleep(2.5)  # past run.grace_seconds: the old container is removed while GETs run
+        from spacehooks import runner, state
+        st = state.open(engine.settings)
+        runner.reap(engine.settings, st)
+        st.close()
+        time.sleep(1)
+    finally:
+        results = loop.stop()
+        gw.stop()
+    assert [r for r in results if r[0] != 200] == []
+    bodies = [r[1] for r in results]
+    assert len(bodies) > 20 and bodies[-1] == "v2" and "v1" in bodies
