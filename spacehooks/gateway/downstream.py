@@ -9,25 +9,17 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from spacehooks.gateway.upstream import HOP_BY_HOP, IDEMPOTENT, Exchange, Pausable, Upstream
+from spacehooks.gateway.requesthead import MAX_HEAD, TOO_LARGE, Refused, rewrite, text_answer
+from spacehooks.gateway.upstream import IDEMPOTENT, Exchange, Pausable, Upstream
 
 if TYPE_CHECKING:
     from spacehooks.gateway.relay import Relay
 
 log = logging.getLogger("spacehooks.gateway")
 
-FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-MAX_HEAD = 64 * 1024
 REPLAY_BYTES = 1024 * 1024  # a request up to this size is kept until answered, to send it again
 HIGH_WATER = 256 * 1024  # stop reading a client while this much waits for its upstream
 HEAD_SECONDS = 30.0  # a request head must arrive within this
-TOO_LARGE = ("431 Request Header Fields Too Large", f"431: the request head is larger than {MAX_HEAD // 1024} KiB\n")
-
-
-def _text_answer(status: str, text: str, extra: str = "") -> bytes:
-    body = text.encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-            f"{extra}Connection: close\r\n\r\n").encode() + body
 
 
 class Downstream(Pausable):
@@ -47,6 +39,7 @@ class Downstream(Pausable):
         self.closed = False
         self.last_active = 0.0
         self.head_started: float | None = None
+        self.head_started_at = 0.0  # when the request now being read began
         self.body_deadline: float | None = None  # while a request body is being read
         self.last_check = 0.0
         self._url = b""
@@ -61,7 +54,7 @@ class Downstream(Pausable):
         self.last_active = asyncio.get_running_loop().time()
         if not self.relay.admit(self):
             self.closed = True
-            transport.write(_text_answer("503 Service Unavailable", "503: the gateway has too many open connections; "
+            transport.write(text_answer("503 Service Unavailable", "503: the gateway has too many open connections; "
                                          "try again in a moment\n", "Retry-After: 1\r\n"))
             # closed a moment later, its request read and dropped meanwhile: closing with unread
             # bytes would reset the connection, and the client might never see the answer
@@ -80,6 +73,7 @@ class Downstream(Pausable):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.relay.connections.discard(self)  # its room is free now, not when the loop gets to it
             self.transport.close()
             if self.upstream is not None:
                 self.upstream.close()
@@ -131,7 +125,7 @@ class Downstream(Pausable):
             if rest and self.current is not None:
                 self.send(self.current, rest)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _Refused):
+            if isinstance(exc.__context__, Refused):
                 self.refuse(*exc.__context__.args)
             else:
                 log.error("gateway relay: bug while reading a request", exc_info=exc.__context__ or exc)
@@ -141,7 +135,7 @@ class Downstream(Pausable):
 
     def refuse(self, status: str, text: str, extra: str = "") -> None:
         if self.current is None or not self.current.answered:
-            self.transport.write(_text_answer(status, text, extra))
+            self.transport.write(text_answer(status, text, extra))
         self.close()
 
     # -- parser callbacks ------------------------------------------------------------------
@@ -153,62 +147,24 @@ class Downstream(Pausable):
         self._url += url
         self._head_size += len(url)
         if self._head_size > MAX_HEAD:
-            raise _Refused(*TOO_LARGE)
+            raise Refused(*TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
-            raise _Refused(*TOO_LARGE)
+            raise Refused(*TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        host = accept = forwarded_for = proto = forwarded_host = None
-        chunked = False
-        target, authority = _origin_form(self._url)
-        lines = [b"%s %s HTTP/1.1\r\n" % (parser.get_method(), target)]
+        method = parser.get_method()
         upgrade = parser.should_upgrade()
         self.head_started_at, self.head_started = self.head_started or self.last_active, None
-        for name, value in self._headers:
-            low = name.lower()
-            if low == b"host":
-                if host is not None:
-                    # which one would the app believe? (a request-smuggling classic)
-                    raise _Refused("400 Bad Request", "400: the request has more than one Host header\n")
-                host = value
-                if authority is not None:
-                    continue  # replaced by the target's authority, below
-            elif low == b"accept":
-                accept = value
-            elif low == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-                continue
-            if low in HOP_BY_HOP and not (upgrade and low in (b"connection", b"upgrade")):
-                continue
-            if low in FORWARDED:
-                if low == b"x-forwarded-for":
-                    forwarded_for = forwarded_for or value
-                elif low == b"x-forwarded-proto":
-                    proto = proto or value
-                else:
-                    forwarded_host = forwarded_host or value
-                continue
-            lines.append(b"%s: %s\r\n" % (name, value))
-        if authority is not None:
-            host = authority
-            lines.append(b"Host: %s\r\n" % authority)
-        peer = self.peer.encode()
-        lines.append(b"X-Forwarded-For: %s\r\n" % (forwarded_for + b", " + peer if forwarded_for else peer))
-        lines.append(b"X-Forwarded-Proto: %s\r\n" % (proto or b"http"))
-        lines.append(b"X-Forwarded-Host: %s\r\n" % (forwarded_host or host or b""))
-        if chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        lines.append(b"\r\n")
+        head, host, accept, chunked = rewrite(method, self._url, self._headers, self.peer.encode(), upgrade)
         target = self.relay.route(host, upgrade, accept)
         # HTTP/1.0 clients get their answer framed by the end of the connection
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
-        method = parser.get_method()
-        exchange = Exchange(target, b"".join(lines), keep_alive, chunked, method == b"HEAD", upgrade,
+        exchange = Exchange(target, head, keep_alive, chunked, method == b"HEAD", upgrade,
                             method in IDEMPOTENT)
         self._head_size = 0
         self.parsing = exchange
@@ -300,24 +256,3 @@ class Downstream(Pausable):
             self.start(self.queue.popleft())
         if not self.queue:
             self.resume("queue")
-
-
-def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:
-    """(the target as an app expects it, the host it names or None). RFC 9112 3.2.2: in an
-    absolute-form target (`http://host/path`, what proxies are sent) the authority is the host,
-    whatever a Host header says; the app gets the origin form (`/path`) and that Host."""
-    if url.startswith(b"/") or b"://" not in url:
-        return url, None
-    try:
-        parts = httptools.parse_url(url)
-    except httptools.HttpParserInvalidURLError:
-        raise _Refused("400 Bad Request", "400: the request target could not be read\n") from None
-    if (parts.schema or b"").lower() not in (b"http", b"https") or not parts.host:
-        shown = url[:200].decode("latin-1")
-        raise _Refused("400 Bad Request", f"400: the request target {shown} is not http(s)\n")
-    authority = parts.host.lower() + (b":%d" % parts.port if parts.port else b"")
-    return (parts.path or b"/") + (b"?" + parts.query if parts.query else b""), authority
-
-
-class _Refused(Exception):
-    """Raised in a parser callback: (status line, text) for the client."""
