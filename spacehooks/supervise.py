@@ -63,7 +63,9 @@ class Supervisor:
         for name, space in serving.items():
             info = states.get(name)
             if info is None or info["running"]:
-                continue  # a container that is gone is restore's business
+                # gone: restore's business; running: started again (by us, or by an admin)
+                self._restart_at.pop(name, None)
+                continue
             try:
                 self._exited(st, space, name, info, oom_seen, now)
             except SpaceError as exc:

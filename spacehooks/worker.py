@@ -34,10 +34,11 @@ class Worker:
         First the Spaces that should serve but do not (after a restart or a reboot) start
         again, before any queued build, so that a build never races a restore."""
         self._pump = runlogs.RunLogPump(self.settings)
-        self._supervisor = supervise.Supervisor(self.settings)
         if restore:
             while not stop.is_set() and not self._survive(self._restore)[0]:
                 stop.wait(RETRY_PAUSE)
+        # only now: containers stopped by a reboot are restore's to start, not crashes
+        self._supervisor = supervise.Supervisor(self.settings)
         concurrency = max(1, int(self.settings["build.concurrency"]))
         active: set = set()
         lock = threading.Lock()
