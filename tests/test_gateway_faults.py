@@ -132,12 +132,12 @@ def test_a_held_write_lock_does_not_stall_requests_to_known_spaces(gw, upstream)
     assert held.wait(10)
     outcomes = []
     try:
-        deadline = time.monotonic() + 6  # several flushes of the traffic bookkeeping (every 2 s) and snapshots
+        deadline = time.monotonic() + 8  # several flushes of the traffic bookkeeping (every 2 s) and snapshots
         while time.monotonic() < deadline:
             for url, headers in ((gw.url + "/", host), (gw.url + "/sse", {**host, "Accept": "text/event-stream"}),
                                  (gw.url + "/api/spaces/alice/demo/runtime", {})):
                 try:
-                    outcomes.append(requests.get(url, headers=headers, timeout=3).status_code)
+                    outcomes.append(requests.get(url, headers=headers, timeout=4).status_code)
                 except requests.RequestException as exc:
                     outcomes.append(repr(exc))
             time.sleep(0.1)
