@@ -222,8 +222,17 @@ def _json_stream(response) -> Iterable[dict]:
 
 def log_tail(settings, name: str, lines: int) -> str:
     """The container's last log lines, stdout and stderr interleaved as written."""
+    text = _logs(settings, name, {"tail": str(lines)})
+    if not text.strip():
+        # Podman 4.3 sometimes answers a tail of a container that has just exited with a bare
+        # newline while the whole log holds the lines: ask for it all and cut here
+        text = "".join(_logs(settings, name, {}).splitlines(keepends=True)[-lines:])
+    return text
+
+
+def _logs(settings, name: str, params: dict) -> str:
     url = settings["podman_url"]
-    query = urllib.parse.urlencode({"stdout": "true", "stderr": "true", "tail": str(lines)})
+    query = urllib.parse.urlencode({"stdout": "true", "stderr": "true", **params})
     try:
         conn = _UnixConnection(_socket_path(url), 30)
         conn.request("GET", f"{API}/containers/{urllib.parse.quote(name)}/logs?{query}")

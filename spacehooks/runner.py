@@ -117,7 +117,12 @@ def _oom(container) -> bool:
 
 
 def _tail(settings, container) -> str:
-    text = podman.log_tail(settings, container.name, LOG_TAIL).rstrip()
+    return log_tail(settings, container.name)
+
+
+def log_tail(settings, name: str) -> str:
+    """`log tail:` and the app's last lines."""
+    text = podman.log_tail(settings, name, LOG_TAIL).rstrip()
     return "log tail:\n" + text if text else "log tail: (empty)"
 
 

@@ -101,9 +101,7 @@ class Supervisor:
         runner._append_run_log(self.settings, st, space["id"], message)
 
     def _give_up(self, st, space: dict, name: str, reason: str, count: int, window: float) -> None:
-        tail = podman.log_tail(self.settings, name, runner.LOG_TAIL).rstrip()
-        error = (f"{reason} ({count} exits within {window:g}s: not started again)\n"
-                 + ("log tail:\n" + tail if tail else "log tail: (empty)"))
+        error = f"{reason} ({count} exits within {window:g}s: not started again)\n" + runner.log_tail(self.settings, name)
         log.error("%s: RUNTIME_ERROR: %s", space["id"], error.splitlines()[0])
         st.update_space(space["id"], stage="RUNTIME_ERROR", error=error, port=None, container=None)
         st.retire(space["id"], name, time.time())  # removed by the next reap; its log tail is kept above
