@@ -76,7 +76,7 @@ SETTINGS = [
     Setting("gateway.relay", True, bool, "Serve plain requests to running Spaces through the fast relay (httptools) in front of the aiohttp app; false: the app alone takes every request (slower, for comparison or trouble-shooting)."),
     Setting("gateway.body_timeout_seconds", 300, (int, float), "A request body must arrive whole within this many seconds after its head (time spent waiting for the app to read it does not count); a client that is slower gets `408` and its connection closed."),
     Setting("gateway.idle_seconds", 75, (int, float), "A client's kept-alive connection with no request in progress is closed after this many idle seconds."),
-    Setting("gateway.max_connections", 0, int, "Most client connections open at once. When full, a new connection first closes the longest-idle kept-alive one; when none is idle it gets `503` and is closed. 0: a quarter of the open-file limit minus 128 (`serve` and `gateway` raise their own soft open-file limit to the hard limit at start)."),
+    Setting("gateway.max_connections", 0, int, "Most client connections open at once. When full, a new connection first closes the longest-idle kept-alive one; when none is idle it gets `503` and is closed. 0: a quarter of the open-file limit minus 128, at most 16384 (`serve` and `gateway` raise their own soft open-file limit to the hard limit at start)."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),
     Setting("logs.keep", 3, int, "Rotated copies of a Space's run log kept (`<id>.log.1` is the newest)."),

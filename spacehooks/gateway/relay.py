@@ -32,9 +32,10 @@ def max_connections(settings) -> int:
     if configured > 0:
         return configured
     # a request through the app holds up to four descriptors: client, container, and both
-    # ends of the app's socket; keep some for the state store, logs and Podman
+    # ends of the app's socket; keep some for the state store, logs and Podman. At most 16384
+    # (a few KiB of buffers each) however high the limit.
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, (soft - 128) // 4)
+    return max(16, min(16384, (soft - 128) // 4))
 
 
 class Relay:
