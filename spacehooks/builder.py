@@ -6,6 +6,7 @@ code reuses every layer up to the app files.
 """
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import shlex
@@ -161,6 +162,23 @@ class LogCounter:
         self.write(line)
 
 
+def check_links(root: Path) -> None:
+    """Podman refuses a build context holding a relative symlink that leads out of it, with a
+    bare HTTP 500: name the file instead. (An absolute link is copied as the link it is and
+    points into the image's own files, as with Docker.)"""
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                continue
+            target = os.readlink(path)
+            rel = path.relative_to(root).as_posix()
+            lands = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+            if not os.path.isabs(target) and (lands == ".." or lands.startswith("../")):
+                raise SpaceError(f"{rel}: a symlink to {target}, outside the repository; the build cannot copy it",
+                                 hint="commit the file itself, or a link to a file inside the repository")
+
+
 def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, config: dict, *,
           secrets: dict[str, str], no_cache: bool, write: Callable[[str], None],
           should_stop: Callable[[], bool]) -> str | None:
@@ -180,12 +198,14 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
         if sdk == "docker":
             context = work / "app"
             repo.export(commit, context, user=settings["build.export_user"])
+            check_links(context)
             dockerfile = "Dockerfile"
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
         else:
             context = work
             repo.export(commit, work / "app", user=settings["build.export_user"])
+            check_links(work / "app")
             (work / "deps").mkdir()
             deps = {}
             data = repo.read_blob(commit, "packages.txt")

@@ -115,6 +115,43 @@ def remove_network(settings, name: str) -> None:
         raise SpaceError(f"Podman network {name}: HTTP {status}: {body[:300].decode(errors='replace')}")
 
 
+def container_states(settings, label: str) -> dict[str, dict]:
+    """Every container carrying `label` (running or not): name -> {running, exit_code, oom, finished}.
+    Only the stopped ones are inspected (the list does not say whether the kernel's OOM killer
+    ended them)."""
+    url = settings["podman_url"]
+    query = urllib.parse.urlencode({"all": "true", "filters": json.dumps({"label": [label]})})
+    out = {}
+    for entry in _get_json(url, f"{API}/containers/json?{query}"):
+        name = (entry.get("Names") or [""])[0]
+        running = entry.get("State") == "running"
+        out[name] = {"running": running, "exit_code": entry.get("ExitCode"), "oom": False,
+                     "finished": entry.get("ExitedAt"), "status": entry.get("State")}
+        if not running:
+            try:
+                state = _get_json(url, f"{API}/containers/{urllib.parse.quote(name)}/json").get("State", {})
+            except SpaceError:  # removed meanwhile
+                continue
+            out[name].update(exit_code=state.get("ExitCode"), oom=bool(state.get("OOMKilled")),
+                             finished=state.get("FinishedAt"), status=state.get("Status"))
+    return out
+
+
+def start_container(settings, name: str) -> None:
+    """Start an existing (stopped) container again, as it was created."""
+    url = settings["podman_url"]
+    try:
+        conn = _UnixConnection(_socket_path(url), 60)
+        conn.request("POST", f"{API}/containers/{urllib.parse.quote(name)}/start")
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise unreachable(url, exc) from exc
+    if response.status >= 400:
+        raise SpaceError(f"Podman could not start {name}: HTTP {response.status}: "
+                         f"{body[:300].decode(errors='replace')}")
+
+
 # Buildah keys the cache of a folder COPY on a tar of it, times included, and the context is
 # written afresh for every build: fixed times keep unchanged inputs cached.
 CONTEXT_MTIME = 315532800  # 1980-01-01, as reproducible-build tools use
@@ -188,6 +225,8 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
                         image_id = line.strip()
             if record.get("error"):
                 error = record["error"].strip()
+            elif response.status >= 400 and record.get("message"):  # refused before building
+                error = str(record["message"]).strip()
             if record.get("aux", {}).get("ID"):
                 image_id = record["aux"]["ID"]
     except socket.timeout as exc:
@@ -279,8 +318,17 @@ def _json_stream(response) -> Iterable[dict]:
 
 def log_tail(settings, name: str, lines: int) -> str:
     """The container's last log lines, stdout and stderr interleaved as written."""
+    text = _logs(settings, name, {"tail": str(lines)})
+    if not text.strip():
+        # Podman 4.3 sometimes answers a tail of a container that has just exited with a bare
+        # newline while the whole log holds the lines: ask for it all and cut here
+        text = "".join(_logs(settings, name, {}).splitlines(keepends=True)[-lines:])
+    return text
+
+
+def _logs(settings, name: str, params: dict) -> str:
     url = settings["podman_url"]
-    query = urllib.parse.urlencode({"stdout": "true", "stderr": "true", "tail": str(lines)})
+    query = urllib.parse.urlencode({"stdout": "true", "stderr": "true", **params})
     try:
         conn = _UnixConnection(_socket_path(url), 30)
         conn.request("GET", f"{API}/containers/{urllib.parse.quote(name)}/logs?{query}")

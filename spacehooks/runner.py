@@ -87,7 +87,7 @@ def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
         if state.get("OOMKilled"):
             raise StartFailed("RUNTIME_ERROR", "the app was killed for using more memory than its limit "
                               f"(memory limit reached)\n{_tail(settings, container)}")
-        # with the on-failure restart policy a crash shows as "exited" between retries, or for good
+        # a crash shows as "exited" (restart policy "no": supervise.py restarts deployed apps)
         if state.get("Status") in ("exited", "stopped"):
             code = state.get("ExitCode")
             reason = ("the app was killed for using more memory than its limit (memory limit reached)"
@@ -118,7 +118,12 @@ def _oom(container) -> bool:
 
 
 def _tail(settings, container) -> str:
-    text = podman.log_tail(settings, container.name, LOG_TAIL).rstrip()
+    return log_tail(settings, container.name)
+
+
+def log_tail(settings, name: str) -> str:
+    """`log tail:` and the app's last lines."""
+    text = podman.log_tail(settings, name, LOG_TAIL).rstrip()
     return "log tail:\n" + text if text else "log tail: (empty)"
 
 

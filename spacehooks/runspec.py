@@ -114,7 +114,8 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
         mem_limit=f"{int(limits['memory_mb'])}m", memswap_limit=f"{int(limits['memory_mb'])}m",
         cpu_period=100000, cpu_quota=int(float(limits["cpus"]) * 100000), pids_limit=int(limits["pids"]),
         user="1000", no_new_privileges=True, cap_drop=["ALL"], init=True,
-        restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+        # supervise.py restarts a crashed app (with backoff) and tells when it gives up
+        restart_policy={"Name": "no"},
         ulimits=[{"Name": "nofile", "Soft": nofile, "Hard": nofile},
                  {"Name": "nproc", "Soft": int(limits["pids"]) * 4, "Hard": int(limits["pids"]) * 4}],
         networks={netfence.network_name(settings, space["id"]): {}}, **USERNS, ipc_mode="none",

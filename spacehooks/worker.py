@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, heal, intake, logs, netfence, podman, runlogs, runner, spool
+from spacehooks import builder, heal, intake, logs, netfence, podman, runlogs, runner, spool, supervise
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
@@ -31,6 +31,7 @@ class Worker:
         self._healer = heal.Healer(settings)
         self._outage = podman.Outage(log, "builds and container clean-up")
         self._fence_due = 0.0  # the first housekeeping loads the fence with current settings
+        self._supervisor: supervise.Supervisor | None = None  # ... and starts crashed apps again
 
     def run(self, stop: threading.Event, restore: bool = True) -> None:
         """Blocking loop until stop is set (serve runs it in a thread).
@@ -41,6 +42,8 @@ class Worker:
         if restore:
             while not stop.is_set() and not self._survive(self._restore)[0]:
                 stop.wait(RETRY_PAUSE)
+        # only now: containers stopped by a reboot are restore's to start, not crashes
+        self._supervisor = supervise.Supervisor(self.settings)
         concurrency = max(1, int(self.settings["build.concurrency"]))
         active: set = set()
         lock = threading.Lock()
@@ -155,6 +158,8 @@ class Worker:
                 self._heal(st)
             if self._pump:
                 self._pump.sync(st)
+            if self._supervisor:
+                self._supervisor.check(st)
         finally:
             st.close()
 

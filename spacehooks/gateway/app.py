@@ -9,7 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from spacehooks.gateway import api, pages
-from spacehooks.gateway.proxy import Proxy, Unreachable
+from spacehooks.gateway.proxy import NotRepeated, Proxy, Unreachable
 from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import SLEEPING, Sleeper, WAKE_TIMEOUT, is_static
 from spacehooks.gateway.staticspace import Sites, StaticFiles
@@ -131,8 +131,15 @@ class Gateway:
                     return answer
                 space = await self.registry.space(space_id)
                 return await self.proxy.forward(request, ports, apply_headers)
+        except NotRepeated as exc:
+            log.warning("%s: the app dropped a %s without answering (not sent again): %s", space_id, request.method, exc)
+            return web.Response(status=502, text=f"502: Space {space_id} closed the connection without answering; "
+                                "the request was not sent again (it may have reached the app, and repeating it is not safe)\n")
         except Unreachable as exc:
             log.warning("%s: no answer from its container: %s", space_id, exc)
+            fresh = await self.registry.space(space_id, fresh=True)
+            if fresh and fresh.get("stage") not in ANSWERING and fresh.get("stage") != SLEEPING:
+                return self._not_serving(request, fresh)  # e.g. it crashed for good: say why
             if wants_html(request):
                 return pages.space_status(self.settings, space, "unreachable",
                                           "The app did not take the connection. It may be restarting.", refresh=5,

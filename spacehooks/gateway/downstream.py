@@ -9,28 +9,19 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from spacehooks.gateway.requesthead import MAX_HEAD, TOO_LARGE, Refused, origin_form, rewrite, text_answer
 from spacehooks.gateway.staticsend import StaticAnswer
 from spacehooks.gateway.staticspace import Site
-from spacehooks.gateway.upstream import HOP_BY_HOP, Exchange, Pausable, Upstream
+from spacehooks.gateway.upstream import IDEMPOTENT, Exchange, Pausable, Upstream
 
 if TYPE_CHECKING:
     from spacehooks.gateway.relay import Relay
 
 log = logging.getLogger("spacehooks.gateway")
 
-FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-MAX_HEAD = 64 * 1024
 REPLAY_BYTES = 1024 * 1024  # a request up to this size is kept until answered, to send it again
 HIGH_WATER = 256 * 1024  # stop reading a client while this much waits for its upstream
-IDLE_SECONDS = 75.0  # an idle keep-alive client connection is closed after this
 HEAD_SECONDS = 30.0  # a request head must arrive within this
-TOO_LARGE = ("431 Request Header Fields Too Large", f"431: the request head is larger than {MAX_HEAD // 1024} KiB\n")
-
-
-def _text_answer(status: str, text: str) -> bytes:
-    body = text.encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
 
 
 class Downstream(Pausable):
@@ -50,6 +41,9 @@ class Downstream(Pausable):
         self.closed = False
         self.last_active = 0.0
         self.head_started: float | None = None
+        self.head_started_at = 0.0  # when the request now being read began
+        self.body_deadline: float | None = None  # while a request body is being read
+        self.last_check = 0.0
         self._url = b""
         self._headers: list = []
         self._head_size = 0
@@ -60,6 +54,15 @@ class Downstream(Pausable):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         self.last_active = asyncio.get_running_loop().time()
+        if not self.relay.admit(self):
+            self.closed = True
+            transport.write(text_answer("503 Service Unavailable", "503: the gateway has too many open connections; "
+                                         "try again in a moment\n", "Retry-After: 1\r\n"))
+            # closed a moment later, its request read and dropped meanwhile: closing with unread
+            # bytes would reset the connection, and the client might never see the answer
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(0.5, transport.close)
+            return
         self.relay.connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -72,16 +75,31 @@ class Downstream(Pausable):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.relay.connections.discard(self)  # its room is free now, not when the loop gets to it
             self.transport.close()
             if self.upstream is not None:
                 self.upstream.close()
                 self.upstream = None
 
+    def idle(self) -> bool:
+        """Kept alive between requests: closing it loses nothing."""
+        return (self.current is None and self.head_started is None and not self.tunnel and not self.queue
+                and not self.closed)
+
     def check_idle(self, now: float) -> None:
+        settings = self.relay.settings
+        since, self.last_check = self.last_check or now, now
+        if self.body_deadline is not None and not self.tunnel:
+            if self.paused:
+                self.body_deadline += now - since  # waiting for the app to read: not the client's time
+            elif now > self.body_deadline:
+                seconds = settings["gateway.body_timeout_seconds"]
+                self.refuse("408 Request Timeout", f"408: the request body did not arrive within {seconds:g} s\n")
+                return
         if self.head_started is not None:
             if now - self.head_started > HEAD_SECONDS:
                 self.refuse("408 Request Timeout", f"408: no whole request head within {HEAD_SECONDS:g} s\n")
-        elif self.current is None and not self.tunnel and now - self.last_active > IDLE_SECONDS:
+        elif self.idle() and now - self.last_active > settings["gateway.idle_seconds"]:
             self.close()
 
     def pause_writing(self) -> None:
@@ -93,6 +111,8 @@ class Downstream(Pausable):
             self.upstream.resume("client")
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         self.last_active = asyncio.get_running_loop().time()
         if self.tunnel:
             if self.current is not None:
@@ -107,7 +127,7 @@ class Downstream(Pausable):
             if rest and self.current is not None:
                 self.send(self.current, rest)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _Refused):
+            if isinstance(exc.__context__, Refused):
                 self.refuse(*exc.__context__.args)
             else:
                 log.error("gateway relay: bug while reading a request", exc_info=exc.__context__ or exc)
@@ -115,9 +135,9 @@ class Downstream(Pausable):
         except httptools.HttpParserError as exc:
             self.refuse("400 Bad Request", f"400: the request could not be read: {exc}\n")
 
-    def refuse(self, status: str, text: str) -> None:
+    def refuse(self, status: str, text: str, extra: str = "") -> None:
         if self.current is None or not self.current.answered:
-            self.transport.write(_text_answer(status, text))
+            self.transport.write(text_answer(status, text, extra))
         self.close()
 
     # -- parser callbacks ------------------------------------------------------------------
@@ -129,63 +149,31 @@ class Downstream(Pausable):
         self._url += url
         self._head_size += len(url)
         if self._head_size > MAX_HEAD:
-            raise _Refused(*TOO_LARGE)
+            raise Refused(*TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
-            raise _Refused(*TOO_LARGE)
+            raise Refused(*TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        host = accept = forwarded_for = proto = forwarded_host = None
-        chunked = has_body = False
-        lines = [b"%s %s HTTP/1.1\r\n" % (parser.get_method(), self._url)]
-        upgrade = parser.should_upgrade()
-        self.head_started = None
-        for name, value in self._headers:
-            low = name.lower()
-            if low == b"host":
-                if host is not None:
-                    # which one would the app believe? (a request-smuggling classic)
-                    raise _Refused("400 Bad Request", "400: the request has more than one Host header\n")
-                host = value
-            elif low == b"accept":
-                accept = value
-            elif low == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-                continue
-            elif low == b"content-length":
-                has_body = has_body or value.strip() != b"0"
-            if low in HOP_BY_HOP and not (upgrade and low in (b"connection", b"upgrade")):
-                continue
-            if low in FORWARDED:
-                if low == b"x-forwarded-for":
-                    forwarded_for = forwarded_for or value
-                elif low == b"x-forwarded-proto":
-                    proto = proto or value
-                else:
-                    forwarded_host = forwarded_host or value
-                continue
-            lines.append(b"%s: %s\r\n" % (name, value))
-        peer = self.peer.encode()
-        lines.append(b"X-Forwarded-For: %s\r\n" % (forwarded_for + b", " + peer if forwarded_for else peer))
-        lines.append(b"X-Forwarded-Proto: %s\r\n" % (proto or b"http"))
-        lines.append(b"X-Forwarded-Host: %s\r\n" % (forwarded_host or host or b""))
-        if chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        lines.append(b"\r\n")
         method = parser.get_method()
+        upgrade = parser.should_upgrade()
+        self.head_started_at, self.head_started = self.head_started or self.last_active, None
+        head, host, accept, chunked, has_body = rewrite(method, self._url, self._headers, self.peer.encode(), upgrade)
         target = self.relay.route(host, upgrade, accept, method, has_body or chunked)
         # HTTP/1.0 clients get their answer framed by the end of the connection
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
-        exchange = Exchange(target, b"".join(lines), keep_alive, chunked, method == b"HEAD", upgrade)
+        exchange = Exchange(target, head, keep_alive, chunked, method == b"HEAD", upgrade,
+                            method in IDEMPOTENT)
         if isinstance(target[0], Site):  # answered by the relay itself, from a static Space's files
-            exchange.request = (method, self._url, self._headers)
+            exchange.request = (method, origin_form(self._url)[0], self._headers)
             exchange.complete = True  # no body: the answer may end before llhttp says so
         self._head_size = 0
         self.parsing = exchange
+        self.body_deadline = self.head_started_at + self.relay.settings["gateway.body_timeout_seconds"]
         if self.current is None:
             self.start(exchange)
         else:
@@ -201,6 +189,7 @@ class Downstream(Pausable):
         if exchange.chunked:
             self.send(exchange, b"0\r\n\r\n")
         exchange.complete = True
+        self.body_deadline = None
 
     # -- to the upstream -------------------------------------------------------------------
     def send(self, exchange: Exchange, data: bytes) -> None:
@@ -212,6 +201,7 @@ class Downstream(Pausable):
                 exchange.replay.append(data)
         upstream = self.upstream
         if exchange is self.current and upstream is not None and upstream.transport is not None:
+            exchange.sent = True
             upstream.write(data)
         else:
             exchange.waiting.append(data)
@@ -222,7 +212,7 @@ class Downstream(Pausable):
     def start(self, exchange: Exchange) -> None:
         self.current = exchange
         upstream = self.upstream
-        if upstream is not None and upstream.target == exchange.target and upstream.reusable():
+        if upstream is not None and upstream.target == exchange.target and upstream.reusable(exchange):
             upstream.begin(exchange)
             return
         if upstream is not None:
@@ -240,14 +230,21 @@ class Downstream(Pausable):
         if exchange.answered:
             self.close()  # half an answer was sent: the client must see it cut
             return
-        if exchange.target is not self.relay.app_target and exchange.replay is not None:
-            # the app waits for a restarting container, wakes a sleeping one, or explains
+        if exchange.target is not self.relay.app_target and exchange.replay is not None \
+                and (exchange.idempotent or not exchange.sent):
+            # safe to send again: the app waits for a restarting container, wakes a sleeping one,
+            # or explains
             exchange.target = self.relay.app_target
+            exchange.sent = False
             exchange.waiting = list(exchange.replay)
             exchange.waiting_size = exchange.replay_size
             self.start(exchange)
             return
         log.warning("gateway relay: %s", reason)
+        if exchange.sent and not exchange.idempotent:
+            self.refuse("502 Bad Gateway", "502: the app closed the connection without answering; the request "
+                        "was not sent again (it may have reached the app, and repeating it is not safe)\n")
+            return
         self.refuse("502 Bad Gateway", "502: the gateway could not reach the app; try again in a moment\n")
 
     def finished(self, exchange: Exchange, upstream_keeps: bool) -> None:
@@ -265,7 +262,3 @@ class Downstream(Pausable):
             self.start(self.queue.popleft())
         if not self.queue:
             self.resume("queue")
-
-
-class _Refused(Exception):
-    """Raised in a parser callback: (status line, text) for the client."""

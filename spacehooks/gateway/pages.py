@@ -5,7 +5,9 @@ Everything that comes from a README goes through Jinja's autoescaping; nothing i
 from __future__ import annotations
 
 import hashlib
+import html
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -57,9 +59,13 @@ def view(settings, space: dict) -> dict:
     stage = space.get("stage") or "BUILDING"
     label, tone = STAGE_LABELS.get(stage, (stage.title(), "idle"))
     base_path = _text(config.get("base_path"))
-    if not base_path.startswith("/"):
+    if not base_path.startswith("/") or base_path.startswith("//"):
         base_path = "/"
+    # a README value becomes part of a URL and of a snippet people paste into their pages:
+    # percent-encode what is not a path character (quotes, markup, spaces, backslashes)
+    base_path = quote(base_path, safe="/%-._~!$&()*+,;=:@?#")
     host = space_host(settings, space["id"])
+    app_url = public_url(settings, host) + base_path
     return {
         "id": space["id"], "owner": owner, "name": name,
         "title": _text(config.get("title")) or name,
@@ -78,7 +84,9 @@ def view(settings, space: dict) -> dict:
         "stage": stage, "stage_label": label, "stage_tone": tone,
         "error": _text(space.get("error")),
         "commit": _text(space.get("commit"))[:12],
-        "host": host, "app_url": public_url(settings, host) + base_path,
+        "host": host, "app_url": app_url,
+        # the text shown for copying: escaped once more by the template when it is shown
+        "embed": f'<iframe src="{html.escape(app_url, quote=True)}" frameborder="0" width="850" height="450"></iframe>',
         "page_url": f"/spaces/{owner}/{name}",
         "updated_at": space.get("updated_at") or 0,
     }

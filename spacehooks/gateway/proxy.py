@@ -1,8 +1,11 @@
 """Pass HTTP (streamed both ways), server-sent events and WebSockets through to a Space.
 
-A request that cannot reach the container is retried once against a freshly read port: during
-a redeploy the runner switches the port and then retires the old container, so a request that
-raced the switch lands on the new one instead of failing.
+A request that cannot reach the container is retried against a freshly read port: during a
+redeploy the runner switches the port and then retires the old container, so a request that
+raced the switch lands on the new one instead of failing. Only what is safe to repeat is
+retried once it may have reached the app: idempotent methods (RFC 9110 9.2.2). Any other
+request is retried only when its connection could not be made; it goes on a connection of
+its own, never a kept-alive one the app may be closing at that moment.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import logging
 import socket
 
 import aiohttp
+import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -28,10 +32,21 @@ BUFFER_BYTES = 64 * 1024
 # Tries per request while the Space's port does not answer (see Gateway._forward for the pauses).
 RETRIES = 6
 UNREACHABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class Unreachable(Exception):
     """The Space's container did not take the connection, even on the second try."""
+
+
+class NotRepeated(Unreachable):
+    """The app dropped a request that is not safe to send twice; it was not sent again."""
+
+
+def origin_form(request: web.Request) -> str:
+    """The target as the app expects it: an absolute-form one (`http://host/path`) as `/path`."""
+    raw = request.raw_path
+    return raw if raw.startswith("/") else request.rel_url.raw_path_qs
 
 
 def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMultiDict:
@@ -40,6 +55,10 @@ def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMu
         lower = key.lower()
         if lower not in HOP_BY_HOP and lower not in drop:
             headers.add(key, value)
+    if not request.raw_path.startswith("/"):
+        # RFC 9112 3.2.2: the authority in an absolute-form target is the host (aiohttp routes by it)
+        target = yarl.URL(request.raw_path, encoded=True)
+        headers["Host"] = (target.raw_host or "") + (f":{target.explicit_port}" if target.explicit_port else "")
     sock = request.transport.get_extra_info("socket") if request.transport is not None else None
     if sock is not None and sock.family == socket.AF_UNIX:
         # only the gateway's relay reaches the app's private socket; it wrote X-Forwarded-* already
@@ -55,16 +74,20 @@ def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMu
 class Proxy:
     def __init__(self):
         self.session: aiohttp.ClientSession | None = None
+        self.once: aiohttp.ClientSession | None = None  # a connection per request
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                             cookie_jar=aiohttp.DummyCookieJar())
+        self.session, self.once = (
+            aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                  cookie_jar=aiohttp.DummyCookieJar())
+            for connector in (aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True),
+                              aiohttp.TCPConnector(limit=0, force_close=True, enable_cleanup_closed=True)))
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.once):
+            if session is not None:
+                await session.close()
 
     async def forward(self, request: web.Request, ports, extra_headers) -> web.StreamResponse:
         """`ports` is an async iterator factory: first the cached port, then a fresh one."""
@@ -72,6 +95,8 @@ class Proxy:
             return await self._websocket(request, ports, extra_headers)
         body: bytes | aiohttp.StreamReader | None = None
         replayable = True
+        idempotent = request.method in IDEMPOTENT
+        session = self.session if idempotent else self.once
         if request.body_exists:
             length = request.content_length
             if length is not None and length <= REPLAYABLE_BYTES:
@@ -83,12 +108,17 @@ class Proxy:
         # closed here, not by the loop's finalizer hook (a thread-safe wake-up for every request)
         async with contextlib.aclosing(ports(RETRIES if replayable else 1)) as candidates:
             async for port in candidates:
-                url = f"http://127.0.0.1:{port}{request.raw_path}"
+                url = f"http://127.0.0.1:{port}{origin_form(request)}"
                 try:
-                    upstream = await self.session.request(
+                    upstream = await session.request(
                         request.method, url, headers=headers, data=body, allow_redirects=False,
                         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+                except aiohttp.ClientConnectorError as exc:  # nothing was sent
+                    last_error = exc
+                    continue
                 except UNREACHABLE as exc:
+                    if not idempotent:
+                        raise NotRepeated(str(exc)) from exc
                     last_error = exc
                     continue
                 try:
@@ -97,7 +127,10 @@ class Proxy:
                         try:
                             data = await upstream.read()
                         except (aiohttp.ClientPayloadError, *UNREACHABLE) as exc:
-                            # nothing was sent to the client yet: as good as never reached
+                            # nothing was sent to the client yet: as good as never reached, for
+                            # a request that may be repeated
+                            if not idempotent:
+                                raise NotRepeated(str(exc)) from exc
                             last_error = exc
                             continue
                         return self._whole(upstream, data, extra_headers)
@@ -144,7 +177,7 @@ class Proxy:
             async for port in candidates:
                 try:
                     upstream = await self.session.ws_connect(
-                        f"http://127.0.0.1:{port}{request.raw_path}", headers=headers, protocols=protocols,
+                        f"http://127.0.0.1:{port}{origin_form(request)}", headers=headers, protocols=protocols,
                         autoping=True, compress=0, max_msg_size=0)
                     break
                 except aiohttp.WSServerHandshakeError as exc:

@@ -1,8 +1,10 @@
 """What the gateway knows about Spaces: a snapshot of the state store, at most a second old.
 
-All state-store calls run on one dedicated thread that owns its own `State` (SQLite
-connections are bound to the thread that opened them, and a slow write must never stall the
-event loop). Traffic is recorded in memory and written in batches by `flush_touches`.
+State-store reads run on one dedicated thread that owns its own `State` (a slow call must
+never stall the event loop). Traffic is recorded in memory and written in batches by
+`flush_touches` on a second thread with a connection of its own: a write waits for SQLite's
+write lock (another process may hold it for seconds), and reads must not queue behind it, or
+routing would wait too.
 """
 from __future__ import annotations
 
@@ -25,7 +27,10 @@ class Registry:
         self.settings = settings
         self._open_state = open_state
         self._state = None
+        self._writer_state = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-write")
+        self._flushing: asyncio.Future | None = None
         self._spaces: dict[str, dict] = {}
         self._by_label: dict[str, str] = {}
         self._clashes: set[tuple[str, str]] = set()  # (label, Space refused it) already logged
@@ -38,10 +43,7 @@ class Registry:
     # -- the state thread --------------------------------------------------------------
     def _state_obj(self):
         if self._state is None:
-            if self._open_state is None:
-                from spacehooks import state
-                self._open_state = state.open
-            self._state = self._open_state(self.settings)
+            self._state = (self._open_state or _default_open)(self.settings)
         return self._state
 
     async def call(self, method: str, *args, **kw):
@@ -50,11 +52,13 @@ class Registry:
         return await asyncio.get_running_loop().run_in_executor(self._thread, job)
 
     def close(self) -> None:
-        def job():
-            if self._state is not None and hasattr(self._state, "close"):
-                self._state.close()
-        self._thread.submit(job).result()
-        self._thread.shutdown(wait=True)
+        for pool, attr in ((self._thread, "_state"), (self._writer, "_writer_state")):
+            def job(attr=attr):
+                state = getattr(self, attr)
+                if state is not None and hasattr(state, "close"):
+                    state.close()
+            pool.submit(job).result()
+            pool.shutdown(wait=True)
 
     # -- snapshot ------------------------------------------------------------------------
     async def refresh(self, force: bool = False) -> None:
@@ -133,6 +137,10 @@ class Registry:
         self.touch(space_id)
 
     async def flush_touches(self) -> None:
+        """Write what was touched since the last flush. Returns at once while an earlier flush
+        still waits for the write lock; what is touched meanwhile goes with a later one."""
+        if self._flushing is not None and not self._flushing.done():
+            return
         # A WebSocket or event stream held open is traffic too.
         batch = self.touched | {k for k, n in self.open_streams.items() if n > 0}
         self.touched = set()
@@ -140,7 +148,20 @@ class Registry:
             return
 
         def job():
-            state = self._state_obj()
+            if self._writer_state is None:
+                self._writer_state = (self._open_state or _default_open)(self.settings)
             for space_id in batch:
-                state.touch(space_id)
-        await asyncio.get_running_loop().run_in_executor(self._thread, job)
+                self._writer_state.touch(space_id)
+        self._flushing = asyncio.get_running_loop().run_in_executor(self._writer, job)
+        try:
+            await asyncio.shield(self._flushing)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.touched |= batch  # the store is locked or away: try again with the next batch
+            raise
+
+
+def _default_open(settings):
+    from spacehooks import state
+    return state.open(settings)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 
 from spacehooks.gateway.app import space_headers, space_label
 from spacehooks.gateway.downstream import Downstream
@@ -29,6 +30,17 @@ log = logging.getLogger("spacehooks.gateway")
 REFRESH_SECONDS = 0.4  # the snapshot is re-read this often, well inside the registry's SNAPSHOT_TTL
 
 
+def max_connections(settings) -> int:
+    configured = int(settings["gateway.max_connections"])
+    if configured > 0:
+        return configured
+    # a request through the app holds up to four descriptors: client, container, and both
+    # ends of the app's socket; keep some for the state store, logs and Podman. At most 16384
+    # (a few KiB of buffers each) however high the limit.
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, min(16384, (soft - 128) // 4))
+
+
 class Relay:
     def __init__(self, settings, registry: Registry, app_socket: str, sites: Sites | None = None):
         self.settings = settings
@@ -36,6 +48,8 @@ class Relay:
         self.sites = sites
         self.app_target = Target((app_socket, None, b"", frozenset()))
         self.connections: set[Downstream] = set()
+        self.max_connections = max_connections(settings)
+        self.refused = 0  # connections answered 503 because all were busy
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)
         self.static = 0  # requests answered from a static Space's files
         self._headers: dict[str, tuple] = {}
@@ -71,9 +85,24 @@ class Relay:
             await asyncio.sleep(REFRESH_SECONDS)
             now = loop.time()
             if now >= next_idle_check:
-                next_idle_check = now + 5
+                next_idle_check = now + 1
                 for conn in list(self.connections):
                     conn.check_idle(now)
+
+    def admit(self, conn: Downstream) -> bool:
+        """Room for one more client connection? When full, the longest-idle kept-alive one is
+        closed for it; when none is idle, no."""
+        if len(self.connections) < self.max_connections:
+            return True
+        idle = [c for c in self.connections if c.idle()]
+        if not idle:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("gateway relay: %d connections open (gateway.max_connections), all busy: "
+                            "new ones get 503 (%d so far)", len(self.connections), self.refused)
+            return False
+        min(idle, key=lambda c: c.last_active).close()
+        return True
 
     def route(self, host: bytes | None, upgrade: bool, accept: bytes | None, method: bytes = b"GET",
               has_body: bool = False) -> Target:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -24,9 +25,30 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def raise_open_files() -> int:
+    """Raise this process's soft open-file limit to its hard limit (every client connection
+    costs descriptors; the soft limit is often 1024 while the hard one is far higher)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as fh:
+                hard = int(fh.read())
+        except (OSError, ValueError):
+            return soft
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
 def run(settings, listen: str | None = None, with_worker: bool = False, sleep: bool = True, echo=print) -> None:
     host, port = parse_listen(listen or settings["gateway.listen"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    open_files = raise_open_files()
+    log.info("open-file limit %d", open_files)
     stop_worker = threading.Event()
     worker_thread = None
     if with_worker:
@@ -58,7 +80,8 @@ class Listening:
 
 async def listen(settings, app: web.Application, host: str, port: int, shutdown_timeout: float = 2) -> Listening:
     # log streams (SSE) stay open for ever: give open connections 2 s on shutdown, not 60
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout,
+                           keepalive_timeout=settings["gateway.idle_seconds"])
     await runner.setup()
     listening = Listening(runner)
     try:

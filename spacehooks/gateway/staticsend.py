@@ -51,8 +51,8 @@ class StaticAnswer:
     def connect(self, exchange: Exchange) -> None:
         self.begin(exchange)
 
-    def reusable(self) -> bool:
-        return not self.closed
+    def reusable(self, exchange: Exchange) -> bool:
+        return not self.closed  # nothing goes to an app: any request may follow on it
 
     def pause(self, reason: str) -> None:
         pass  # writes go to the socket itself, only when it has room

@@ -10,6 +10,8 @@ import httptools
 if TYPE_CHECKING:
     from spacehooks.gateway.downstream import Downstream
 
+# RFC 9110 9.2.2: sending one of these twice has the effect of sending it once
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
               b"upgrade", b"proxy-authenticate", b"proxy-authorization"}
 
@@ -23,9 +25,10 @@ class Target(tuple):
 class Exchange:
     """One request and its answer."""
     __slots__ = ("target", "waiting", "waiting_size", "replay", "replay_size", "complete", "keep_alive",
-                 "chunked", "head_only", "upgrade", "answered", "request")
+                 "chunked", "head_only", "upgrade", "answered", "request", "idempotent", "sent")
 
-    def __init__(self, target, head: bytes, keep_alive: bool, chunked: bool, head_only: bool, upgrade: bool):
+    def __init__(self, target, head: bytes, keep_alive: bool, chunked: bool, head_only: bool, upgrade: bool,
+                 idempotent: bool = True):
         self.target = target
         self.waiting: list[bytes] = [head]  # bytes for the upstream not yet written
         self.waiting_size = len(head)
@@ -35,6 +38,8 @@ class Exchange:
         self.keep_alive, self.chunked, self.head_only, self.upgrade = keep_alive, chunked, head_only, upgrade
         self.answered = False
         self.request = None  # (method, target, headers) for an answer the relay makes itself
+        self.idempotent = idempotent
+        self.sent = False  # some of it was written to a connection: it may have reached the app
 
 
 class Pausable(asyncio.Protocol):
@@ -104,11 +109,15 @@ class Upstream(Pausable):
             self.parser = httptools.HttpResponseParser(self)
         self._status = 0
         waiting, exchange.waiting, exchange.waiting_size = exchange.waiting, [], 0
+        exchange.sent = True
         self.transport.write(b"".join(waiting))
         self.down.resume("upstream")
 
-    def reusable(self) -> bool:
-        return not self.closed and self.transport is not None and not self.tunnel
+    def reusable(self, exchange: Exchange) -> bool:
+        # a request that must not be sent twice gets a fresh connection: on a kept-alive one the
+        # app may close (its keep-alive timeout) just as the request goes out, and then nobody
+        # knows whether it arrived
+        return not self.closed and self.transport is not None and not self.tunnel and exchange.idempotent
 
     def write(self, data: bytes) -> None:
         if not self.closed:
