@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildmounts, podman
+from spacehooks import buildfence, buildmounts, podman
 from spacehooks.errors import SpaceError
 
 CA_SECRET = "spacehooks-ca"
@@ -209,9 +209,16 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                                  hint="point build.ca_bundle at a readable PEM file, or set it to an empty string")
         counter = LogCounter(write, list(secrets.values()))
         write(f"Building {tag} from {commit[:12]}" + (" without cache" if no_cache else ""))
-        podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
-                     secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
-                     should_stop=should_stop)
+        with buildfence.BuildCgroup(settings, space_id, build_id) as fence:
+            try:
+                podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
+                             secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
+                             should_stop=should_stop, confine=fence.params())
+            except podman.BuildFailed as exc:
+                hit = fence.limit_hit(str(exc))
+                if hit:
+                    raise podman.BuildFailed(f"{hit}: {exc}") from exc
+                raise
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
         return tag
     finally:

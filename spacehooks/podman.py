@@ -102,8 +102,11 @@ def _tar_context(context: Path, extra: dict[str, bytes]) -> bytes:
 def build(settings, context: Path, tag: str, *, containerfile: str = "Containerfile",
           no_cache: bool = False, secrets: dict[str, bytes] | None = None,
           on_line: Callable[[str], None] = lambda line: None, timeout: float = 3600,
-          should_stop: Callable[[], bool] = lambda: False) -> str:
+          should_stop: Callable[[], bool] = lambda: False, confine: dict[str, str] | None = None) -> str:
     """Build context/containerfile as tag, calling on_line for every log line; returns the image id.
+
+    confine: limit and privilege parameters of Podman's build call for every RUN step
+    (buildfence.BuildCgroup.params()).
 
     Secrets travel inside the context tarball; the service moves each one out of the
     context before the build starts, so they are never in a layer (podman's remote build).
@@ -113,6 +116,7 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
     params = {
         "dockerfile": containerfile, "t": tag, "nocache": "true" if no_cache else "false",
         "outputformat": OCI_FORMAT, "layers": "true", "rm": "true", "forcerm": "true",
+        **(confine or {}),
     }
     if secrets:
         params["secrets"] = json.dumps([f"id={name},src=spacehooks-secret-{name}" for name in secrets])

@@ -1,0 +1,144 @@
+"""The fence every build's RUN steps run inside: a cgroup of the build's own, and the limits
+and privileges passed with Podman's build call.
+
+Podman 4.3's build API passes memory, swap and CPU limits to each RUN step, but has no
+process limit, and a ulimit on processes does not bind root (RUN steps run as root). Its
+`cgroupparent` becomes the step's exact cgroup path, so spacehooks makes a cgroup per build
+with `pids.max` and the memory limit and lets runc create each step's cgroup inside it:
+limits on a parent bind everything below it. Afterwards the parent's counters tell whether
+a failed step hit a limit. Needs root on the Podman host (the worker runs there as root).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from spacehooks import buildmounts
+from spacehooks.errors import SpaceError
+
+ROOT = Path("/sys/fs/cgroup")
+TOP = "spacehooks-build"
+STEP = "run"  # runc makes and removes it for each RUN step
+V1_CONTROLLERS = ("pids", "memory", "cpu", "cpuacct", "cpuset", "blkio", "devices", "freezer", "systemd")
+# Below the default weight (1024): when a build and the gateway or a Space want the same
+# core, the build waits.
+CPU_SHARES = 256
+# Capabilities RUN steps keep: what apt, dpkg and pip need as root (owning and moving files,
+# apt's switch to its _apt user). Everything else Podman would give is dropped.
+DROP_CAPS = ["CAP_AUDIT_WRITE", "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP",
+             "CAP_SETPCAP", "CAP_SYS_CHROOT"]
+
+
+def _unified() -> bool:
+    return (ROOT / "cgroup.controllers").exists()
+
+
+def _write(path: Path, value) -> None:
+    path.write_text(f"{value}\n")
+
+
+class BuildCgroup:
+    """The cgroup one build's RUN steps run in (`with BuildCgroup(settings, space, build):`)."""
+
+    def __init__(self, settings, space_id: str, build_id: int):
+        self.memory_mb = int(settings["build.memory_mb"])
+        self.cpus = float(settings["build.cpus"])
+        self.pids = int(settings["build.pids"])
+        self.rel = f"{TOP}/{buildmounts.space_key(space_id)}-b{build_id}"
+
+    def __enter__(self) -> "BuildCgroup":
+        try:
+            if _unified():
+                self._make_v2()
+            else:
+                self._make_v1()
+        except OSError as exc:
+            self.remove()
+            raise SpaceError(f"cannot make the build's cgroup {self.rel} ({exc.strerror or exc})",
+                             hint="the worker must run as root on the Podman host") from exc
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def _make_v1(self) -> None:
+        top_cpu = ROOT / "cpu" / TOP
+        top_cpu.mkdir(exist_ok=True)
+        _write(top_cpu / "cpu.shares", CPU_SHARES)
+        pids, memory = ROOT / "pids" / self.rel, ROOT / "memory" / self.rel
+        for folder in (pids, memory):
+            folder.mkdir(parents=True, exist_ok=True)
+        if self.pids > 0:
+            _write(pids / "pids.max", self.pids)
+        if self.memory_mb > 0:
+            _write(memory / "memory.limit_in_bytes", self.memory_mb * 1024 * 1024)
+            if (memory / "memory.memsw.limit_in_bytes").exists():  # no swapping past the limit
+                _write(memory / "memory.memsw.limit_in_bytes", self.memory_mb * 1024 * 1024)
+
+    def _make_v2(self) -> None:
+        # cgroup v2 (not on this project's test machines): limits in the unified tree, with the
+        # controllers handed down to the folders below.
+        folder = ROOT / self.rel
+        folder.mkdir(parents=True, exist_ok=True)
+        for parent in (ROOT, ROOT / TOP, folder):
+            _write(parent / "cgroup.subtree_control", "+pids +memory +cpu")
+        _write(ROOT / TOP / "cpu.weight", max(1, CPU_SHARES * 100 // 1024))
+        if self.pids > 0:
+            _write(folder / "pids.max", self.pids)
+        if self.memory_mb > 0:
+            _write(folder / "memory.max", self.memory_mb * 1024 * 1024)
+            _write(folder / "memory.swap.max", 0)
+
+    def params(self) -> dict[str, str]:
+        """What the build call passes to Podman for every RUN step."""
+        params = {"cgroupparent": f"/{self.rel}/{STEP}", "dropcaps": json.dumps(DROP_CAPS)}
+        if self.cpus > 0:
+            params.update(cpuperiod="100000", cpuquota=str(int(self.cpus * 100000)))
+        return params
+
+    def _read(self, controller: str, name: str) -> str:
+        folder = ROOT / self.rel if _unified() else ROOT / controller / self.rel
+        try:
+            return (folder / name).read_text()
+        except OSError:
+            return ""
+
+    def _counter(self, controller: str, name: str, key: str) -> int:
+        for line in self._read(controller, name).splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] == key and words[1].isdigit():
+                return int(words[1])
+        return 0
+
+    def _number(self, controller: str, name: str) -> int:
+        text = self._read(controller, name).strip()
+        return int(text) if text.isdigit() else 0
+
+    def limit_hit(self, error: str) -> str | None:
+        """Which limit the failed RUN step ran into, in words naming the setting; None when none.
+
+        On cgroup v1 the kernel counts a refused fork and an OOM kill in the step's own cgroup,
+        gone with the step; the build's cgroup keeps its peak of processes and of memory."""
+        if self.pids > 0 and (self._counter("pids", "pids.events", "max")
+                              or self._number("pids", "pids.peak") >= self.pids):
+            return f"a build step reached the build's process limit (build.pids = {self.pids})"
+        if _unified():
+            memory_hit = self._counter("memory", "memory.events", "oom_kill")
+        else:  # the limit reached (to within 2%) and a step killed (SIGKILL: exit status 137)
+            peak = self._number("memory", "memory.max_usage_in_bytes")
+            memory_hit = peak >= self.memory_mb * 1024 * 1024 * 0.98 and error.rstrip().endswith("137")
+        if self.memory_mb > 0 and memory_hit:
+            return (f"a build step was killed for using all the build's memory "
+                    f"(build.memory_mb = {self.memory_mb} MB)")
+        return None
+
+    def remove(self) -> None:
+        """Remove the build's folders (each RUN step's own is gone with its container)."""
+        folders = [ROOT / self.rel] if _unified() else [ROOT / c / self.rel for c in V1_CONTROLLERS]
+        for folder in folders:
+            for path in (folder / STEP, folder):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
