@@ -15,19 +15,20 @@ import yaml
 DEFAULT_CONFIG = "/etc/spacehooks/config.yaml"
 DEFAULT_HOME = "/var/lib/spacehooks"
 
-# Hub flavors (SPACES.md); memory in MB. Admins may add or override flavors.
+# Hub flavors (SPACES.md); memory in MB. Admins may add or override flavors. disk_mb caps what
+# a Space writes in its home (app folder included); it lives in memory, so a quarter of it.
 HUB_FLAVORS = {
-    "cpu-basic": {"cpus": 2, "memory_mb": 16384, "gpus": 0},
-    "cpu-upgrade": {"cpus": 8, "memory_mb": 32768, "gpus": 0},
-    "t4-small": {"cpus": 4, "memory_mb": 15360, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "t4-medium": {"cpus": 8, "memory_mb": 30720, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "l4x1": {"cpus": 8, "memory_mb": 30720, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "l4x4": {"cpus": 48, "memory_mb": 190464, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-small": {"cpus": 4, "memory_mb": 15360, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-large": {"cpus": 12, "memory_mb": 47104, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-largex2": {"cpus": 24, "memory_mb": 94208, "gpus": 2, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-largex4": {"cpus": 48, "memory_mb": 188416, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
-    "a100-large": {"cpus": 12, "memory_mb": 145408, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "cpu-basic": {"cpus": 2, "memory_mb": 16384, "disk_mb": 4096, "gpus": 0},
+    "cpu-upgrade": {"cpus": 8, "memory_mb": 32768, "disk_mb": 8192, "gpus": 0},
+    "t4-small": {"cpus": 4, "memory_mb": 15360, "disk_mb": 3840, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "t4-medium": {"cpus": 8, "memory_mb": 30720, "disk_mb": 7680, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "l4x1": {"cpus": 8, "memory_mb": 30720, "disk_mb": 7680, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "l4x4": {"cpus": 48, "memory_mb": 190464, "disk_mb": 47616, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-small": {"cpus": 4, "memory_mb": 15360, "disk_mb": 3840, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-large": {"cpus": 12, "memory_mb": 47104, "disk_mb": 11776, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-largex2": {"cpus": 24, "memory_mb": 94208, "disk_mb": 23552, "gpus": 2, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-largex4": {"cpus": 48, "memory_mb": 188416, "disk_mb": 47104, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
+    "a100-large": {"cpus": 12, "memory_mb": 145408, "disk_mb": 36352, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
 }
 
 
@@ -62,6 +63,8 @@ SETTINGS = [
     Setting("run.memory_mb", 16384, int, "Default memory limit of a Space (the Hub's 16 GB)."),
     Setting("run.cpus", 8, (int, float), "Default CPU limit of a Space (the Hub's 8 cores)."),
     Setting("run.pids", 1024, int, "Most processes a Space may run."),
+    Setting("run.disk_mb", 4096, int, "What a Space may write in /home/user (its app folder included) when its flavor sets no `disk_mb`; the rest of its file system is read-only. Home and /tmp are memory file systems (fresh at each start, like the Hub's ephemeral disk) and count toward the Space's memory."),
+    Setting("run.tmp_mb", 1024, int, "What a Space may write in /tmp (per flavor: `tmp_mb`)."),
     Setting("run.nofile", 4096, int, "Open-file limit in Spaces (must not exceed the host's `ulimit -Hn`)."),
     Setting("run.port_range", [20000, 29999], list, "Loopback ports handed to Space containers."),
     Setting("run.default_hardware", "cpu-basic", str, "Flavor of a new Space."),
@@ -69,7 +72,7 @@ SETTINGS = [
     Setting("run.grace_seconds", 10, (int, float), "After a new version answers, the old container keeps serving open requests this long before it is stopped."),
     Setting("run.keep_builds", 3, int, "Images kept per Space for rollback; `gc` removes older ones."),
     Setting("run.gc_interval_seconds", 21600, (int, float), "How often `serve` and `worker` run `gc` between builds (0: only by hand)."),
-    Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
+    Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, disk_mb, tmp_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
     Setting("gpu.cdi_dirs", ["/etc/cdi", "/var/run/cdi"], list, "Folders holding CDI specs, later ones overriding earlier ones; must be the folders Podman reads (its defaults are these two)."),
     Setting("gateway.listen", "127.0.0.1:8080", str, "Address the gateway listens on."),
     Setting("gateway.domain", "localhost", str, "Spaces are served at `<owner>-<name>.<domain>`; the gallery at `<domain>`."),

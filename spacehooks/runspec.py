@@ -27,8 +27,9 @@ def space_host(settings, space_id: str) -> str:
 
 def limits_for(settings, space: dict) -> dict:
     flavor = settings.flavors.get(space.get("hardware") or settings["run.default_hardware"], {})
-    limits = {"memory_mb": settings["run.memory_mb"], "cpus": settings["run.cpus"], "pids": settings["run.pids"]}
-    limits.update({k: flavor[k] for k in ("memory_mb", "cpus") if k in flavor})
+    limits = {"memory_mb": settings["run.memory_mb"], "cpus": settings["run.cpus"], "pids": settings["run.pids"],
+              "disk_mb": settings["run.disk_mb"], "tmp_mb": settings["run.tmp_mb"]}
+    limits.update({k: flavor[k] for k in ("memory_mb", "cpus", "disk_mb", "tmp_mb") if k in flavor})
     limits.update(space.get("limits") or {})
     limits["gpus"] = flavor.get("gpus", 0)
     return limits
@@ -83,6 +84,20 @@ def _toml_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _disk(settings, limits: dict) -> dict:
+    """Byte caps on every place a Space writes: Podman's overlay on ext4 has no size limit, so
+    the root is read-only and home (copied from the image at each start) and /tmp are tmpfs
+    of a fixed size; conmon cuts the container's own log at logs.max_bytes."""
+    return dict(
+        read_only=True, read_write_tmpfs=False,
+        mounts=[{"type": "tmpfs", "source": "tmpfs", "target": "/home/user", "size": f"{int(limits['disk_mb'])}m",
+                 "chown": True},
+                {"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "size": f"{int(limits['tmp_mb'])}m",
+                 "mode": "1777"}],
+        log_config={"Type": "k8s-file", "Config": {"size": int(settings["logs.max_bytes"])}},
+    )
+
+
 def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config: dict, build_id, port: int) -> dict:
     limits = limits_for(settings, space)
     secrets = state_mod.read_secrets(settings.home, space["id"])
@@ -101,11 +116,11 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
         ulimits=[{"Name": "nofile", "Soft": nofile, "Hard": nofile},
                  {"Name": "nproc", "Soft": int(limits["pids"]) * 4, "Hard": int(limits["pids"]) * 4}],
-        detach=True,
+        detach=True, **_disk(settings, limits),
     )
     if config.get("sdk") == "streamlit":
         path = _streamlit_secrets(settings, space["id"], secrets)
-        kwargs["mounts"] = [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
+        kwargs["mounts"] += [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
                              "read_only": True}]
     devices = _gpu_devices(settings, space, limits)
     if devices:
