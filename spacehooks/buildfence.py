@@ -7,11 +7,17 @@ process limit, and a ulimit on processes does not bind root (RUN steps run as ro
 with `pids.max` and the memory limit and lets runc create each step's cgroup inside it:
 limits on a parent bind everything below it. Afterwards the parent's counters tell whether
 a failed step hit a limit. Needs root on the Podman host (the worker runs there as root).
+
+Nothing in Podman 4.3 caps what a RUN step writes (its overlay on ext4 has no size option), so
+a watchdog measures each running step's own layer and cache mounts every WATCH_SECONDS and
+kills the step past build.disk_mb: a step can overshoot by what it writes in that time.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 from spacehooks import buildmounts
@@ -30,6 +36,9 @@ DROP_CAPS = ["CAP_AUDIT_WRITE", "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RA
              "CAP_SETPCAP", "CAP_SYS_CHROOT"]
 
 
+WATCH_SECONDS = 1.0
+
+
 def _unified() -> bool:
     return (ROOT / "cgroup.controllers").exists()
 
@@ -45,7 +54,11 @@ class BuildCgroup:
         self.memory_mb = int(settings["build.memory_mb"])
         self.cpus = float(settings["build.cpus"])
         self.pids = int(settings["build.pids"])
+        self.disk_mb = int(settings["build.disk_mb"])
         self.rel = f"{TOP}/{buildmounts.space_key(space_id)}-b{build_id}"
+        self.disk_hit = False
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._watch_disk, name=f"build-disk-{build_id}", daemon=True)
 
     def __enter__(self) -> "BuildCgroup":
         try:
@@ -57,10 +70,34 @@ class BuildCgroup:
             self.remove()
             raise SpaceError(f"cannot make the build's cgroup {self.rel} ({exc.strerror or exc})",
                              hint="the worker must run as root on the Podman host") from exc
+        if self.disk_mb > 0:
+            self._watch.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._watch.is_alive():
+            self._watch.join(10)
         self.remove()
+
+    def _step_pids(self) -> list[int]:
+        folder = ROOT / self.rel / STEP if _unified() else ROOT / "pids" / self.rel / STEP
+        try:
+            return [int(p) for p in (folder / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def _watch_disk(self) -> None:
+        while not self._stop.wait(WATCH_SECONDS):
+            pids = self._step_pids()
+            if pids and step_writes(pids[0]) > self.disk_mb * 1024 * 1024:
+                self.disk_hit = True
+                for _ in range(3):  # processes forked while killing are killed next round
+                    for pid in self._step_pids():
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
 
     def _make_v1(self) -> None:
         top_cpu = ROOT / "cpu" / TOP
@@ -120,6 +157,9 @@ class BuildCgroup:
 
         On cgroup v1 the kernel counts a refused fork and an OOM kill in the step's own cgroup,
         gone with the step; the build's cgroup keeps its peak of processes and of memory."""
+        if self.disk_hit:
+            return (f"a build step was stopped for writing more than the build's disk limit "
+                    f"(build.disk_mb = {self.disk_mb} MB)")
         if self.pids > 0 and (self._counter("pids", "pids.events", "max")
                               or self._number("pids", "pids.peak") >= self.pids):
             return f"a build step reached the build's process limit (build.pids = {self.pids})"
@@ -142,3 +182,36 @@ class BuildCgroup:
                     os.rmdir(path)
                 except OSError:
                     pass
+
+
+def _du(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def step_writes(pid: int) -> int:
+    """Bytes a running RUN step has written: its own overlay layer and its cache mounts."""
+    total = 0
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, kind = left.split(), right.split()
+        if len(fields) < 5 or len(kind) < 3:
+            continue
+        root, mount_point = fields[3], fields[4].replace("\\040", " ")
+        if mount_point == "/" and kind[0] == "overlay":
+            for option in kind[2].split(","):
+                if option.startswith("upperdir="):
+                    total += _du(option.removeprefix("upperdir="))
+        elif "/buildah-cache/" in root:  # seen through the step's own root: no host path guessed
+            total += _du(f"/proc/{pid}/root{mount_point}")
+    return total

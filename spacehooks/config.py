@@ -56,6 +56,7 @@ SETTINGS = [
     Setting("build.memory_mb", 4096, int, "Memory a build's RUN steps may use together (a step past it is killed and the build fails naming this limit; 0: no limit)."),
     Setting("build.cpus", 2, (int, float), "CPU cores each RUN step may use; builds also yield the CPU to the gateway and running Spaces (0: no limit)."),
     Setting("build.pids", 1024, int, "Processes a build's RUN steps may run at once, root's included (a pids cgroup; 0: no limit)."),
+    Setting("build.disk_mb", 20480, int, "What one RUN step may write (its layer plus the Space's build caches), checked every second; a step past it is stopped and the build fails naming this limit (0: no limit)."),
     Setting("build.ca_bundle", "", str, "CA bundle file given to apt and pip inside builds (for servers behind a TLS-inspecting proxy)."),
     Setting("build.pip_index_url", "", str, "pip index used inside builds (empty: pip's default)."),
     Setting("build.apt_mirror", "", str, "Debian mirror URL used inside builds (empty: the base image's)."),

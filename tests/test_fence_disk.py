@@ -102,3 +102,38 @@ def test_caps_come_from_the_flavor_then_the_settings(engine):
     assert (small["disk_mb"], small["tmp_mb"]) == (100, 300)
     basic = runspec.limits_for(settings, {"hardware": "cpu-basic"})
     assert (basic["disk_mb"], basic["tmp_mb"]) == (4096, 300)
+
+
+# Writes 64 MB in 1 MB pieces, 20 a second, into the step's layer or a cache mount; ends by
+# itself so that code without the cap (where this build succeeds) does not fill the machine.
+WRITER = """import sys, time
+with open(sys.argv[1], "wb") as fh:
+    for i in range(64):
+        fh.write(b"x" * (1 << 20))
+        fh.flush()
+        time.sleep(0.05)
+print("wrote 64 MB")
+"""
+
+
+def test_a_build_step_writing_past_build_disk_mb_fails_the_build(engine):
+    import uuid
+    engine.configure(build={**engine.values["build"], "disk_mb": 8})
+    from spacehooks import config, state
+    engine.settings = config.load()
+    steps = {"disk/layer": "RUN python3 /tmp/writer.py /big",
+             "disk/cache": "RUN --mount=type=cache,target=/c python3 /tmp/writer.py /c/big"}
+    for space_id, step in steps.items():
+        dockerfile = ("FROM localhost/spacehooks/python:3.11\nCOPY writer.py /tmp/writer.py\n"
+                      f"{step}\n" + 'CMD ["sleep", "60"]\n')
+        # a fresh comment: the step runs rather than coming from an earlier run's layer cache
+        bare, work = engine.create(space_id, {"README.md": README, "Dockerfile": dockerfile,
+                                              "writer.py": f"# {uuid.uuid4()}\n{WRITER}"})
+        assert push(work, str(bare)).returncode == 0
+        engine.drain()
+        st = state.open(engine.settings)
+        build = st.builds(space_id)[0]
+        st.close()
+        assert build["status"] == "failed", build
+        assert build["error"].startswith("a build step was stopped for writing more than the build's disk "
+                                         "limit (build.disk_mb = 8 MB): "), build["error"]
