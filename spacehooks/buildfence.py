@@ -78,7 +78,17 @@ class BuildCgroup:
         self._stop.set()
         if self._watch.is_alive():
             self._watch.join(10)
+        # a build stopped (superseded, timed out) leaves Podman running its step: end it here
+        self._kill_step()
         self.remove()
+
+    def _kill_step(self) -> None:
+        for _ in range(3):  # processes forked while killing are killed next round
+            for pid in self._step_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def _step_pids(self) -> list[int]:
         folder = ROOT / self.rel / STEP if _unified() else ROOT / "pids" / self.rel / STEP
@@ -92,12 +102,7 @@ class BuildCgroup:
             pids = self._step_pids()
             if pids and step_writes(pids[0]) > self.disk_mb * 1024 * 1024:
                 self.disk_hit = True
-                for _ in range(3):  # processes forked while killing are killed next round
-                    for pid in self._step_pids():
-                        try:
-                            os.kill(pid, signal.SIGKILL)
-                        except OSError:
-                            pass
+                self._kill_step()
 
     def _make_v1(self) -> None:
         top_cpu = ROOT / "cpu" / TOP
