@@ -47,10 +47,20 @@ def _escape_char(lines: list[str]) -> str:
     return "\\"
 
 
-def _refuse(lineno: int, text: str, why: str) -> SpaceError:
-    return SpaceError(f"Dockerfile line {lineno}: {why}: {text.strip()[:120]}",
-                      hint="cache mounts may set target, sharing, mode, uid, gid and ro; spacehooks gives "
-                           "each Space its own cache (its id); bind, secret and tmpfs mounts are unchanged")
+class Refused(SpaceError):
+    """A --mount spacehooks cannot vet; `line` and `reason` for the push report."""
+
+    def __init__(self, lineno: int, text: str, why: str):
+        self.line, self.reason = lineno, f"{why}: {text.strip()[:120]}"
+        super().__init__(f"Dockerfile line {lineno}: {self.reason}", hint=HINT)
+
+
+HINT = ("cache mounts may set target, sharing, mode, uid, gid and ro; spacehooks gives each Space "
+        "its own cache (its id); bind, secret and tmpfs mounts are unchanged")
+
+
+def _refuse(lineno: int, text: str, why: str) -> Refused:
+    return Refused(lineno, text, why)
 
 
 def _rewrite_mount(space_id: str, value: str, lineno: int, line: str) -> str:

@@ -72,23 +72,54 @@ def test_the_sdk_caches_are_the_spaces_own(engine):
     assert one.count("--mount=type=cache,") == 4  # no cache keyed by its target alone
 
 
+HINT = ("cache mounts may set target, sharing, mode, uid, gid and ro; spacehooks gives each Space "
+        "its own cache (its id); bind, secret and tmpfs mounts are unchanged")
+
+
+def refused_at_push(engine, space_id, dockerfile):
+    bare, work = engine.create(space_id, {"README.md": DOCKER_README, "Dockerfile": dockerfile})
+    result = push(work, str(bare))
+    assert result.returncode != 0, result.stdout
+    assert engine.space(space_id) is None
+    return result.stdout
+
+
+def stored_without_the_gate(engine, space_id, dockerfile):
+    """A Space deployed once, then a commit put in its repository past the gate (as a tree
+    stored before this check was), built by `rebuild`: the build refuses it too."""
+    from spacehooks import admin
+    bare, work = engine.create(space_id, {"README.md": DOCKER_README, "Dockerfile": BASE + SERVER})
+    assert push(work, str(bare)).returncode == 0
+    engine.drain()
+    write_files(work, {"Dockerfile": dockerfile})
+    git("commit", "-qam", "past the gate", cwd=work)
+    git("fetch", "-q", str(work), "main:main", cwd=bare)
+    admin.rebuild(engine.settings, space_id, False, lambda line: None)
+    engine.drain()
+    return build_log(engine, space_id)
+
+
 def test_a_dockerfile_cannot_name_a_cache_folder(engine):
     # Buildah would mount the host's /etc/ssh here (read-only, and only listed)
     step = "RUN --mount=type=cache,id=../../../etc/ssh,target=/x,ro ls /x\n"
-    log = build_of(engine, "mallory/escape", BASE + step + SERVER)
+    why = "a cache mount may not set id: RUN --mount=type=cache,id=../../../etc/ssh,target=/x,ro ls /x"
+    out = refused_at_push(engine, "mallory/escape", BASE + step + SERVER)
+    assert f"remote:  !     Dockerfile:2: {why} ({HINT})" in out, out
+    log = stored_without_the_gate(engine, "mallory/escape2", BASE + step + SERVER)
     assert "ssh_host" not in log
-    message = ("Dockerfile line 2: a cache mount may not set id: "
-               "RUN --mount=type=cache,id=../../../etc/ssh,target=/x,ro ls /x")
-    assert f"BUILD_ERROR: {message}" in log, log
-    space = engine.space("mallory/escape")
-    assert space["error"].startswith("build #") and f" failed: {message}\n" in space["error"]
+    assert f"BUILD_ERROR: Dockerfile line 2: {why}" in log, log
+    space = engine.space("mallory/escape2")
+    assert space["error"].startswith("build #") and f" failed: Dockerfile line 2: {why}\n" in space["error"]
+    assert space["stage"] == "RUNNING"  # the version before keeps serving
 
 
 def test_a_cache_mount_split_over_lines_or_built_from_variables_is_refused(engine):
     split = "ARG X=../../../etc\nRUN --mount=type=cache,\\\nid=../../../etc,target=/x,ro ls /x\n"
-    log = build_of(engine, "mallory/split", BASE + split + SERVER)
+    out = refused_at_push(engine, "mallory/split", BASE + split + SERVER)
+    assert "remote:  !     Dockerfile:3: a cache mount may not set id: " in out, out
+    log = stored_without_the_gate(engine, "mallory/split2", BASE + split + SERVER)
     assert "BUILD_ERROR: Dockerfile line 3: a cache mount may not set id: " in log, log
     variable = "ARG X=../../../etc\nRUN --mount=type=cache,id=$X,target=/x,ro ls /x\n"
-    log = build_of(engine, "mallory/variable", BASE + variable + SERVER)
-    assert ("BUILD_ERROR: Dockerfile line 3: a --mount value may not hold variables, quotes or escapes: "
-            "RUN --mount=type=cache,id=$X,target=/x,ro ls /x") in log, log
+    out = refused_at_push(engine, "mallory/variable", BASE + variable + SERVER)
+    assert ("remote:  !     Dockerfile:3: a --mount value may not hold variables, quotes or escapes: "
+            "RUN --mount=type=cache,id=$X,target=/x,ro ls /x") in out, out
