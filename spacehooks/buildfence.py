@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import threading
 import time
@@ -57,7 +58,8 @@ class BuildCgroup:
         self.cpus = float(settings["build.cpus"])
         self.pids = int(settings["build.pids"])
         self.disk_mb = int(settings["build.disk_mb"])
-        self.rel = f"{TOP}/{buildmounts.space_key(space_id)}-b{build_id}"
+        # a random part: two servers on one host (or test runs) may build the same Space and number
+        self.rel = f"{TOP}/{buildmounts.space_key(space_id)}-b{build_id}-{secrets.token_hex(4)}"
         self.disk_hit = False
         self._stop = threading.Event()
         self._watch = threading.Thread(target=self._watch_disk, name=f"build-disk-{build_id}", daemon=True)
