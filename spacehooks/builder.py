@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import netfence, podman, pyversions, sdkcompat, staticsite
+from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, staticsite
 from spacehooks.errors import SpaceError
 
 CA_SECRET = "spacehooks-ca"
@@ -58,18 +58,18 @@ def _ca_mount(settings) -> str:
     return f"--mount=type=secret,id={CA_SECRET} " if settings["build.ca_bundle"] else ""
 
 
-def _pip(settings) -> str:
+def _pip(settings, space_id: str) -> str:
     env = []
     if settings["build.ca_bundle"]:
         env.append(f"PIP_CERT={CA_PATH}")
     if settings["build.pip_index_url"]:
         env.append(f"PIP_INDEX_URL={shlex.quote(settings['build.pip_index_url'])}")
-    return (f"RUN --mount=type=cache,target=/root/.cache/pip {_ca_mount(settings)}"
+    return (f"RUN {buildmounts.cache_mount(space_id, '/root/.cache/pip')} {_ca_mount(settings)}"
             # base images often set PIP_NO_CACHE_DIR, which disables pip's cache whatever its value
             + " ".join(["env -u PIP_NO_CACHE_DIR"] + env + ["pip install --disable-pip-version-check"]))
 
 
-def _apt(settings, names: list[str]) -> str:
+def _apt(settings, space_id: str, names: list[str]) -> str:
     cmd = []
     if settings["build.apt_mirror"]:
         mirror = shlex.quote(settings["build.apt_mirror"])
@@ -81,8 +81,8 @@ def _apt(settings, names: list[str]) -> str:
                f"--no-install-recommends {' '.join(shlex.quote(n) for n in names)}")
     # Not sharing=locked: Podman 4.3's service never released that lock, and the second apt
     # step in the same service hung for ever. apt's own lock files guard concurrent steps.
-    return ("RUN --mount=type=cache,target=/var/cache/apt "
-            "--mount=type=cache,target=/var/lib/apt/lists "
+    return (f"RUN {buildmounts.cache_mount(space_id, '/var/cache/apt')} "
+            f"{buildmounts.cache_mount(space_id, '/var/lib/apt/lists')} "
             f"{_ca_mount(settings)}" + " ".join(cmd))
 
 
@@ -114,23 +114,23 @@ def requirement_files(read: Callable[[str], bytes | None], name: str) -> dict[st
     return found
 
 
-def containerfile(settings, config: dict, deps: dict[str, bytes]) -> str:
-    """deps: the dependency files the commit has (name -> content)."""
+def containerfile(settings, config: dict, deps: dict[str, bytes], space_id: str) -> str:
+    """deps: the dependency files the commit has (name -> content). Caches are the Space's own."""
     sdk = config["sdk"]
     app_file = config.get("app_file") or "app.py"
     lines = [f"FROM {base_image(settings, config)}", "USER root"]
     names = packages(deps.get("packages.txt", b""))
     if names:
-        lines += ["COPY deps/packages.txt /tmp/spacehooks/packages.txt", _apt(settings, names)]
+        lines += ["COPY deps/packages.txt /tmp/spacehooks/packages.txt", _apt(settings, space_id, names)]
     for name in ("pre-requirements.txt", "requirements.txt"):
         if name in deps:
             # the file with every file it names (-r, -c), so the layer is keyed on all of them
             folder = REQUIREMENT_DIRS[name]
             lines += [f"COPY deps/{folder}/ /tmp/spacehooks/{folder}/",
-                      f"{_pip(settings)} -r /tmp/spacehooks/{folder}/{name}"]
+                      f"{_pip(settings, space_id)} -r /tmp/spacehooks/{folder}/{name}"]
     wanted = sdkcompat.requirements(sdk, config.get("sdk_version"),
                                     config.get("python_version") or settings["default_python_version"])
-    lines.append(f"{_pip(settings)} {' '.join(shlex.quote(r) for r in wanted)}")
+    lines.append(f"{_pip(settings, space_id)} {' '.join(shlex.quote(r) for r in wanted)}")
     lines += [f"COPY --chown=1000:1000 app/ {APP_DIR}/", "USER 1000", f"WORKDIR {APP_DIR}",
               "ENV HOME=/home/user PYTHONUNBUFFERED=1"]
     if sdk == "streamlit":
@@ -200,6 +200,11 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
             repo.export(commit, context, user=settings["build.export_user"])
             check_links(context)
             dockerfile = "Dockerfile"
+            path = context / dockerfile
+            if path.is_symlink():  # its mounts could not be checked
+                raise SpaceError("Dockerfile is a symbolic link", hint="commit the Dockerfile itself")
+            if path.is_file():
+                path.write_text(buildmounts.confine_dockerfile(space_id, path.read_text(errors="replace")))
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
         else:
@@ -225,7 +230,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
             if not choice.exact:
                 write(f"python_version {choice.wanted} is not on this server: building on python "
                       f"{choice.version} ({choice.image}), the nearest it has")
-            (work / dockerfile).write_text(containerfile(settings, config, deps))
+            (work / dockerfile).write_text(containerfile(settings, config, deps, space_id))
         if settings["build.ca_bundle"]:
             ca = Path(settings["build.ca_bundle"])
             try:
@@ -236,9 +241,16 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
         counter = LogCounter(write, list(secrets.values()))
         write(f"Building {tag} from {commit[:12]}" + (" without cache" if no_cache else ""))
         network = netfence.prepare(settings, space_id)
-        podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
-                     secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
-                     should_stop=should_stop, network=network)
+        with buildfence.BuildCgroup(settings, space_id, build_id) as fence:
+            try:
+                podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
+                             secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
+                             should_stop=should_stop, network=network, confine=fence.params())
+            except podman.BuildFailed as exc:
+                hit = fence.limit_hit(str(exc))
+                if hit:
+                    raise podman.BuildFailed(f"{hit}: {exc}") from exc
+                raise
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
         return tag
     finally:

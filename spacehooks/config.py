@@ -16,19 +16,20 @@ DEFAULT_CONFIG = "/etc/spacehooks/config.yaml"
 DEFAULT_HOME = "/var/lib/spacehooks"
 
 # Hub flavors (SPACES.md); memory in MB. Admins may add or override flavors. cpu-basic, the
-# default flavor, takes its size from run.cpus / run.memory_mb (see Settings.flavors).
+# default flavor, takes its size from run.cpus / run.memory_mb / run.disk_mb (Settings.flavors). disk_mb
+# caps what a Space writes in its home (app folder included); it lives in memory, so a quarter of it.
 HUB_FLAVORS = {
-    "cpu-basic": {"cpus": 2, "memory_mb": 16384, "gpus": 0},
-    "cpu-upgrade": {"cpus": 8, "memory_mb": 32768, "gpus": 0},
-    "t4-small": {"cpus": 4, "memory_mb": 15360, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "t4-medium": {"cpus": 8, "memory_mb": 30720, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "l4x1": {"cpus": 8, "memory_mb": 30720, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "l4x4": {"cpus": 48, "memory_mb": 190464, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-small": {"cpus": 4, "memory_mb": 15360, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-large": {"cpus": 12, "memory_mb": 47104, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-largex2": {"cpus": 24, "memory_mb": 94208, "gpus": 2, "gpu_kind": "nvidia.com/gpu"},
-    "a10g-largex4": {"cpus": 48, "memory_mb": 188416, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
-    "a100-large": {"cpus": 12, "memory_mb": 145408, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "cpu-basic": {"cpus": 2, "memory_mb": 16384, "disk_mb": 4096, "gpus": 0},
+    "cpu-upgrade": {"cpus": 8, "memory_mb": 32768, "disk_mb": 8192, "gpus": 0},
+    "t4-small": {"cpus": 4, "memory_mb": 15360, "disk_mb": 3840, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "t4-medium": {"cpus": 8, "memory_mb": 30720, "disk_mb": 7680, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "l4x1": {"cpus": 8, "memory_mb": 30720, "disk_mb": 7680, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "l4x4": {"cpus": 48, "memory_mb": 190464, "disk_mb": 47616, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-small": {"cpus": 4, "memory_mb": 15360, "disk_mb": 3840, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-large": {"cpus": 12, "memory_mb": 47104, "disk_mb": 11776, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-largex2": {"cpus": 24, "memory_mb": 94208, "disk_mb": 23552, "gpus": 2, "gpu_kind": "nvidia.com/gpu"},
+    "a10g-largex4": {"cpus": 48, "memory_mb": 188416, "disk_mb": 47104, "gpus": 4, "gpu_kind": "nvidia.com/gpu"},
+    "a100-large": {"cpus": 12, "memory_mb": 145408, "disk_mb": 36352, "gpus": 1, "gpu_kind": "nvidia.com/gpu"},
 }
 
 
@@ -54,6 +55,10 @@ SETTINGS = [
     Setting("build.concurrency", 1, int, "Builds run at once (always one at a time per Space)."),
     Setting("build.push_log_seconds", 30, int, "How long a push streams its build log (`git push -o wait` streams to the end)."),
     Setting("build.timeout_seconds", 3600, int, "A build running longer is stopped and fails."),
+    Setting("build.memory_mb", 4096, int, "Memory a build's RUN steps may use together (a step past it is killed and the build fails naming this limit; 0: no limit)."),
+    Setting("build.cpus", 2, (int, float), "CPU cores each RUN step may use; builds also yield the CPU to the gateway and running Spaces (0: no limit)."),
+    Setting("build.pids", 1024, int, "Processes a build's RUN steps may run at once, root's included (a pids cgroup; 0: no limit)."),
+    Setting("build.disk_mb", 20480, int, "What one RUN step may write (its layer plus the Space's build caches), checked every second; a step past it is stopped and the build fails naming this limit (0: no limit)."),
     Setting("build.ca_bundle", "", str, "CA bundle file given to apt and pip inside builds (for servers behind a TLS-inspecting proxy)."),
     Setting("build.pip_index_url", "", str, "pip index used inside builds (empty: pip's default)."),
     Setting("build.apt_mirror", "", str, "Debian mirror URL used inside builds (empty: the base image's)."),
@@ -62,6 +67,8 @@ SETTINGS = [
     Setting("run.memory_mb", 16384, int, "Memory limit of the built-in `cpu-basic` flavor, the default one (the Hub's 16 GB); a `hardware: {cpu-basic: ...}` entry overrides it."),
     Setting("run.cpus", 2, (int, float), "CPU limit of the built-in `cpu-basic` flavor, the default one (the Hub's 2 cores); a `hardware: {cpu-basic: ...}` entry overrides it."),
     Setting("run.pids", 1024, int, "Most processes a Space may run."),
+    Setting("run.disk_mb", 4096, int, "What a Space may write in /home/user (its app folder included) when its flavor sets no `disk_mb`; the rest of its file system is read-only. Home and /tmp are memory file systems (fresh at each start, like the Hub's ephemeral disk) and count toward the Space's memory."),
+    Setting("run.tmp_mb", 1024, int, "What a Space may write in /tmp (per flavor: `tmp_mb`)."),
     Setting("run.nofile", 4096, int, "Open-file limit in Spaces (must not exceed the host's `ulimit -Hn`)."),
     Setting("run.port_range", [20000, 29999], list, "Loopback ports handed to Space containers."),
     Setting("run.default_hardware", "cpu-basic", str, "Flavor of a new Space."),
@@ -71,7 +78,7 @@ SETTINGS = [
     Setting("run.crash_window_seconds", 600, (int, float), "The time window in which `run.crash_limit` exits stop an app."),
     Setting("run.keep_builds", 3, int, "Images kept per Space for rollback; `gc` removes older ones."),
     Setting("run.gc_interval_seconds", 21600, (int, float), "How often `serve` and `worker` run `gc` between builds (0: only by hand)."),
-    Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
+    Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, disk_mb, tmp_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
     Setting("gpu.cdi_dirs", ["/etc/cdi", "/var/run/cdi"], list, "Folders holding CDI specs, later ones overriding earlier ones; must be the folders Podman reads (its defaults are these two)."),
     Setting("network.egress_deny", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10"], list, "Address ranges (CIDR) that Spaces and their build steps may not reach: private networks, link-local (cloud metadata at 169.254.169.254) and carrier-grade NAT. DNS (port 53) to the host's own resolvers stays open. Host addresses and other Spaces are fenced off whatever this holds."),
     Setting("network.egress_allow", [], list, "Addresses or ranges (CIDR) inside `network.egress_deny` that Spaces may reach after all, e.g. `[10.0.5.20/32]` for an internal package mirror."),
@@ -116,7 +123,8 @@ class Settings:
     @property
     def flavors(self) -> dict:
         merged = copy.deepcopy(HUB_FLAVORS)
-        merged["cpu-basic"].update(cpus=self._values["run.cpus"], memory_mb=self._values["run.memory_mb"])
+        merged["cpu-basic"].update(cpus=self._values["run.cpus"], memory_mb=self._values["run.memory_mb"],
+                                   disk_mb=self._values["run.disk_mb"])
         for name, spec in self._values["hardware"].items():
             merged[name] = {**merged.get(name, {"gpus": 0}), **spec}
         return merged

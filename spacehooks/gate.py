@@ -10,7 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from spacehooks import depfiles, pyversions, secretscan, spaceconfig, treewriter
+from spacehooks import buildmounts, depfiles, pyversions, secretscan, spaceconfig, treewriter
 from spacehooks.config import Settings
 from spacehooks.gitrepo import ZERO, Repo
 from spacehooks.output import Out
@@ -120,6 +120,7 @@ def check_tree(settings: Settings, source, space_id: str) -> Report:
     report.warnings += cfg.warnings
     _check_capabilities(settings, cfg, report)
     _check_app_file(source, cfg, report)
+    _check_dockerfile_mounts(settings, source, cfg, report)
     report.errors.sort(key=lambda p: (p.file != readme, p.file, p.line or 0))
     _check_dependency_files(settings, source, cfg, report)
     return report
@@ -170,6 +171,17 @@ def _check_app_file(source, cfg, report: Report) -> None:
         report.errors.append(Problem(report.readme, line, f"{where} does not exist in the repository; {fix}", "app_file"))
     elif kind != "blob":
         report.errors.append(Problem(report.readme, line, f"{where} is a folder; it must be a file", "app_file"))
+
+
+def _check_dockerfile_mounts(settings: Settings, source, cfg, report: Report) -> None:
+    """The build refuses cache mounts it cannot give the Space's own id: say so at push."""
+    if cfg.sdk != "docker" or source.kind("Dockerfile") != "blob":
+        return
+    data = _read_limited(settings, source, "Dockerfile", report)
+    try:
+        buildmounts.confine_dockerfile(report.space_id, (data or b"").decode(errors="replace"))
+    except buildmounts.Refused as exc:
+        report.errors.append(Problem("Dockerfile", exc.line, f"{exc.reason} ({buildmounts.HINT})"))
 
 
 def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> None:

@@ -180,11 +180,14 @@ def _tar_context(context: Path, extra: dict[str, bytes]) -> bytes:
 def build(settings, context: Path, tag: str, *, containerfile: str = "Containerfile",
           no_cache: bool = False, secrets: dict[str, bytes] | None = None,
           on_line: Callable[[str], None] = lambda line: None, timeout: float = 3600,
-          should_stop: Callable[[], bool] = lambda: False, network: str | None = None) -> str:
+          should_stop: Callable[[], bool] = lambda: False, network: str | None = None,
+          confine: dict[str, str] | None = None) -> str:
     """Build context/containerfile as tag, calling on_line for every log line; returns the image id.
 
     RUN steps join `network`; without one they would share the host's network (the remote
-    API's default in Podman 4.3), host listeners on 127.0.0.1 included.
+    API's default in Podman 4.3), host listeners on 127.0.0.1 included. confine: limit and
+    privilege parameters of Podman's build call for every RUN step
+    (buildfence.BuildCgroup.params()).
 
     Secrets travel inside the context tarball; the service moves each one out of the
     context before the build starts, so they are never in a layer (podman's remote build).
@@ -194,6 +197,7 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
     params = {
         "dockerfile": containerfile, "t": tag, "nocache": "true" if no_cache else "false",
         "outputformat": OCI_FORMAT, "layers": "true", "rm": "true", "forcerm": "true",
+        **(confine or {}),
     }
     if network:  # networkmode 2 is buildah's NetworkEnabled; the path names the network
         params["networkmode"] = "2"

@@ -36,8 +36,9 @@ def space_host(settings, space_id: str) -> str:
 
 def limits_for(settings, space: dict) -> dict:
     flavor = settings.flavors.get(space.get("hardware") or settings["run.default_hardware"], {})
-    limits = {"memory_mb": settings["run.memory_mb"], "cpus": settings["run.cpus"], "pids": settings["run.pids"]}
-    limits.update({k: flavor[k] for k in ("memory_mb", "cpus") if k in flavor})
+    limits = {"memory_mb": settings["run.memory_mb"], "cpus": settings["run.cpus"], "pids": settings["run.pids"],
+              "disk_mb": settings["run.disk_mb"], "tmp_mb": settings["run.tmp_mb"]}
+    limits.update({k: flavor[k] for k in ("memory_mb", "cpus", "disk_mb", "tmp_mb") if k in flavor})
     limits.update(space.get("limits") or {})
     limits["gpus"] = flavor.get("gpus", 0)
     return limits
@@ -99,6 +100,20 @@ def labels(st: state_mod.State, space: dict, build_id) -> dict:
             "spacehooks.repo": str(space.get("repo_path") or "")}
 
 
+def _disk(settings, limits: dict) -> dict:
+    """Byte caps on every place a Space writes: Podman's overlay on ext4 has no size limit, so
+    the root is read-only and home (copied from the image at each start) and /tmp are tmpfs
+    of a fixed size; conmon cuts the container's own log at logs.max_bytes."""
+    return dict(
+        read_only=True, read_write_tmpfs=False,
+        mounts=[{"type": "tmpfs", "source": "tmpfs", "target": "/home/user", "size": f"{int(limits['disk_mb'])}m",
+                 "chown": True},
+                {"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "size": f"{int(limits['tmp_mb'])}m",
+                 "mode": "1777"}],
+        log_config={"Type": "k8s-file", "Config": {"size": int(settings["logs.max_bytes"])}},
+    )
+
+
 def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config: dict, build_id, port: int) -> dict:
     limits = limits_for(settings, space)
     secrets = state_mod.read_secrets(settings.home, space["id"])
@@ -106,6 +121,9 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
     app_port = int(config.get("app_port") or 7860) if config.get("sdk") == "docker" else (
         8501 if config.get("sdk") == "streamlit" else 7860)
     nofile = settings["run.nofile"]
+    disk = _disk(settings, limits)
+    # the private /dev/shm (user namespaces, see SHM_MOUNT) beside the size-capped home and /tmp
+    disk["mounts"] = [dict(SHM_MOUNT), *disk["mounts"]]
     kwargs = dict(
         image=image, name=container_name(space["id"], build_id),
         labels=labels(st, space, build_id),
@@ -119,8 +137,7 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
         ulimits=[{"Name": "nofile", "Soft": nofile, "Hard": nofile},
                  {"Name": "nproc", "Soft": int(limits["pids"]) * 4, "Hard": int(limits["pids"]) * 4}],
         networks={netfence.network_name(settings, space["id"]): {}}, **USERNS, ipc_mode="none",
-        mounts=[dict(SHM_MOUNT)],
-        detach=True,
+        detach=True, **disk,
     )
     if config.get("sdk") == "streamlit":
         path = _streamlit_secrets(settings, space["id"], secrets)

@@ -79,8 +79,9 @@ def test_run_memory_and_cpus_size_the_default_flavor(tmp_path):
     # before: cpu-basic carried the Hub's 16 GB / 2 CPUs, so run.memory_mb: 512 had no effect
     _, loader = load(tmp_path, {"run": {"memory_mb": 512, "cpus": 0.5}})
     settings = loader()
-    assert runspec.limits_for(settings, {"hardware": None}) == {"memory_mb": 512, "cpus": 0.5, "pids": 1024, "gpus": 0}
-    assert settings.flavors["cpu-upgrade"] == {"cpus": 8, "memory_mb": 32768, "gpus": 0}
+    assert runspec.limits_for(settings, {"hardware": None}) == {"memory_mb": 512, "cpus": 0.5, "pids": 1024, "gpus": 0,
+                                                                "disk_mb": 4096, "tmp_mb": 1024}
+    assert settings.flavors["cpu-upgrade"] == {"cpus": 8, "memory_mb": 32768, "disk_mb": 8192, "gpus": 0}
     # an admin's own cpu-basic entry still wins over run.*
     _, loader = load(tmp_path, {"run": {"memory_mb": 512}, "hardware": {"cpu-basic": {"memory_mb": 2048}}})
     assert runspec.limits_for(loader(), {"hardware": "cpu-basic"})["memory_mb"] == 2048
