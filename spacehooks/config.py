@@ -236,7 +236,8 @@ def _default_hardware(value: str, values: dict) -> tuple[str, str] | None:
 
 
 def _default_python(value: str, values: dict) -> tuple[str, str] | None:
-    if value not in values["python_versions"]:
+    # with the nearest-version fallback a missing default is served like a README's version
+    if value not in values["python_versions"] and values.get("python_version_fallback") == "refuse":
         return (f"is {value!r}, which python_versions does not provide ({', '.join(values['python_versions'])})",
                 "add it to python_versions or pick one of those")
     return None

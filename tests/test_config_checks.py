@@ -46,7 +46,7 @@ def load(tmp_path, data):
     ({"python_versions": {"3.12": ""}, "default_python_version": "3.12"},
      "'python_versions' 3.12: the base image must be a non-empty string, found ''",
      'map each version to its base image, like {"3.11": "localhost/spacehooks/python:3.11"}'),
-    ({"python_versions": {"3.12": "python:3.12-slim"}},
+    ({"python_versions": {"3.12": "python:3.12-slim"}, "python_version_fallback": "refuse"},
      "'default_python_version' is '3.11', which python_versions does not provide (3.12)",
      "add it to python_versions or pick one of those"),
     ({"run": {"default_hardware": "cpu-huge"}},
