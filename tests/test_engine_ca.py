@@ -5,6 +5,7 @@ through this machine's inspecting proxy."""
 import base64
 import json
 import subprocess
+import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -17,6 +18,11 @@ DOCKER_README = "---\ntitle: CA demo\nsdk: docker\napp_port: 8000\nstartup_durat
 
 def podman(*args):
     return subprocess.run(["podman", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "spacehooks", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
 
 
 def marker_bundle(folder: Path) -> tuple[Path, bytes, bytes, str]:
@@ -106,3 +112,37 @@ def test_pip_failure_names_pips_own_error(engine):
     assert space["error"].endswith(f"exit status 1: {line}"), space["error"]
     page = pages.space_status(engine.settings, space, "failed")
     assert page.status == 503 and line in page.text
+
+
+def test_doctor_checks_that_a_build_container_reaches_the_index(engine):
+    engine.configure(**{**engine.values, "build": {**engine.values["build"], "ca_bundle": "none"}})
+    result = cli("doctor")
+    assert result.returncode == 1
+    index = "https://pypi.org/simple/pip/"
+    assert f"PROBLEM  a build container cannot reach the package index {index}: " in result.stdout
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stdout, result.stdout
+    assert ("  fix: set build.ca_bundle to the CA bundle that holds your TLS-inspecting proxy's certificate "
+            "(`auto`: the host's /etc/ssl/certs/ca-certificates.crt), and run.ca_bundle for the Spaces themselves\n"
+            ) in result.stdout
+    engine.configure(**{**engine.values, "build": {**engine.values["build"], "ca_bundle": "auto"}})
+    result = cli("doctor")
+    assert (f"ok       a build container reaches the package index {index} trusting "
+            "/etc/ssl/certs/ca-certificates.crt\n") in result.stdout
+
+
+def test_dockerfile_rewrite_gives_every_run_the_ca_and_keeps_the_authors_shell_and_values():
+    from spacehooks import buildmounts
+    text = ('FROM x\nRUN pip install a && \\\n  curl y\nRUN ["python", "-c", "1"]\nSHELL ["pwsh", "-c"]\n'
+            'RUN Get-Thing\nFROM y\nRUN --mount=type=cache,target=/c echo hi\nENV A=1\n')
+    mounts = "--mount=type=secret,id=spacehooks-ca --mount=type=secret,id=spacehooks-ca-apt"
+    exports = ("export " + " ".join(f'{n}="${{{n}:-/run/secrets/spacehooks-ca}}"' for n in (
+        "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"))
+        + ' APT_CONFIG="${APT_CONFIG:-/run/secrets/spacehooks-ca-apt}"; ')
+    cache = buildmounts.cache_id("a/b", "/c")
+    assert buildmounts.confine_dockerfile("a/b", text, ca=True).splitlines() == [
+        "FROM x", f"RUN {mounts} {exports}pip install a &&   curl y",
+        f'RUN {mounts} ["python", "-c", "1"]',  # exec form: the file, no shell to export in
+        'SHELL ["pwsh", "-c"]', f"RUN {mounts} Get-Thing",  # not a POSIX shell: no export
+        "FROM y", f"RUN --mount=type=cache,target=/c,id={cache} {mounts} {exports}echo hi", "ENV A=1"]
+    assert buildmounts.confine_dockerfile("a/b", text, ca=False) == text.replace(
+        "target=/c echo", f"target=/c,id={cache} echo")
