@@ -68,11 +68,12 @@ def test_dockerfile_run_steps_trust_the_ca_and_it_stays_out_of_the_image(engine,
                         "run": {**engine.values["run"], "ca_bundle": str(bundle)}})
     from spacehooks import config
     engine.settings = config.load()
-    # the Hub's kind of Dockerfile, untouched: pip, curl and python's urllib over HTTPS
+    # the Hub's kind of Dockerfile, untouched (a fresh first step: no layer from an earlier run): pip, curl and python's urllib over HTTPS
     files = {"README.md": DOCKER_README, "Dockerfile": (
         "FROM localhost/spacehooks/python:3.11\nWORKDIR /home/user/app\n"
-        "RUN pip download --no-deps six -d /tmp/six && \\\n    ls /tmp/six\n"
+        f"RUN echo {uuid.uuid4()} && pip download --no-deps six -d /tmp/six && \\\n    ls /tmp/six\n"
         "RUN curl -sS https://pypi.org/simple/six/ -o /dev/null && echo curl-ok\n"
+        "RUN apt-config dump | grep -q '^Acquire::https::CaInfo \"/run/secrets/spacehooks-ca\";' && echo apt-ca-ok\n"
         "RUN [\"python\", \"-c\", \"import urllib.request, ssl; urllib.request.urlopen('https://pypi.org/simple/six/', "
         "context=ssl.create_default_context(cafile='/run/secrets/spacehooks-ca')); print('exec-form-ok')\"]\n"
         "COPY --chown=1000:1000 . .\n"
@@ -83,7 +84,7 @@ def test_dockerfile_run_steps_trust_the_ca_and_it_stays_out_of_the_image(engine,
     space = engine.space("alice/ca")
     assert space["stage"] == "RUNNING", space["error"]
     log = (engine.home / "logs" / "builds" / "alice" / "ca" / "1.log").read_text()
-    assert "six-" in log and "curl-ok\n" in log and "exec-form-ok\n" in log
+    assert "six-" in log and "curl-ok\n" in log and "apt-ca-ok\n" in log and "exec-form-ok\n" in log
     # the marker's PEM lines, its DER bytes and its name: in no layer and not in the config
     lines = pem.strip().splitlines()[1:-1]
     found = scan_image(space["image"], tmp_path, [der, lines[1], lines[-2], name.encode()])
