@@ -165,7 +165,10 @@ def _confine_instruction(space_id: str, line: str, lineno: int, shell: dict) -> 
                 raise _refuse(lineno, line, "write a mount as --mount=type=...,target=...")
             flag = "--mount=" + _rewrite_mount(space_id, value, lineno, line)
         new_flags.append(flag)
-    if shell["ca"] and command.strip():
+    # a RUN with any other flag is refused by Buildah ("RUN only supports the --mount flag"):
+    # left as written so that error quotes the author's line
+    others = any(not f.lower().startswith("--mount=") for f in flags)
+    if shell["ca"] and command.strip() and not others:
         new_flags.append(trust.mount_flags())
         # exec form (JSON) runs no shell: it gets the file at /run/secrets, not the variables
         if shell["posix"] and not command.lstrip().startswith("["):
