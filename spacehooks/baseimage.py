@@ -145,7 +145,8 @@ def host_mirrors(files=(Path("/etc/apt/sources.list.d/debian.sources"), Path("/e
 
 
 def _ca_bundle(settings) -> str:
-    bundle = settings["build.ca_bundle"] or HOST_CA_BUNDLE
+    from spacehooks import trust
+    bundle = trust.bundle(settings) or HOST_CA_BUNDLE
     if not Path(bundle).is_file():
         raise SpaceError(f"CA bundle {bundle} not found; pip inside the base image build needs it",
                          hint="set build.ca_bundle to the CA bundle file your server trusts")

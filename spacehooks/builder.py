@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, staticsite
+from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, staticsite, trust
 from spacehooks.errors import SpaceError
 
-CA_SECRET = "spacehooks-ca"
-CA_PATH = f"/run/secrets/{CA_SECRET}"
+CA_SECRET = trust.SECRET
+CA_PATH = trust.SECRET_PATH
 APP_DIR = "/home/user/app"
 
 
@@ -55,12 +55,12 @@ def packages(data: bytes) -> list[str]:
 
 
 def _ca_mount(settings) -> str:
-    return f"--mount=type=secret,id={CA_SECRET} " if settings["build.ca_bundle"] else ""
+    return f"--mount=type=secret,id={CA_SECRET} " if trust.bundle(settings) else ""
 
 
 def _pip(settings, space_id: str) -> str:
     env = []
-    if settings["build.ca_bundle"]:
+    if trust.bundle(settings):
         env.append(f"PIP_CERT={CA_PATH}")
     if settings["build.pip_index_url"]:
         env.append(f"PIP_INDEX_URL={shlex.quote(settings['build.pip_index_url'])}")
@@ -75,7 +75,7 @@ def _apt(settings, space_id: str, names: list[str]) -> str:
         mirror = shlex.quote(settings["build.apt_mirror"])
         cmd.append(f"sed -i -E 's#https?://deb.debian.org/debian/?#'{mirror}'#' "
                    "/etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null;")
-    ca = f"-o Acquire::https::CaInfo={CA_PATH} " if settings["build.ca_bundle"] else ""
+    ca = f"-o Acquire::https::CaInfo={CA_PATH} " if trust.bundle(settings) else ""
     cmd.append(f"apt-get {ca}-o DPkg::Lock::Timeout=300 update && DEBIAN_FRONTEND=noninteractive "
                f"apt-get {ca}-o DPkg::Lock::Timeout=300 install -y "
                f"--no-install-recommends {' '.join(shlex.quote(n) for n in names)}")
@@ -150,6 +150,7 @@ class LogCounter:
         self.redact = [r for r in redact if len(r) >= 4]
         self.steps = 0
         self.cached = 0
+        self.last_error = ""  # pip's (`ERROR: ...`) or apt's (`E: ...`) own words, for the Space's error
 
     def __call__(self, line: str) -> None:
         for value in self.redact:
@@ -159,6 +160,8 @@ class LogCounter:
         if line.startswith("--> Using cache"):
             self.cached += 1
             line += "  [cached layer]"
+        if line.startswith(("ERROR: ", "E: ")):
+            self.last_error = line.strip()[:300]
         self.write(line)
 
 
@@ -195,6 +198,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     try:
         repo = Repo(repo_path)
         build_secrets: dict[str, bytes] = {}
+        ca_secrets = trust.build_secrets(settings)
         if sdk == "docker":
             context = work / "app"
             repo.export(commit, context, user=settings["build.export_user"])
@@ -204,7 +208,8 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
             if path.is_symlink():  # its mounts could not be checked
                 raise SpaceError("Dockerfile is a symbolic link", hint="commit the Dockerfile itself")
             if path.is_file():
-                path.write_text(buildmounts.confine_dockerfile(space_id, path.read_text(errors="replace")))
+                path.write_text(buildmounts.confine_dockerfile(space_id, path.read_text(errors="replace"),
+                                                               ca=bool(ca_secrets)))
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
         else:
@@ -231,13 +236,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                 write(f"python_version {choice.wanted} is not on this server: building on python "
                       f"{choice.version} ({choice.image}), the nearest it has")
             (work / dockerfile).write_text(containerfile(settings, config, deps, space_id))
-        if settings["build.ca_bundle"]:
-            ca = Path(settings["build.ca_bundle"])
-            try:
-                build_secrets[CA_SECRET] = ca.read_bytes()
-            except OSError as exc:
-                raise SpaceError(f"build.ca_bundle {ca}: cannot read ({exc.strerror})",
-                                 hint="point build.ca_bundle at a readable PEM file, or set it to an empty string")
+        build_secrets.update(ca_secrets)  # after the Space's own: a Space secret cannot replace the CA
         counter = LogCounter(write, list(secrets.values()))
         write(f"Building {tag} from {commit[:12]}" + (" without cache" if no_cache else ""))
         network = netfence.prepare(settings, space_id)
@@ -250,6 +249,8 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                 hit = fence.limit_hit(str(exc))
                 if hit:
                     raise podman.BuildFailed(f"{hit}: {exc}") from exc
+                if counter.last_error:  # "exit status 1" alone does not say what pip or apt refused
+                    raise podman.BuildFailed(f"{exc}: {counter.last_error}") from exc
                 raise
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
         return tag

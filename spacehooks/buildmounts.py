@@ -10,8 +10,11 @@ cache folder as given).
 from __future__ import annotations
 
 import hashlib
+import json
+import posixpath
 import re
 
+from spacehooks import trust
 from spacehooks.errors import SpaceError
 
 # Options a Dockerfile may give a cache mount; spacehooks adds the `id` itself.
@@ -93,12 +96,19 @@ def _flags(rest: str) -> tuple[list[str], str]:
         rest = rest[match.end():]
 
 
-def confine_dockerfile(space_id: str, text: str) -> str:
+# shells whose `export` a CA prefix can rely on (SHELL may name another)
+POSIX_SHELLS = {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"}
+
+
+def confine_dockerfile(space_id: str, text: str, ca: bool = False) -> str:
     """The Dockerfile with the Space's own id on every cache mount; refuses mounts it cannot vet.
+    ca: every RUN also mounts the CA secrets (trust.py) and, in shell form under a POSIX
+    shell, exports the variables that point the usual tools at them.
 
     Works on logical lines (continuations joined) so a mount split over lines is seen whole.
     """
     lines = text.splitlines()
+    shell = {"posix": True, "ca": ca}
     escape = _escape_char(lines)
     out: list[str] = []
     logical, physical, start = "", [], 0
@@ -115,19 +125,31 @@ def confine_dockerfile(space_id: str, text: str) -> str:
         if stripped.endswith(escape):
             logical += stripped[:-len(escape)]  # joined as Buildah does: no space added
             continue
-        out += _confine_instruction(space_id, logical + line, start) or physical
+        out += _confine_instruction(space_id, logical + line, start, shell) or physical
         logical, physical = "", []
     if physical:
-        out += _confine_instruction(space_id, logical, start) or physical
+        out += _confine_instruction(space_id, logical, start, shell) or physical
     return "\n".join(out) + "\n"
 
 
-def _confine_instruction(space_id: str, line: str, lineno: int) -> list[str] | None:
+def _posix_shell(rest: str) -> bool:
+    try:
+        argv = json.loads(rest)
+    except ValueError:
+        return False
+    return bool(argv) and isinstance(argv[0], str) and posixpath.basename(argv[0]) in POSIX_SHELLS
+
+
+def _confine_instruction(space_id: str, line: str, lineno: int, shell: dict) -> list[str] | None:
     """The instruction as one rewritten line, or None to keep it as written."""
     words = line.split(None, 1)
     if not words:
         return None
     keyword, rest = words[0].upper(), words[1] if len(words) > 1 else ""
+    if keyword == "FROM":
+        shell["posix"] = True  # each stage starts with the default shell
+    if keyword == "SHELL":
+        shell["posix"] = _posix_shell(rest)
     if keyword == "ONBUILD":
         if "mount" in rest.lower():
             raise _refuse(lineno, line, "ONBUILD may not use --mount")
@@ -143,6 +165,14 @@ def _confine_instruction(space_id: str, line: str, lineno: int) -> list[str] | N
                 raise _refuse(lineno, line, "write a mount as --mount=type=...,target=...")
             flag = "--mount=" + _rewrite_mount(space_id, value, lineno, line)
         new_flags.append(flag)
+    # a RUN with any other flag is refused by Buildah ("RUN only supports the --mount flag"):
+    # left as written so that error quotes the author's line
+    others = any(not f.lower().startswith("--mount=") for f in flags)
+    if shell["ca"] and command.strip() and not others:
+        new_flags.append(trust.mount_flags())
+        # exec form (JSON) runs no shell: it gets the file at /run/secrets, not the variables
+        if shell["posix"] and not command.lstrip().startswith("["):
+            command = trust.shell_prefix() + command
     if new_flags == flags:
         return None
     return [" ".join([words[0]] + new_flags + [command])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spacehooks import netfence, podman
+from spacehooks import netfence, podman, trust
 from spacehooks import state as state_mod
 from spacehooks.admin import Echo
 from spacehooks.errors import SpaceError
@@ -62,9 +62,12 @@ def doctor(settings, echo: Echo) -> bool:
         check(client.images.exists(image), f"base image for python {version}: {image}",
               f"base image {image} for python {version} is missing",
               "run `spacehooks base-image build`" if image.startswith("localhost/") else f"pull {image}")
-    ca = settings["build.ca_bundle"]
+    ca = trust.bundle(settings)
     check(not ca or os.access(ca, os.R_OK), f"build.ca_bundle {ca or '(none)'}", f"build.ca_bundle {ca} is not readable",
           "point build.ca_bundle at a readable PEM file (e.g. /etc/ssl/certs/ca-certificates.crt)")
+    image = next(iter(settings["python_versions"].values()), None)
+    if image and client.images.exists(image) and (not ca or os.access(ca, os.R_OK)):
+        check(*_index_reachable(settings, image, ca))
     fence = netfence.problem(settings)
     check(fence is None, "network fence (nftables) and user namespace ids (`containers` in /etc/subuid, /etc/subgid)",
           fence or "", "apt-get install nftables iptables; run as root; contrib/podman/subids.sh")
@@ -170,3 +173,22 @@ def _hook_interpreter(settings) -> tuple | None:
             "every push fails",
             f"make the venv from the system Python, readable by {user}: /usr/bin/python3 -m venv VENV "
             f"(contrib/setup.sh does), then spacehooks install {root}")
+
+
+def _index_reachable(settings, image: str, ca: str | None) -> tuple[bool, str, str, str]:
+    """A container of the base image, given the CA as a build step is, fetches pip's index page."""
+    index = (settings["build.pip_index_url"] or "https://pypi.org/simple/").rstrip("/") + "/pip/"
+    code = f"import urllib.request; urllib.request.urlopen({index!r}, timeout=20)"
+    mounts = [{"type": "bind", "source": os.path.realpath(ca), "target": trust.RUN_PATH, "read_only": True}] if ca else []
+    ok, output = podman.probe(settings, image, ["python3", "-c", code], mounts=mounts,
+                              environment={"SSL_CERT_FILE": trust.RUN_PATH} if ca else {})
+    last = (output.strip().splitlines() or ["no output"])[-1][:300]
+    if "CERTIFICATE_VERIFY_FAILED" in output:
+        fix = ("set build.ca_bundle to the CA bundle that holds your TLS-inspecting proxy's certificate "
+               f"(`auto`: the host's {trust.HOST_BUNDLE}), and run.ca_bundle for the Spaces themselves")
+    else:
+        fix = ("let the server reach the index (proxy, firewall, DNS), or set build.pip_index_url to a mirror it reaches "
+               "(on a private address: add it to network.egress_allow)")
+    return (ok, f"a build container reaches the package index {index}" + (f" trusting {ca}" if ca else ""),
+            f"a build container cannot reach the package index {index}: {last}", fix)
+

@@ -48,6 +48,21 @@ def client(settings):
     return PodmanClient(base_url=settings["podman_url"], timeout=120)
 
 
+def probe(settings, image: str, command: list[str], *, mounts: list[dict], environment: dict) -> tuple[bool, str]:
+    """A short command in a throwaway container (doctor's checks): whether it succeeded, and its output."""
+    from podman.errors import APIError, ContainerError
+    try:
+        out = client(settings).containers.run(image, command, remove=True, stdout=True, stderr=True,
+                                               mounts=mounts, environment=environment)
+    except ContainerError as exc:
+        err = exc.stderr
+        return False, err.decode(errors="replace") if isinstance(err, bytes) else "".join(
+            x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in (err or []))
+    except APIError as exc:
+        return False, str(exc)
+    return True, out.decode(errors="replace") if isinstance(out, bytes) else ""
+
+
 def ping(url: str) -> str:
     try:
         conn = _UnixConnection(_socket_path(url), 5)

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import netfence
+from spacehooks import netfence, trust
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 
@@ -46,7 +46,8 @@ def limits_for(settings, space: dict) -> dict:
 
 def environment(settings, space: dict, config: dict, limits: dict, secrets: dict, variables: dict) -> dict:
     owner, _, name = space["id"].partition("/")
-    env = {**variables, **secrets}
+    # the CA's variables first: a Space's own variables and secrets may set them otherwise
+    env = {**trust.run_env(settings), **variables, **secrets}
     env.update({
         "SPACE_ID": space["id"], "SPACE_AUTHOR_NAME": owner, "SPACE_REPO_NAME": name,
         "SPACE_TITLE": str(config.get("title") or name), "SPACE_HOST": space_host(settings, space["id"]),
@@ -123,7 +124,7 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
     nofile = settings["run.nofile"]
     disk = _disk(settings, limits)
     # the private /dev/shm (user namespaces, see SHM_MOUNT) beside the size-capped home and /tmp
-    disk["mounts"] = [dict(SHM_MOUNT), *disk["mounts"]]
+    disk["mounts"] = [dict(SHM_MOUNT), *disk["mounts"], *trust.run_mounts(settings)]
     kwargs = dict(
         image=image, name=container_name(space["id"], build_id),
         labels=labels(st, space, build_id),
