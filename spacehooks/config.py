@@ -204,8 +204,8 @@ def _python_versions(value: dict, _) -> tuple[str, str] | None:
     return None
 
 
-FLAVOR_FIELDS = {"cpus": (int, float), "memory_mb": int, "gpus": int, "gpu_kind": str, "shared": bool,
-                 "accelerator": str}
+FLAVOR_FIELDS = {"cpus": (int, float), "memory_mb": int, "disk_mb": int, "tmp_mb": int, "gpus": int,
+                 "gpu_kind": str, "shared": bool, "accelerator": str}
 _FLAVOR_FIX = "write each flavor as a mapping, like `cpu-basic: {cpus: 2, memory_mb: 16384}`"
 
 

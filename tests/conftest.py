@@ -51,7 +51,9 @@ def _remove_fence(server) -> None:
     """The nftables table and Space networks this server's worker or runner made, if any."""
     import subprocess
     from spacehooks import config, netfence
-    server.configure()  # a test may have left a broken file behind on purpose
+    # a test may have left a broken file behind on purpose, or pointed it at a Podman service
+    # of its own that is gone now (networks live in the storage that service shared)
+    server.configure(podman_url=PODMAN_URL)
     settings = config.load(path=server.config, home=server.home)
     table = ["nft", "list", "table", "inet", netfence.table(settings)]
     if subprocess.run(table, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:

@@ -18,10 +18,10 @@ def load(tmp_path, data):
 
 @pytest.mark.parametrize("data, message, fix", [
     ({"hardware": {"cpu-basic": [2, 1024]}},
-     "'hardware' cpu-basic: must be a mapping of cpus, memory_mb, gpus, gpu_kind, shared, accelerator, found [2, 1024]",
+     "'hardware' cpu-basic: must be a mapping of cpus, memory_mb, disk_mb, tmp_mb, gpus, gpu_kind, shared, accelerator, found [2, 1024]",
      "write each flavor as a mapping, like `cpu-basic: {cpus: 2, memory_mb: 16384}`"),
     ({"hardware": {"big": {"cpus": 2, "memroy_mb": 1}}},
-     "'hardware' big: unknown field 'memroy_mb'; known: cpus, memory_mb, gpus, gpu_kind, shared, accelerator",
+     "'hardware' big: unknown field 'memroy_mb'; known: cpus, memory_mb, disk_mb, tmp_mb, gpus, gpu_kind, shared, accelerator",
      "write each flavor as a mapping, like `cpu-basic: {cpus: 2, memory_mb: 16384}`"),
     ({"hardware": {"big": {"memory_mb": "8G"}}},
      "'hardware' big.memory_mb must be an integer, found '8G'",
@@ -99,8 +99,8 @@ def test_doctor_reports_a_flavor_written_as_a_list(tmp_path):
     result = run_cli(tmp_path, path, "doctor")
     assert result.returncode == 1
     assert result.stdout == (
-        f"PROBLEM  configuration: {path}: 'hardware' cpu-basic: must be a mapping of cpus, memory_mb, gpus, "
-        "gpu_kind, shared, accelerator, found [2, 1024]\n"
+        f"PROBLEM  configuration: {path}: 'hardware' cpu-basic: must be a mapping of cpus, memory_mb, disk_mb, "
+        "tmp_mb, gpus, gpu_kind, shared, accelerator, found [2, 1024]\n"
         "  fix: write each flavor as a mapping, like `cpu-basic: {cpus: 2, memory_mb: 16384}`\n"
         "1 problem(s) found (fix the configuration first: the other checks need it)\n")
 

@@ -44,8 +44,8 @@ def _space(engine, loops, space_id, files):
     assert push(work, str(bare)).returncode == 0
     assert engine.drain() == 1
     space = engine.space(space_id)
-    build_log = (engine.home / "logs" / "builds" / space_id / f"{space['build_id']}.log").read_text()
-    assert space["stage"] == "RUNNING", (space["error"], build_log[-3000:])
+    logs = sorted((engine.home / "logs" / "builds" / space_id).glob("*.log"))
+    assert space["stage"] == "RUNNING", (space["error"], logs and logs[-1].read_text()[-3000:])
     return GatewayUnderTest(engine, loops)
 
 

@@ -100,8 +100,11 @@ def test_caps_come_from_the_flavor_then_the_settings(engine):
     settings = config.load()
     small = runspec.limits_for(settings, {"hardware": "small-disk"})
     assert (small["disk_mb"], small["tmp_mb"]) == (100, 300)
+    # cpu-basic, the default flavor, follows run.* (run.memory_mb, run.cpus, run.disk_mb)
     basic = runspec.limits_for(settings, {"hardware": "cpu-basic"})
-    assert (basic["disk_mb"], basic["tmp_mb"]) == (4096, 300)
+    assert (basic["disk_mb"], basic["tmp_mb"]) == (2000, 300)
+    upgrade = runspec.limits_for(settings, {"hardware": "cpu-upgrade"})
+    assert (upgrade["disk_mb"], upgrade["tmp_mb"]) == (8192, 300)
 
 
 # Writes 64 MB in 1 MB pieces, 20 a second, into the step's layer or a cache mount; ends by

@@ -105,12 +105,12 @@ def test_the_build_uses_the_image_the_push_was_told(server):
     settings = config.load(server.config, server.home)
     for wanted, image in [("3.10", "img-311"), ("3.12", "img-313"), ("3.8", "img-39"), ("3.9.2", "img-39"), (None, "img-311")]:
         cfg = {"sdk": "gradio", "python_version": wanted} if wanted else {"sdk": "gradio"}
-        assert builder.containerfile(settings, cfg, {}).splitlines()[0] == f"FROM {image}", wanted
+        assert builder.containerfile(settings, cfg, {}, "alice/py").splitlines()[0] == f"FROM {image}", wanted
     server.configure(python_version_fallback="refuse")
     settings = config.load(server.config, server.home)
     from spacehooks.errors import SpaceError
     with pytest.raises(SpaceError) as refused:
-        builder.containerfile(settings, {"sdk": "gradio", "python_version": "3.10"}, {})
+        builder.containerfile(settings, {"sdk": "gradio", "python_version": "3.10"}, {}, "alice/py")
     assert refused.value.message == "python_version 3.10 is not available on this server (available: 3.9, 3.11, 3.13)"
 
 
