@@ -69,6 +69,7 @@ SETTINGS = [
     Setting("run.pids", 1024, int, "Most processes a Space may run."),
     Setting("run.disk_mb", 4096, int, "What a Space may write in /home/user (its app folder included) when its flavor sets no `disk_mb`; the rest of its file system is read-only. Home and /tmp are memory file systems (fresh at each start, like the Hub's ephemeral disk) and count toward the Space's memory."),
     Setting("run.tmp_mb", 1024, int, "What a Space may write in /tmp (per flavor: `tmp_mb`)."),
+    Setting("run.log_bytes", 16 * 1024 * 1024, int, "Podman's own copy of a Space's output (its `k8s-file` log, which the worker copies into the run log) is cut by conmon at this size; large enough that an app printing fast at start loses nothing before the copying starts."),
     Setting("run.ca_bundle", "", str, "CA bundle running Spaces trust for their own HTTPS calls (behind a TLS-inspecting proxy): bind-mounted read-only at /etc/spacehooks/ca.crt, with SSL_CERT_FILE, REQUESTS_CA_BUNDLE, PIP_CERT, CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS and GIT_SSL_CAINFO pointing at it; `auto` is the host's bundle; empty or `none`: none."),
     Setting("run.nofile", 4096, int, "Open-file limit in Spaces (must not exceed the host's `ulimit -Hn`)."),
     Setting("run.port_range", [20000, 29999], list, "Loopback ports handed to Space containers."),

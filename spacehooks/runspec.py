@@ -104,14 +104,14 @@ def labels(st: state_mod.State, space: dict, build_id) -> dict:
 def _disk(settings, limits: dict) -> dict:
     """Byte caps on every place a Space writes: Podman's overlay on ext4 has no size limit, so
     the root is read-only and home (copied from the image at each start) and /tmp are tmpfs
-    of a fixed size; conmon cuts the container's own log at logs.max_bytes."""
+    of a fixed size; conmon cuts the container's own log at run.log_bytes."""
     return dict(
         read_only=True, read_write_tmpfs=False,
         mounts=[{"type": "tmpfs", "source": "tmpfs", "target": "/home/user", "size": f"{int(limits['disk_mb'])}m",
                  "chown": True},
                 {"type": "tmpfs", "source": "tmpfs", "target": "/tmp", "size": f"{int(limits['tmp_mb'])}m",
                  "mode": "1777"}],
-        log_config={"Type": "k8s-file", "Config": {"size": int(settings["logs.max_bytes"])}},
+        log_config={"Type": "k8s-file", "Config": {"size": int(settings["run.log_bytes"])}},
     )
 
 

@@ -68,7 +68,7 @@ def du(path):
 
 def test_writes_past_each_cap_fail_and_nothing_reaches_the_host_disk(engine):
     engine.configure(hardware={"cpu-basic": {"cpus": 1, "memory_mb": 1024, "disk_mb": 4, "tmp_mb": 3}},
-                     logs={"max_bytes": 256 * 1024})
+                     run={**engine.values["run"], "log_bytes": 256 * 1024})
     from spacehooks import config
     engine.settings = config.load()
     bare, work = engine.create("disk/fill", {"README.md": README, "Dockerfile": DOCKERFILE, "app.py": APP})
@@ -88,7 +88,7 @@ def test_writes_past_each_cap_fail_and_nothing_reaches_the_host_disk(engine):
     info = podman_inspect(space["container"])
     # nothing the app wrote landed in the container's layer on the host's disk
     assert du(info["GraphDriver"]["Data"]["UpperDir"]) < 64 * 1024
-    # the container's own log (2 MB printed) is cut at logs.max_bytes
+    # the container's own log (2 MB printed) is cut at run.log_bytes
     assert info["HostConfig"]["LogConfig"]["Size"] == "262.1kB"
     assert os.path.getsize(info["HostConfig"]["LogConfig"]["Path"]) <= 2 * 256 * 1024
 
