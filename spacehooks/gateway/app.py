@@ -25,7 +25,7 @@ CUSTOM_HEADERS = ("cross-origin-embedder-policy", "cross-origin-opener-policy", 
 SETTINGS, REGISTRY, SLEEPER = api.SETTINGS, api.REGISTRY, web.AppKey("sleeper", Sleeper)
 SITES = web.AppKey("sites", Sites)  # static Spaces' deploy folders, shared with the relay
 METRICS = web.AppKey("metrics", Metrics)  # counted here and by the relay
-SPACE_ID = "spacehooks.space"  # set on a request the Space answers (its metrics label)
+SPACE_ID = web.RequestKey("space_id", str)  # set on a request a Space answers (its metrics label)
 # Pauses before each retry against an unchanged port (a freshly switched port is tried at once):
 # a published port can refuse connections for a moment while Podman rewires another container.
 RETRY_PAUSES = (0.05, 0.2, 0.4, 0.8, 1.5)
