@@ -55,7 +55,7 @@ class Traffic:
 
 class Metrics:
     def __init__(self):
-        self.total = Traffic()
+        self.other = Traffic()  # answers of no Space (gallery, API, unknown hosts, refusals)
         self.spaces: dict[str, Traffic] = {}
         self.wakes: dict[str, Histogram] = {}
         self.wake_failures: dict[str, int] = {}
@@ -63,21 +63,28 @@ class Metrics:
 
     def answered(self, space_id: str | None, status: int, nbytes: int, seconds: float | None) -> None:
         """One answer sent whole; `seconds` None: not a latency (a WebSocket or event stream)."""
-        code = status // 100 if 100 <= status < 600 else 0
-        total = self.total
-        total.codes[code] += 1
-        total.bytes += nbytes
-        if seconds is not None:
-            total.latency.observe(seconds)
+        # the gateway's totals are summed at scrape time: one set of additions per answer
         if space_id is None:
-            return
-        traffic = self.spaces.get(space_id)
-        if traffic is None:
-            traffic = self.spaces[space_id] = Traffic()
-        traffic.codes[code] += 1
+            traffic = self.other
+        else:
+            traffic = self.spaces.get(space_id)
+            if traffic is None:
+                traffic = self.spaces[space_id] = Traffic()
+        traffic.codes[status // 100 if 100 <= status < 600 else 0] += 1
         traffic.bytes += nbytes
         if seconds is not None:
-            traffic.latency.observe(seconds)
+            latency = traffic.latency
+            latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            latency.sum += seconds
+
+    def total(self) -> Traffic:
+        total = Traffic()
+        for traffic in (self.other, *self.spaces.values()):
+            total.codes = [a + b for a, b in zip(total.codes, traffic.codes)]
+            total.latency.counts = [a + b for a, b in zip(total.latency.counts, traffic.latency.counts)]
+            total.latency.sum += traffic.latency.sum
+            total.bytes += traffic.bytes
+        return total
 
     def woke(self, space_id: str, seconds: float | None) -> None:
         """A wake that took `seconds`, or that failed (None)."""
@@ -151,7 +158,7 @@ def _traffic(out: Text, prefix: str, rows: list[tuple[dict, Traffic]]) -> None:
 async def render(settings, metrics: Metrics, registry) -> bytes:
     out = Text()
     spaces = await registry.spaces()
-    _traffic(out, "spacehooks_gateway_", [({}, metrics.total)])
+    _traffic(out, "spacehooks_gateway_", [({}, metrics.total())])
     out.family("spacehooks_gateway_open_connections", "gauge", "Client connections open now, by the side holding them.")
     for side, count in metrics.sources:
         out.sample("spacehooks_gateway_open_connections", {"side": side}, count())
