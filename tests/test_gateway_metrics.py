@@ -189,6 +189,34 @@ def test_a_scrape_counts_known_traffic_through_relay_and_app(engine, loops, cont
     assert named and named <= exported, named - exported
 
 
+def test_without_the_relay_the_app_counts_every_answer_once(server, loops, upstream):
+    metrics_port = free_port()
+    # and Podman away: the scrape still answers, without memory and CPU
+    gw = GatewayUnderTest(server, loops, **{"gateway.relay": False, "metrics.listen": f"127.0.0.1:{metrics_port}",
+                                            "podman_url": f"unix://{server.home}/no-podman.sock"})
+    try:
+        assert gw.listening.relay is None
+        gw.add_space("bob/app", stage="RUNNING", port=upstream.port, container="bob-app-container")
+        host = gw.host("bob/app")
+        held = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        for _ in range(4):
+            assert get(gw, host, conn=held) == (200, b"hello from v1\n")
+        assert get(gw, host, "/missing")[0] == 404
+        samples = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        held.close()
+    finally:
+        gw.stop()
+    assert value(samples, "spacehooks_requests_total", space="bob/app", code="2xx") == 4
+    assert value(samples, "spacehooks_requests_total", space="bob/app", code="4xx") == 1
+    assert value(samples, "spacehooks_request_duration_seconds_count", space="bob/app") == 5
+    assert value(samples, "spacehooks_gateway_requests_total", code="2xx") == 4
+    assert value(samples, "spacehooks_gateway_open_connections", side="app") >= 1
+    assert value(samples, "spacehooks_gateway_open_connections", side="relay") is None
+    assert value(samples, "spacehooks_space_stage", space="bob/app", stage="RUNNING") == 1
+    assert value(samples, "spacehooks_engine_up") == 0
+    assert value(samples, "spacehooks_space_memory_bytes", space="bob/app") is None
+
+
 def test_metrics_listen_is_checked(server):
     server.configure(**{"gateway.listen": "127.0.0.1:8080", "metrics.listen": "127.0.0.1:8080"})
     with pytest.raises(SpaceError) as caught:
