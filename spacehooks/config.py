@@ -91,6 +91,7 @@ SETTINGS = [
     Setting("gateway.body_timeout_seconds", 300, (int, float), "A request body must arrive whole within this many seconds after its head (time spent waiting for the app to read it does not count); a client that is slower gets `408` and its connection closed."),
     Setting("gateway.idle_seconds", 75, (int, float), "A client's kept-alive connection with no request in progress is closed after this many idle seconds."),
     Setting("gateway.max_connections", 0, int, "Most client connections open at once. When full, a new connection first closes the longest-idle kept-alive one; when none is idle it gets `503` and is closed. 0: a quarter of the open-file limit minus 128, at most 16384 (`serve` and `gateway` raise their own soft open-file limit to the hard limit at start)."),
+    Setting("metrics.listen", "", str, "Address (HOST:PORT) of the Prometheus metrics endpoint, `GET /metrics`, served by `serve` and `gateway` beside the gateway; empty: off. It is for admins only: keep it on loopback or a private address (it cannot be the gateway's own address), e.g. `127.0.0.1:9464`."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),
     Setting("logs.keep", 3, int, "Rotated copies of a Space's run log kept (`<id>.log.1` is the newest)."),
@@ -184,6 +185,14 @@ def _listen(value: str, _) -> tuple[str, str] | None:
     return None
 
 
+def _metrics_listen(value: str, values: dict) -> tuple[str, str] | None:
+    if not value:
+        return None
+    if value == values["gateway.listen"]:
+        return "must not be the gateway's public address (gateway.listen)", "give it an address of its own, like 127.0.0.1:9464"
+    return _listen(value, values)
+
+
 def _port_range(value: list, _) -> tuple[str, str] | None:
     if (len(value) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) for p in value)
             or not 1024 <= value[0] <= value[1] <= 65535):
@@ -273,6 +282,7 @@ _CHECKS = {
     "secret_scan.allow_paths": _strings,
     "gpu.cdi_dirs": _strings,
     "gateway.listen": _listen,
+    "metrics.listen": _metrics_listen,
     "gateway.sleep_check_seconds": lambda v, _: None if v > 0 else (
         f"must be more than 0, found {v!r}", "set a number of seconds, like 30"),
     "logs.max_bytes": _at_least(0, "set 0 (never rotate) or a size in bytes"),

@@ -152,6 +152,17 @@ def container_states(settings, label: str) -> dict[str, dict]:
     return out
 
 
+def container_stats(settings) -> dict[str, dict]:
+    """Running containers' resource use, one call for all of them (naming one that has just
+    stopped would fail the whole call): name -> {memory_bytes, memory_limit_bytes, cpu_seconds}."""
+    data = _get_json(settings["podman_url"], f"{API}/containers/stats?stream=false")
+    if data.get("Error"):
+        raise SpaceError(f"Podman container stats: {data['Error']}")
+    return {s.get("Name", ""): {"memory_bytes": s.get("MemUsage") or 0, "memory_limit_bytes": s.get("MemLimit") or 0,
+                                "cpu_seconds": (s.get("CPUNano") or 0) / 1e9}
+            for s in data.get("Stats") or ()}
+
+
 def start_container(settings, name: str) -> None:
     """Start an existing (stopped) container again, as it was created."""
     url = settings["podman_url"]

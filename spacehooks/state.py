@@ -88,6 +88,8 @@ CREATE TABLE IF NOT EXISTS retired (
 MIGRATIONS = {
     # a build cut off by a Podman outage goes back to the queue; attempts bounds the retries
     2: ("ALTER TABLE builds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",),
+    # supervision restarts per Space, kept here so the gateway's metrics see the worker's count
+    3: ("ALTER TABLE spaces ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0",),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 RECOVERY_HINT = ("stop serve and worker, move the file away (keep it) and run `spacehooks state rebuild`;"
@@ -133,6 +135,10 @@ class State:
         with self.conn:
             self.conn.execute("UPDATE spaces SET last_request_at = ? WHERE id = ?", (time.time(), space_id))
 
+    def count_restart(self, space_id: str) -> None:
+        with self.conn:
+            self.conn.execute("UPDATE spaces SET restarts = restarts + 1 WHERE id = ?", (space_id,))
+
     def delete_space(self, space_id: str) -> None:
         with self.conn:
             for table in ("variables", "retired"):
@@ -149,6 +155,23 @@ class State:
         rows = self.conn.execute("SELECT * FROM builds WHERE space_id = ? ORDER BY id DESC LIMIT ?",
                                  (space_id, limit))
         return [_build(r) for r in rows]
+
+    def build_stats(self, bounds: tuple[float, ...]) -> dict:
+        """For metrics: builds by status; per final status the count, summed seconds and the
+        count within each bound (of builds that started); per Space its last final build."""
+        final = ", ".join("?" * len(FINAL))
+        by_status = dict(self.conn.execute("SELECT status, COUNT(*) FROM builds GROUP BY status").fetchall())
+        within = ", ".join("SUM(d <= ?)" for _ in bounds)
+        rows = self.conn.execute(
+            f"SELECT status, COUNT(*), TOTAL(d){', ' + within if bounds else ''} FROM "
+            f"(SELECT status, finished_at - started_at AS d FROM builds WHERE status IN ({final})"
+            " AND started_at IS NOT NULL AND finished_at IS NOT NULL) GROUP BY status",
+            (*bounds, *FINAL)).fetchall()
+        durations = {r[0]: (r[1], r[2], tuple(r[3:])) for r in rows}
+        last = self.conn.execute(
+            "SELECT space_id, id, status, started_at, finished_at FROM builds WHERE id IN"
+            f" (SELECT MAX(id) FROM builds WHERE status IN ({final}) GROUP BY space_id)", FINAL).fetchall()
+        return {"by_status": by_status, "durations": durations, "last": [tuple(r) for r in last]}
 
     def update_build(self, build_id: int, **fields) -> None:
         if "config" in fields and not isinstance(fields["config"], str):

@@ -78,6 +78,7 @@ class Supervisor:
                 del self._restart_at[name]
                 log.info("%s: starting %s again", space["id"], name)
                 podman.start_container(self.settings, name)
+                st.count_restart(space["id"])  # the gateway's metrics read it from the store
             return
         # runc on cgroup v1 does not always set OOMKilled: a SIGKILL while the kernel counted
         # an OOM kill is taken for one

@@ -92,6 +92,7 @@ def test_crashes_are_restarted_then_runtime_error_with_reason_and_log_tail(engin
         space = engine.space("alice/crashy")
         assert (space["stage"], space["container"]) == ("RUNNING", first["container"])
         assert space["error"] == "the app exited with code 3; started again in 1s (exit 1 of 2 allowed within 600s)"
+        assert space["restarts"] == 1  # counted in the store, for the gateway's metrics
 
         # the second exit within the window: RUNTIME_ERROR within 10 s, with the reason and the log tail
         assert requests.post(url + "/exit", headers=host, timeout=30).status_code in (502, 503)

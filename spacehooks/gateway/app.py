@@ -9,6 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from spacehooks.gateway import api, pages
+from spacehooks.gateway.metrics import Metrics
 from spacehooks.gateway.proxy import NotRepeated, Proxy, Unreachable
 from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import SLEEPING, Sleeper, WAKE_TIMEOUT, is_static
@@ -23,6 +24,8 @@ BROWSER_WAKE_WAIT = 3.0
 CUSTOM_HEADERS = ("cross-origin-embedder-policy", "cross-origin-opener-policy", "cross-origin-resource-policy")
 SETTINGS, REGISTRY, SLEEPER = api.SETTINGS, api.REGISTRY, web.AppKey("sleeper", Sleeper)
 SITES = web.AppKey("sites", Sites)  # static Spaces' deploy folders, shared with the relay
+METRICS = web.AppKey("metrics", Metrics)  # counted here and by the relay
+SPACE_ID = web.RequestKey("space_id", str)  # set on a request a Space answers (its metrics label)
 # Pauses before each retry against an unchanged port (a freshly switched port is tried at once):
 # a published port can refuse connections for a moment while Podman rewires another container.
 RETRY_PAUSES = (0.05, 0.2, 0.4, 0.8, 1.5)
@@ -79,6 +82,7 @@ class Gateway:
         space_id = await self.registry.resolve_host(label)
         if space_id is None:
             return pages.not_found(settings, f"Nothing is served at {request.host}.")
+        request[SPACE_ID] = space_id
         space = await self.registry.space(space_id)
         if space is not None and (space.get("stage") not in ANSWERING or not (space.get("port") or is_static(space))):
             # the snapshot may predate a deploy that has just finished: ask the store before saying no
@@ -196,21 +200,44 @@ class Gateway:
         return web.json_response([api.runtime(self.settings, s) for s in await self.registry.spaces()])
 
 
+def _count(metrics: Metrics, request: web.Request, response, status: int, seconds: float) -> None:
+    """An answer the app made (those the relay hands over included; the relay leaves them to us)."""
+    if response is None:
+        nbytes = 0
+    elif response.prepared:  # streamed by the handler: sent already
+        nbytes = response.body_length
+    else:  # sent after this returns: its body is known, or its length is
+        body = getattr(response, "body", None)
+        nbytes = len(body) if isinstance(body, (bytes, bytearray)) else (response.content_length or 0)
+    streaming = status == 101 or (response is not None and response.content_type == "text/event-stream")
+    metrics.answered(request.get(SPACE_ID), status, nbytes, None if streaming else seconds)
+
+
 def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None = None,
              run_sleeper: bool = True) -> web.Application:
     registry = registry or Registry(settings)
     sleeper = sleeper or Sleeper(settings, registry)
     gateway = Gateway(settings, registry, sleeper)
+    metrics = sleeper.metrics = Metrics()
 
     @web.middleware
     async def by_host(request: web.Request, handler):
-        label = space_label(settings, request.host)
-        if label is not None:
-            return await gateway.space_request(request, label)
-        return await handler(request)
+        started = asyncio.get_running_loop().time()
+        status, response = 500, None
+        try:
+            label = space_label(settings, request.host)
+            response = await (gateway.space_request(request, label) if label is not None else handler(request))
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            _count(metrics, request, response, status, asyncio.get_running_loop().time() - started)
 
     app = web.Application(middlewares=[by_host], client_max_size=1024 ** 3)
     app[SETTINGS], app[REGISTRY], app[SLEEPER], app[SITES] = settings, registry, sleeper, gateway.sites
+    app[METRICS] = metrics
     app.router.add_get("/", gateway.gallery)
     app.router.add_get("/spaces/{owner}/{name}", gateway.space_page)
     app.router.add_get("/api/spaces", gateway.spaces_api)

@@ -58,6 +58,7 @@ class Downstream(Pausable):
             self.closed = True
             transport.write(text_answer("503 Service Unavailable", "503: the gateway has too many open connections; "
                                          "try again in a moment\n", "Retry-After: 1\r\n"))
+            self.relay.metrics.answered(None, 503, 0, None)
             # closed a moment later, its request read and dropped meanwhile: closing with unread
             # bytes would reset the connection, and the client might never see the answer
             transport.write_eof()
@@ -138,6 +139,8 @@ class Downstream(Pausable):
     def refuse(self, status: str, text: str, extra: str = "") -> None:
         if self.current is None or not self.current.answered:
             self.transport.write(text_answer(status, text, extra))
+            space_id = self.current.target[1] if self.current is not None else None
+            self.relay.metrics.answered(space_id, int(status[:3]), 0, None)
         self.close()
 
     # -- parser callbacks ------------------------------------------------------------------
@@ -168,6 +171,7 @@ class Downstream(Pausable):
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
         exchange = Exchange(target, head, keep_alive, chunked, method == b"HEAD", upgrade,
                             method in IDEMPOTENT)
+        exchange.started = self.head_started_at
         if isinstance(target[0], Site):  # answered by the relay itself, from a static Space's files
             exchange.request = (method, origin_form(self._url)[0], self._headers)
             exchange.complete = True  # no body: the answer may end before llhttp says so
@@ -249,6 +253,9 @@ class Downstream(Pausable):
 
     def finished(self, exchange: Exchange, upstream_keeps: bool) -> None:
         """The answer to `exchange` was relayed whole."""
+        now = asyncio.get_running_loop().time()
+        if exchange.target[1] is not None:  # a Space's answer; the app counts those it makes itself
+            self.relay.metrics.answered(exchange.target[1], exchange.status, exchange.nbytes, now - exchange.started)
         if not upstream_keeps and self.upstream is not None:
             self.upstream.close()
             self.upstream = None
@@ -257,7 +264,7 @@ class Downstream(Pausable):
             self.close()
             return
         self.current = None
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = now
         if self.queue:
             self.start(self.queue.popleft())
         if not self.queue:

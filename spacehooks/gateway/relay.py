@@ -19,6 +19,7 @@ import resource
 
 from spacehooks.gateway.app import space_headers, space_label
 from spacehooks.gateway.downstream import Downstream
+from spacehooks.gateway.metrics import Metrics
 from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import is_static
 from spacehooks.gateway.staticspace import Sites
@@ -42,12 +43,14 @@ def max_connections(settings) -> int:
 
 
 class Relay:
-    def __init__(self, settings, registry: Registry, app_socket: str, sites: Sites | None = None):
+    def __init__(self, settings, registry: Registry, app_socket: str, sites: Sites | None = None,
+                 metrics: Metrics | None = None):
         self.settings = settings
         self.registry = registry
         self.sites = sites
         self.app_target = Target((app_socket, None, b"", frozenset()))
         self.connections: set[Downstream] = set()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.max_connections = max_connections(settings)
         self.refused = 0  # connections answered 503 because all were busy
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)

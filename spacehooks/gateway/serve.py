@@ -13,7 +13,9 @@ import threading
 from aiohttp import web
 
 from spacehooks.errors import SpaceError
-from spacehooks.gateway.app import make_app
+from spacehooks.gateway.api import REGISTRY
+from spacehooks.gateway.app import METRICS, SITES, make_app
+from spacehooks.gateway.metrics import metrics_app
 
 log = logging.getLogger("spacehooks.gateway")
 
@@ -69,8 +71,11 @@ class Listening:
 
     def __init__(self, runner: web.AppRunner, relay=None, private_dir: str | None = None):
         self.runner, self.relay, self.private_dir = runner, relay, private_dir
+        self.metrics_runner: web.AppRunner | None = None
 
     async def close(self) -> None:
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
         if self.relay is not None:
             await self.relay.close()
         await self.runner.cleanup()
@@ -84,24 +89,44 @@ async def listen(settings, app: web.Application, host: str, port: int, shutdown_
                            keepalive_timeout=settings["gateway.idle_seconds"])
     await runner.setup()
     listening = Listening(runner)
+    metrics = app.get(METRICS)
     try:
         if not settings["gateway.relay"]:
             await web.TCPSite(runner, host, port, backlog=1024, reuse_address=True).start()
-            return listening
-        from spacehooks.gateway.api import REGISTRY
-        from spacehooks.gateway.app import SITES
-        from spacehooks.gateway.relay import Relay
-        # a folder only this user can enter: whoever reaches the socket may write X-Forwarded-For
-        listening.private_dir = tempfile.mkdtemp(prefix="spacehooks-gateway-")
-        path = os.path.join(listening.private_dir, "app.sock")
-        await web.UnixSite(runner, path).start()
-        listening.relay = Relay(settings, app[REGISTRY], path, app.get(SITES))
-        await listening.relay.start(host, port)
-        return listening
+            if metrics is not None:
+                metrics.sources = [("app", lambda: len(runner.server.connections))]
+        else:
+            from spacehooks.gateway.relay import Relay
+            # a folder only this user can enter: whoever reaches the socket may write X-Forwarded-For
+            listening.private_dir = tempfile.mkdtemp(prefix="spacehooks-gateway-")
+            path = os.path.join(listening.private_dir, "app.sock")
+            await web.UnixSite(runner, path).start()
+            relay = listening.relay = Relay(settings, app[REGISTRY], path, app.get(SITES), metrics)
+            await relay.start(host, port)
+            # the app's connections come from the relay (one per client it hands over)
+            relay.metrics.sources = [("relay", lambda: len(relay.connections)),
+                                     ("app", lambda: len(runner.server.connections))]
     except OSError as exc:
         await listening.close()
         raise SpaceError(f"cannot listen on {host}:{port}: {exc.strerror}",
                          hint="stop what uses the port or set gateway.listen / --listen") from exc
+    if settings["metrics.listen"] and metrics is not None:
+        await _listen_metrics(settings, app, listening)
+    return listening
+
+
+async def _listen_metrics(settings, app: web.Application, listening: Listening) -> None:
+    """The metrics endpoint on its own address: only who can reach that address reads it."""
+    host, port = parse_listen(settings["metrics.listen"])
+    runner = listening.metrics_runner = web.AppRunner(metrics_app(settings, app[METRICS], app[REGISTRY]),
+                                                      access_log=None, handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await listening.close()
+        raise SpaceError(f"cannot listen on {host}:{port} for metrics: {exc.strerror}",
+                         hint="stop what uses the port or set metrics.listen") from exc
 
 
 async def _serve(settings, host, port, worker_thread, stop_worker, sleep, echo) -> None:
@@ -110,6 +135,8 @@ async def _serve(settings, host, port, worker_thread, stop_worker, sleep, echo) 
         worker_thread.start()
     domain = settings["gateway.domain"]
     echo(f"gateway listening on http://{host}:{port}  (gallery: {domain}, Spaces: <owner>-<name>.{domain})")
+    if settings["metrics.listen"]:
+        echo(f"metrics at http://{settings['metrics.listen']}/metrics")
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -41,6 +41,7 @@ class Sleeper:
         self._wakes: dict[str, asyncio.Task] = {}
         self.wake_errors: dict[str, str] = {}
         self._first_seen: dict[str, float] = {}
+        self.metrics = None  # the gateway's Metrics (make_app sets it): wakes and their seconds
 
     @property
     def runner(self):
@@ -67,15 +68,23 @@ class Sleeper:
                 self._pool, self.runner.wake, self.settings, space_id, WAKE_TIMEOUT)
         except SpaceError as exc:
             self.wake_errors[space_id] = exc.format_message()
+            self._count(space_id, None)
             raise
         except Exception as exc:  # the runner's bug must not take the gateway down
             log.exception("waking %s failed", space_id)
             self.wake_errors[space_id] = f"internal error while waking ({type(exc).__name__})"
+            self._count(space_id, None)
             raise
-        log.info("woke %s in %.2fs on port %s", space_id, time.monotonic() - started, port)
+        seconds = time.monotonic() - started
+        self._count(space_id, seconds)
+        log.info("woke %s in %.2fs on port %s", space_id, seconds, port)
         self.registry.touch(space_id)
         await self.registry.space(space_id, fresh=True)
         return port
+
+    def _count(self, space_id: str, seconds: float | None) -> None:
+        if self.metrics is not None:
+            self.metrics.woke(space_id, seconds)
 
     # -- sleep ---------------------------------------------------------------------------
     def idle_for(self, space: dict, now: float) -> float:

@@ -125,6 +125,8 @@ class StaticAnswer:
         self.pending = b"".join(parts)
         exchange.answered = True
         exchange.replay = None
+        exchange.status = answer.status
+        exchange.nbytes = 0 if exchange.head_only else len(body) + self.left
         if self._pumping:  # a pipelined request answered as the previous one ends: no recursion
             self.loop.call_soon(self._pump)
         else:

@@ -25,7 +25,8 @@ class Target(tuple):
 class Exchange:
     """One request and its answer."""
     __slots__ = ("target", "waiting", "waiting_size", "replay", "replay_size", "complete", "keep_alive",
-                 "chunked", "head_only", "upgrade", "answered", "request", "idempotent", "sent")
+                 "chunked", "head_only", "upgrade", "answered", "request", "idempotent", "sent", "status", "nbytes",
+                 "started")
 
     def __init__(self, target, head: bytes, keep_alive: bool, chunked: bool, head_only: bool, upgrade: bool,
                  idempotent: bool = True):
@@ -40,6 +41,9 @@ class Exchange:
         self.request = None  # (method, target, headers) for an answer the relay makes itself
         self.idempotent = idempotent
         self.sent = False  # some of it was written to a connection: it may have reached the app
+        self.status = 0  # the answer's, for metrics
+        self.nbytes = 0  # of the answer's body sent
+        self.started = 0.0  # loop time its head began to arrive
 
 
 class Pausable(asyncio.Protocol):
@@ -212,6 +216,8 @@ class Upstream(Pausable):
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
         exchange.answered = exchange.answered or not interim
+        if not interim:
+            exchange.status = status
         exchange.replay = None
         down.transport.write(b"".join(lines))
         if exchange.head_only and not interim:
@@ -223,6 +229,7 @@ class Upstream(Pausable):
     def on_body(self, body: bytes) -> None:
         if self.exchange is None:
             return
+        self.exchange.nbytes += len(body)
         if self._rechunk:
             self.down.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
         else:
