@@ -1,21 +1,20 @@
 """post-receive on the git account: the push record dropped into the spool, the server's
 answer awaited, the build followed through the answers.
 
-Every push runs this, so it imports only what that takes (no pygit2, no gate: the server
-checks the record with those, in intake.py).
+Every push runs this, so it imports only what that takes: no pygit2, no gate (the server
+checks the record with those, in intake.py), no SQLite (the git account cannot read the store).
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from spacehooks import queue, spool
-from spacehooks import state as state_mod
+from spacehooks import follow, spool
 from spacehooks.output import Out
 
 OPTIONS = ("rebuild", "wait")  # the push options the server acts on; others are dropped
 INTAKE_WAIT = 10  # seconds a push waits for the server to take its record in
-POLL = 0.05  # one stat() each: the answer comes within a turn of the server loop
+POLL = 0.02  # one open() each: the server takes a record in within a few of them (worker.RECORD_POLL)
 NO_WORKER = ("no build worker is running: the build waits in the queue until "
              "`spacehooks worker` (or `spacehooks serve`) runs")
 
@@ -47,8 +46,8 @@ def post_receive(settings, rec: dict, out: Out) -> int:
         nonlocal answer
         answer = spool.read_answer(settings.home, name) or answer
         return answer["build"], answer.get("space") or {}
-    log_path = state_mod.State(None, Path(settings.home)).build_log_path(build["space_id"], build["id"])
-    return queue.follow(look, log_path, out, limit, alive=lambda: spool.server_alive(settings.home))
+    log_path = follow.build_log(settings.home, build["space_id"], build["id"])
+    return follow.follow(look, log_path, out, limit, alive=lambda: spool.server_alive(settings.home))
 
 
 def _wait_for_answer(settings, name: str, rec: dict, out: Out) -> dict | None:

@@ -98,12 +98,13 @@ def post_receive(args: list[str], stdin: bytes, out: Out) -> int:
     chained = _chained(repo_path, "post-receive")
     if chained:
         run_hook(chained, args, stdin)
-    settings = config_mod.load()
+    from spacehooks import spool
+    settings = spool.shared_settings()
     env = dict(os.environ)
     tips = deploy_tips(stdin, f"refs/heads/{settings['deploy_branch']}")
     if not tips:
         return 0
-    from spacehooks import handover, spool
+    from spacehooks import handover
     rec = handover.record(space_id_for(repo_path, settings, env), repo_path, tips[-1], pusher_identity(env),
                           push_options(env))
     if spool.server_side(settings.home):
