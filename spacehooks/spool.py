@@ -247,8 +247,8 @@ def shared_settings() -> config.Settings:
             shared = json.load(fh)
     except (OSError, ValueError):  # no file, not shared yet, or not UTF-8: load() says what is wrong
         return config.load()
-    values = shared.get("values") if isinstance(shared, dict) else None
-    if (shared.get("path"), shared.get("text")) != (str(path), text) or not isinstance(values, dict) \
-            or set(values) != {s.key for s in config.SETTINGS}:
+    if not isinstance(shared, dict) or (shared.get("path"), shared.get("text")) != (str(path), text) \
+            or not isinstance(shared.get("values"), dict) or set(shared["values"]) != {s.key for s in config.SETTINGS}:
         return config.load()
+    values = shared["values"]
     return config.Settings(values, home, path, text)
