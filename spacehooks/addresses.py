@@ -11,8 +11,6 @@ import os
 import re
 from pathlib import Path
 
-from spacehooks import state
-
 SHARED = 'ids that differ only in letter case or in "/", "-", "_", "." share one address'
 
 
@@ -31,7 +29,7 @@ def taken_by(settings, space_id: str, creating: bool = False) -> str | None:
     under repo_root that the store does not know yet holds it once its deploy branch exists
     (or, for `create`, as soon as it exists)."""
     label = host_label(space_id)
-    ages = state.space_ages(settings) or {}  # unreadable store: the repositories still count
+    ages = _space_ages(settings) or {}  # unreadable store: the repositories still count
     mine = ages.get(space_id)
     rivals = []
     for other, made in ages.items():
@@ -47,6 +45,13 @@ def taken_by(settings, space_id: str, creating: bool = False) -> str | None:
 
 def taken_message(settings, space_id: str, holder: str) -> str:
     return f"{space_id}: its address {host(settings, space_id)} belongs to {holder}; {SHARED}: push it under another name"
+
+
+def _space_ages(settings) -> dict[str, float] | None:
+    if not os.access(settings.db_path, os.R_OK):
+        return None  # the git account's push (the store is root's): no need to import SQLite
+    from spacehooks import state
+    return state.space_ages(settings)
 
 
 def _repos_with_label(settings, label: str):

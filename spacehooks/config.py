@@ -4,12 +4,9 @@ The declaration drives loading, validation and the README table (`spacehooks con
 """
 from __future__ import annotations
 
-import copy
 import os
+from collections import namedtuple
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import yaml
 
 
 DEFAULT_CONFIG = "/etc/spacehooks/config.yaml"
@@ -33,11 +30,9 @@ HUB_FLAVORS = {
 }
 
 
-class Setting(NamedTuple):
-    key: str          # dotted path in the YAML file
-    default: Any
-    kind: type | tuple
-    help: str
+# key: dotted path in the YAML file; default; kind: a type or a tuple of types; help. Not
+# typing.NamedTuple: post-receive imports this module, and typing costs every push 2 ms.
+Setting = namedtuple("Setting", "key default kind help")
 
 
 SETTINGS = [
@@ -113,18 +108,20 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 class Settings:
-    """Read-only view: `settings["build.concurrency"]`, plus the two paths."""
+    """Read-only view: `settings["build.concurrency"]`, plus the two paths (and the file's text)."""
 
-    def __init__(self, values: dict, home: Path, path: Path | None):
+    def __init__(self, values: dict, home: Path, path: Path | None, text: str | None = None):
         self._values = values
         self.home = home
         self.path = path
+        self.text = text
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str):
         return self._values[key]
 
     @property
     def flavors(self) -> dict:
+        import copy  # here and in load(): post-receive copies nothing
         merged = copy.deepcopy(HUB_FLAVORS)
         merged["cpu-basic"].update(cpus=self._values["run.cpus"], memory_mb=self._values["run.memory_mb"],
                                    disk_mb=self._values["run.disk_mb"])
@@ -142,17 +139,26 @@ def _fail(message: str, hint: str | None = None):
     raise SpaceError(message, hint=hint)
 
 
+def paths(path: str | os.PathLike | None = None, home: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The settings file and the state folder: as given, else from the environment, else the defaults."""
+    return (Path(path or os.environ.get("SPACEHOOKS_CONFIG", DEFAULT_CONFIG)),
+            Path(home or os.environ.get("SPACEHOOKS_HOME", DEFAULT_HOME)))
+
+
 def load(path: str | os.PathLike | None = None, home: str | os.PathLike | None = None) -> Settings:
-    path = Path(path or os.environ.get("SPACEHOOKS_CONFIG", DEFAULT_CONFIG))
-    home = Path(home or os.environ.get("SPACEHOOKS_HOME", DEFAULT_HOME))
+    path, home = paths(path, home)
     raw: dict = {}
+    text = None
     if path.exists():
+        import yaml  # here, not at the top: post-receive takes the server's parse (spool.shared_settings)
         try:
-            raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+            text = path.read_text()
+            raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             _fail(f"{path}: not valid YAML: {exc}", hint="fix the file or remove it to use the defaults")
         if not isinstance(raw, dict):
             _fail(f"{path}: must be a mapping of settings")
+    import copy
     values = {s.key: copy.deepcopy(s.default) for s in SETTINGS}
     for key, value in _flatten(raw).items():
         setting = _BY_KEY.get(key)
@@ -165,7 +171,7 @@ def load(path: str | os.PathLike | None = None, home: str | os.PathLike | None =
         problem = _check_value(key, value, values)
         if problem:
             _fail(f"{path}: {key!r} {problem[0]}", hint=problem[1])
-    return Settings(values, home, path if path.exists() else None)
+    return Settings(values, home, path if path.exists() else None, text)
 
 
 def _check_value(key: str, value, values: dict) -> tuple[str, str] | None:
@@ -298,6 +304,7 @@ def _kind_name(kind) -> str:
 
 
 def markdown_table() -> str:
+    import yaml
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
         default = yaml.safe_dump(s.default, default_flow_style=True, width=10 ** 6).strip().removesuffix("...").strip()

@@ -1,11 +1,8 @@
 """The one error type shown to users, and the top-level handler for everything else."""
 from __future__ import annotations
 
-import datetime
 import os
 import sys
-import tempfile
-import traceback
 from pathlib import Path
 
 
@@ -32,6 +29,7 @@ class SpaceError(Exception):
 
 
 def _log_dirs() -> list[Path]:
+    import tempfile  # here and below, not at the top: every push imports this module, few crash
     home = Path(os.environ.get("SPACEHOOKS_HOME", "/var/lib/spacehooks"))
     return [home / "logs" / "crash", Path(tempfile.gettempdir()) / "spacehooks-crash"]
 
@@ -39,6 +37,9 @@ def _log_dirs() -> list[Path]:
 def report_bug(exc: BaseException) -> Path:
     """Write the traceback to a log file and return its path. Never raises: on a full disk (the
     very fault being reported, often) the next folder is tried, and last stderr."""
+    import datetime
+    import tempfile
+    import traceback
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     text = f"argv: {sys.argv!r}\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     for folder in _log_dirs():

@@ -10,7 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from spacehooks import buildmounts, depfiles, pyversions, secretscan, spaceconfig, treewriter
+from spacehooks import pyversions, secretscan, spaceconfig, treewriter
 from spacehooks.config import Settings
 from spacehooks.gitrepo import ZERO, Repo
 from spacehooks.output import Out
@@ -178,6 +178,7 @@ def _check_dockerfile_mounts(settings: Settings, source, cfg, report: Report) ->
     if cfg.sdk != "docker" or source.kind("Dockerfile") != "blob":
         return
     data = _read_limited(settings, source, "Dockerfile", report)
+    from spacehooks import buildmounts  # here (and depfiles below), not at the top: most pushes change neither
     try:
         buildmounts.confine_dockerfile(report.space_id, (data or b"").decode(errors="replace"))
     except buildmounts.Refused as exc:
@@ -194,11 +195,13 @@ def _check_dependency_files(settings: Settings, source, cfg, report: Report) -> 
     if source.kind("packages.txt") == "blob" and not source.unchanged("packages.txt"):
         data = _read_limited(settings, source, "packages.txt", report)
         if data is not None:
+            from spacehooks import depfiles
             report.errors += depfiles.check_packages(data)
     for name in DEP_FILES:
         if source.kind(name) == "blob" and not source.unchanged(name):
             data = _read_limited(settings, source, name, report)
             if data is not None:
+                from spacehooks import depfiles
                 report.errors += depfiles.check_requirements(data, name, exists)
 
 

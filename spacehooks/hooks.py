@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from spacehooks import config as config_mod
-from spacehooks.gitrepo import ZERO
 from spacehooks.output import Out
 
 CHAINED_SUFFIX = ".spacehooks-chained"
@@ -71,7 +70,7 @@ def run_hook(path: Path, args: list[str], stdin: bytes) -> int:
 
 def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
     from spacehooks import gate, secretscan
-    from spacehooks.gitrepo import Repo
+    from spacehooks.gitrepo import ZERO, Repo
     repo_path = Path.cwd()
     chained = _chained(repo_path, "pre-receive")
     if chained:
@@ -93,22 +92,36 @@ def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
 
 
 def post_receive(args: list[str], stdin: bytes, out: Out) -> int:
-    from spacehooks import gate
+    # every push pays for what this imports: neither the gate nor pygit2 (the server checks
+    # the record with them), nor the state store on the git account, which cannot read it
     repo_path = Path.cwd()
     chained = _chained(repo_path, "post-receive")
     if chained:
         run_hook(chained, args, stdin)
-    settings = config_mod.load()
+    from spacehooks import spool
+    settings = spool.shared_settings()
     env = dict(os.environ)
-    deploy_ref = f"refs/heads/{settings['deploy_branch']}"
-    updates = [u for u in gate.parse_updates(stdin.decode(errors="replace"))
-               if u.ref == deploy_ref and u.new != ZERO]
-    if not updates:
+    tips = deploy_tips(stdin, f"refs/heads/{settings['deploy_branch']}")
+    if not tips:
         return 0
-    from spacehooks import intake
-    space_id = space_id_for(repo_path, settings, env)
-    rec = intake.record(space_id, repo_path, updates[-1].new, pusher_identity(env), push_options(env))
-    return intake.post_receive(settings, rec, out)
+    from spacehooks import handover
+    rec = handover.record(space_id_for(repo_path, settings, env), repo_path, tips[-1], pusher_identity(env),
+                          push_options(env))
+    if spool.server_side(settings.home):
+        from spacehooks import intake
+        return intake.post_receive(settings, rec, out)
+    return handover.post_receive(settings, rec, out)
+
+
+def deploy_tips(stdin: bytes, ref: str) -> list[str]:
+    """The commits `ref` was set to, from post-receive's input (`old new ref` lines; a new id
+    of all zeros deletes the branch: no tip)."""
+    tips = []
+    for line in stdin.decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == ref and parts[1].strip("0"):
+            tips.append(parts[1])
+    return tips
 
 
 HOOKS = {"pre-receive": pre_receive, "post-receive": post_receive}

@@ -1,5 +1,5 @@
-"""Push records in: the server checks each one before anything is queued, and post-receive
-hands them over.
+"""Push records in: the server checks each one before anything is queued, and a post-receive
+takes them in on the server's own account.
 
 A record only says "this repository's deploy branch now holds this commit"; the server
 believes none of it until it has seen it: the repository is under `repo_root`, the commit
@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from pathlib import Path
 
-from spacehooks import addresses, gate, queue, spool
+from spacehooks import addresses, gate, handover, queue, spool
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 from spacehooks.gitrepo import Repo
@@ -23,15 +22,7 @@ from spacehooks.output import Out
 
 SPACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-OPTIONS = ("rebuild", "wait")  # the push options the server acts on; others are dropped
-INTAKE_WAIT = 10  # seconds a push waits for the server to take its record in
-POLL = 0.05  # one stat() each: the answer comes within a turn of the server loop (0.3 s)
 log = logging.getLogger("spacehooks.intake")
-
-
-def record(space_id: str, repo: Path, commit: str, pusher: str, options: dict) -> dict:
-    return {"space": space_id, "repo": str(repo), "commit": commit, "pusher": pusher,
-            "options": {k: v for k, v in options.items() if k in OPTIONS}}
 
 
 def take_in(settings, st: state_mod.State, rec: dict) -> dict:
@@ -79,7 +70,7 @@ def _fields(rec: dict) -> tuple[str, str, str, str, dict]:
     if not (isinstance(options, dict) and all(isinstance(k, str) and isinstance(v, str) and len(v) <= 256
                                               for k, v in options.items())):
         raise SpaceError("push options must map names to strings")
-    return space_id, repo, commit, pusher, {k: v for k, v in options.items() if k in OPTIONS}
+    return space_id, repo, commit, pusher, {k: v for k, v in options.items() if k in handover.OPTIONS}
 
 
 def _repository(settings, repo_path: str) -> Repo:
@@ -158,70 +149,19 @@ def publish(settings, st: state_mod.State) -> None:
             spool.answer(settings.home, name, {**answer, "build": _build_view(build)})
 
 
-# --- post-receive -----------------------------------------------------------------------
+# --- post-receive on the server's own account ---------------------------------------------
 def post_receive(settings, rec: dict, out: Out) -> int:
+    """A git server running as the server's account (root, or a one-account set-up) checks
+    and queues the push itself; the git account hands it over instead (handover.py)."""
     limit = None if "wait" in rec["options"] else settings["build.push_log_seconds"]
-    if spool.server_side(settings.home):
-        # the server's own account (a git server running as root, a one-account set-up)
-        st = state_mod.open(settings)
-        try:
-            answer = take_in(settings, st, rec)
-            if not _queued(answer, rec, out):
-                return 0
-            if not st.worker_alive():
-                out.alert(NO_WORKER)
-                return 0
-            return queue.follow_build(st, answer["build"]["id"], out, limit)
-        finally:
-            st.close()
+    st = state_mod.open(settings)
     try:
-        name = spool.drop(settings.home, rec)
-    except OSError as exc:
-        out.alert(f"The push was stored, but the server could not be told: cannot write into "
-                  f"{Path(settings.home) / spool.INCOMING} ({exc.strerror})")
-        out.alert(f"the git account must be in the group {settings['home_group'] or '(home_group)'};"
-                  f" then the next push is built (`spacehooks rebuild {rec['space']}` builds this one"
-                  " if the server knows the Space)")
-        return 0
-    answer = _wait_for_answer(settings, name, rec, out)
-    if answer is None or not _queued(answer, rec, out):
-        return 0
-    build = answer["build"]
-
-    def look() -> tuple[dict, dict]:
-        nonlocal answer
-        answer = spool.read_answer(settings.home, name) or answer
-        return answer["build"], answer.get("space") or {}
-    log_path = state_mod.State(None, Path(settings.home)).build_log_path(build["space_id"], build["id"])
-    return queue.follow(look, log_path, out, limit, alive=lambda: spool.server_alive(settings.home))
-
-
-NO_WORKER = ("no build worker is running: the build waits in the queue until "
-             "`spacehooks worker` (or `spacehooks serve`) runs")
-
-
-def _wait_for_answer(settings, name: str, rec: dict, out: Out) -> dict | None:
-    deadline = time.monotonic() + INTAKE_WAIT
-    while True:
-        answer = spool.read_answer(settings.home, name)
-        if answer is not None:
-            return answer
-        if not spool.server_alive(settings.home):
-            out.step(f"Push of {rec['space']} at {rec['commit'][:12]} recorded")
-            out.alert("no build worker is running: the push is queued when "
-                      "`spacehooks worker` (or `spacehooks serve`) runs")
-            return None
-        if time.monotonic() > deadline:
-            out.step(f"Push of {rec['space']} at {rec['commit'][:12]} recorded; the server has not taken it in yet")
-            out.detail(f"follow it with: spacehooks logs {rec['space']} --build --follow")
-            return None
-        time.sleep(POLL)
-
-
-def _queued(answer: dict, rec: dict, out: Out) -> bool:
-    if answer["state"] == "refused":
-        out.alert(f"The push was stored, but the server does not build it: {answer['error']}")
-        return False
-    out.step(f"Build #{answer['build']['id']} queued for {rec['space']} at {rec['commit'][:12]}"
-             + (" (no cache)" if answer["no_cache"] else ""))
-    return True
+        answer = take_in(settings, st, rec)
+        if not handover.queued(answer, rec, out):
+            return 0
+        if not st.worker_alive():
+            out.alert(handover.NO_WORKER)
+            return 0
+        return queue.follow_build(st, answer["build"]["id"], out, limit)
+    finally:
+        st.close()

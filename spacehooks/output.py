@@ -6,8 +6,8 @@
 """
 from __future__ import annotations
 
+import io
 import sys
-from typing import TextIO
 
 STEP = "-----> "
 DETAIL = "       "
@@ -15,7 +15,7 @@ ALERT = " !     "
 
 
 class Out:
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: io.TextIOBase | None = None):  # (no typing.TextIO: every push imports this)
         self.stream = stream or sys.stdout
 
     def _write(self, prefix: str, message: str) -> None:

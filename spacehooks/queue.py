@@ -1,5 +1,5 @@
 """Build queue: the server records a build for each push, the worker claims it, a newer push
-supersedes it; a push follows its build's log.
+supersedes it; a push on the server's account follows its build in the store (follow.py).
 """
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from spacehooks import state as state_mod
+from spacehooks.follow import follow
 from spacehooks.errors import SpaceError
 from spacehooks.output import Out
 
-END_OF_LOG_POLL = 0.3
 
 
 def read_config(repo_path: Path, commit: str) -> tuple[dict, str | None, str | None]:
@@ -126,60 +126,6 @@ def follow_build(st: state_mod.State, build_id: int, out: Out, seconds: float | 
 def _look(st: state_mod.State, build_id: int) -> tuple[dict, dict]:
     build = st.get_build(build_id)
     return build, (st.get_space(build["space_id"]) or {}) if build["status"] in state_mod.FINAL else {}
-
-
-def follow(look, path: Path, out: Out, seconds: float | None, alive=lambda: True) -> int:
-    """Stream the log at `path` while look() gives (build, space) of an unfinished build.
-
-    post-receive follows with state rows on the server's account and with the server's
-    answers (spool.py) on the git account, which cannot read the store."""
-    deadline = None if seconds is None else time.monotonic() + seconds
-    offset = 0
-    while True:
-        offset = _print_new_lines(path, offset, out)
-        build, space = look()
-        if build["status"] in state_mod.FINAL:
-            _print_new_lines(path, offset, out)
-            return _report(build, space, out)
-        if _past(deadline) or not alive():
-            out.step(f"Build #{build['id']} continues in the background ({build['status']})")
-            out.detail(f"follow it with: spacehooks logs {build['space_id']} --build --follow"
-                       " (or push with -o wait)")
-            return 0
-        time.sleep(END_OF_LOG_POLL)
-
-
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
-
-
-def _print_new_lines(path: Path, offset: int, out: Out) -> int:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return offset
-    end = data.rfind(b"\n") + 1
-    for line in data[:end].decode(errors="replace").splitlines():
-        out.detail(line)
-    return offset + end
-
-
-def _report(build: dict, space: dict, out: Out) -> int:
-    if build["status"] == state_mod.SUCCEEDED:
-        if space.get("build_id") == build["id"] and space.get("stage") == "RUNNING":
-            out.step(f"Build #{build['id']} deployed: {space['id']} is RUNNING")
-        else:
-            out.alert(f"Build #{build['id']} built, but the app did not start: {space.get('stage')}")
-            if space.get("error"):
-                out.alert(space["error"])
-        return 0
-    if build["status"] == state_mod.SUPERSEDED:
-        out.step(f"Build #{build['id']} was superseded by a newer push")
-        return 0
-    out.alert(f"Build #{build['id']} failed: {build.get('error') or build['status']}")
-    return 0
 
 
 def require_space(st: state_mod.State, space_id: str) -> dict:

@@ -20,7 +20,8 @@ from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
 
 LOG_TAIL = 30
-POLL = 0.2  # a redeploy waits on this loop: keep it short
+POLL = 0.02  # a wake (and a redeploy) waits on this loop: one connect() to the app's port each
+STATE_POLL = 0.25  # how soon a crash or an OOM kill while starting is seen: one Podman inspect each
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -81,7 +82,14 @@ def _launch(settings, st, space: dict, image: str, config: dict, build_id,
 def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     oom_before = _oom_kills()
+    inspect_at = 0.0
     while True:
+        if time.monotonic() < inspect_at:  # a Podman inspect takes longer than a connect()
+            if _answers(port):
+                return
+            time.sleep(POLL)
+            continue
+        inspect_at = time.monotonic() + STATE_POLL
         container = client.containers.get(name)
         state = container.attrs.get("State", {})
         if state.get("OOMKilled"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def read_secrets(home: Path, space_id: str) -> dict:
 
 def write_secret(home: Path, space_id: str, key: str, value: str) -> None:
     fd = _folder(home, space_id, create=True)
-    tmp = f".{key}.{secrets.token_hex(8)}.tmp"
+    tmp = f".{key}.{os.urandom(8).hex()}.tmp"  # no secrets module: every push imports this one
     try:
         file_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
         try:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import stat
 import time
+from collections import namedtuple
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+
+from spacehooks import config
 
 INCOMING, PUSHES = "incoming", "pushes"
 INCOMING_MODE, PUSHES_MODE = 0o1730, 0o2750
@@ -23,17 +25,16 @@ SUFFIX = ".push"
 NAME = re.compile(r"[0-9a-f]{32}")
 MAX_RECORD = 16 * 1024       # a record is a few hundred bytes; anything larger is not one
 ALIVE_FILE = "server-alive"  # in pushes/: its time says whether serve or worker is taking records in
+SETTINGS_FILE = "settings.json"  # in pushes/: the server's parse of the settings file (share_settings)
 ALIVE_WITHIN = 15            # seconds
 STALE = 3600                 # half-written or foreign files in incoming/ older than this are removed
 KEEP_ANSWERS = 86400         # answers older than this are removed
 KEEP_FINAL = 600             # a final answer (refused, or the build's end) is read within seconds
 
 
-class Record(NamedTuple):
-    name: str
-    data: dict | None
-    problem: str | None
-    uid: int | None          # who wrote it (for the log)
+# name, data (dict or None), problem (str or None), uid: who wrote it (for the log). Not
+# typing.NamedTuple: post-receive imports this module, and typing costs every push 2 ms.
+Record = namedtuple("Record", "name data problem uid")
 
 
 def server_side(home: str | os.PathLike) -> bool:
@@ -67,7 +68,7 @@ def prepare(home: Path, gid: int | None) -> None:
 def drop(home: str | os.PathLike, record: dict) -> str:
     """Write a record into incoming/ in one step (the server never sees half of one); returns
     its name, under which the server answers. Raises OSError when incoming/ is not writable."""
-    name = secrets.token_hex(16)
+    name = os.urandom(16).hex()  # secrets.token_hex's way, without importing hashlib
     folder = Path(home) / INCOMING
     tmp = folder / f".{name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -75,6 +76,22 @@ def drop(home: str | os.PathLike, record: dict) -> str:
         fh.write(json.dumps(record).encode())
     os.rename(tmp, folder / (name + SUFFIX))
     return name
+
+
+def incoming_stamp(home: str | os.PathLike) -> int | None:
+    """Changes when a record is dropped (the folder's time: a rename into it sets it)."""
+    try:
+        return os.stat(Path(home) / INCOMING).st_mtime_ns
+    except OSError:
+        return None
+
+
+def waiting(home: str | os.PathLike) -> bool:
+    """Whether a record waits in incoming/ (the server's account lists it; the group cannot)."""
+    try:
+        return any(e.endswith(SUFFIX) and NAME.fullmatch(e.removesuffix(SUFFIX)) for e in os.listdir(Path(home) / INCOMING))
+    except OSError:
+        return False
 
 
 def take(home: str | os.PathLike) -> Iterator[Record]:
@@ -145,7 +162,7 @@ def answer(home: str | os.PathLike, name: str, body: dict) -> None:
     if not NAME.fullmatch(name):
         return
     folder = Path(home) / PUSHES
-    tmp = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = folder / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     with os.fdopen(fd, "w") as fh:
         json.dump(body, fh)
@@ -196,3 +213,42 @@ def server_alive(home: str | os.PathLike) -> bool:
         return os.stat(Path(home) / PUSHES / ALIVE_FILE).st_mtime > time.time() - ALIVE_WITHIN
     except OSError:
         return False
+
+
+# --- the settings, shared with post-receive ----------------------------------------------
+# Importing the YAML parser would cost every push several milliseconds (its modules compile
+# their regular expressions), more than post-receive's own work. So the server leaves the
+# settings it parsed, with the text they came from, among its answers; post-receive takes them
+# only while the settings file holds that very text, and else parses the file itself.
+_shared: dict = {}  # home -> the text this process shared there
+
+
+def share_settings(settings: config.Settings) -> None:
+    """Leave the parsed settings in pushes/ (once per process and text; pushes/ must exist)."""
+    if settings.text is None or settings.path is None or _shared.get(str(settings.home)) == settings.text:
+        return
+    folder = Path(settings.home) / PUSHES
+    tmp = folder / f".{SETTINGS_FILE}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    values = {s.key: settings[s.key] for s in config.SETTINGS}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"path": str(settings.path), "text": settings.text, "values": values}, fh)
+    os.replace(tmp, folder / SETTINGS_FILE)
+    _shared[str(settings.home)] = settings.text
+
+
+def shared_settings() -> config.Settings:
+    """post-receive's settings: the server's parse when the file still holds the text it
+    parsed, else config.load()'s (which imports the YAML parser)."""
+    path, home = config.paths()
+    try:
+        text = path.read_text()
+        with open(home / PUSHES / SETTINGS_FILE, encoding="utf-8") as fh:
+            shared = json.load(fh)
+    except (OSError, ValueError):  # no file, not shared yet, or not UTF-8: load() says what is wrong
+        return config.load()
+    if not isinstance(shared, dict) or (shared.get("path"), shared.get("text")) != (str(path), text) \
+            or not isinstance(shared.get("values"), dict) or set(shared["values"]) != {s.key for s in config.SETTINGS}:
+        return config.load()
+    values = shared["values"]
+    return config.Settings(values, home, path, text)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 # secrets live in files of their own, never in the database; callers reach them through here
 from spacehooks.secretstore import SECRET_KEY, delete_secret, read_secrets, secrets_dir, write_secret  # noqa: F401
+# build statuses are follow.py's: post-receive on the git account reads them without SQLite
+from spacehooks import follow
+from spacehooks.follow import CANCELLED, FAILED, FINAL, QUEUED, RUNNING, SUCCEEDED, SUPERSEDED  # noqa: F401
 
 STAGES = ("NO_APP_FILE", "CONFIG_ERROR", "BUILDING", "BUILD_ERROR", "APP_STARTING", "RUNNING",
           "RUNNING_BUILDING", "RUNNING_APP_STARTING", "RUNTIME_ERROR", "PAUSED", "STOPPED",
@@ -25,10 +28,6 @@ STAGES = ("NO_APP_FILE", "CONFIG_ERROR", "BUILDING", "BUILD_ERROR", "APP_STARTIN
 ANSWERING = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
 # A container has been started in these (in APP_STARTING it may not answer yet).
 STARTED = (*ANSWERING, "APP_STARTING")
-# Build statuses; the last four are final.
-QUEUED, RUNNING, SUCCEEDED, FAILED, SUPERSEDED, CANCELLED = (
-    "queued", "running", "succeeded", "failed", "superseded", "cancelled")
-FINAL = (SUCCEEDED, FAILED, SUPERSEDED, CANCELLED)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spaces (
@@ -188,7 +187,7 @@ class State:
                 self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('builds', ?)", (last,))
 
     def build_log_path(self, space_id: str, build_id: int) -> Path:
-        return self.home / "logs" / "builds" / space_id / f"{build_id}.log"
+        return follow.build_log(self.home, space_id, build_id)
 
     def run_log_path(self, space_id: str) -> Path:
         return self.home / "logs" / "run" / f"{space_id}.log"

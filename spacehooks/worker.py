@@ -15,6 +15,7 @@ from spacehooks.errors import SpaceError, report_bug
 RETRY_PAUSE = 5  # seconds before the loop tries a failed step again
 SERVICE_RETRIES = 3  # a build cut off by a Podman outage this often fails (the build may be the cause)
 IDLE_POLL = 0.3  # how soon a queued build starts; one small SQLite read each
+RECORD_POLL = 0.02  # how soon a push record is taken in: one stat() of incoming/ each
 FENCE_CHECK = 10  # seconds between checks that the network fence is still loaded
 log = logging.getLogger("spacehooks.worker")
 
@@ -32,6 +33,7 @@ class Worker:
         self._outage = podman.Outage(log, "builds and container clean-up")
         self._fence_due = 0.0  # the first housekeeping loads the fence with current settings
         self._supervisor: supervise.Supervisor | None = None  # ... and starts crashed apps again
+        self._incoming_seen: int | None = None  # incoming/'s time when records were last taken in
 
     def run(self, stop: threading.Event, restore: bool = True) -> None:
         """Blocking loop until stop is set (serve runs it in a thread).
@@ -59,7 +61,19 @@ class Worker:
                         active.add(future)
                     future.add_done_callback(lambda f: (lock.acquire(), active.discard(f), lock.release()))
                     continue
-                stop.wait(IDLE_POLL)
+                self._idle(stop)
+
+    def _idle(self, stop: threading.Event) -> None:
+        """Wait until the next turn, or less when the git account drops a push record: the
+        push waits for its answer ("Build #N queued"), and its Space then shows BUILDING."""
+        deadline = time.monotonic() + IDLE_POLL
+        seen = self._incoming_seen  # from before the turn took records in: none is missed
+        while not stop.wait(RECORD_POLL) and time.monotonic() < deadline:
+            stamp = spool.incoming_stamp(self.settings.home)
+            if stamp != seen:
+                if spool.waiting(self.settings.home):
+                    return
+                seen = stamp  # records taken in, or a file that is no record
 
     def _restore(self) -> None:
         self._housekeeping()
@@ -141,9 +155,11 @@ class Worker:
         try:
             st.heartbeat()
             # pushes the git account recorded: checked and queued here, their answers kept current
+            self._incoming_seen = spool.incoming_stamp(self.settings.home)
             intake.take_all(self.settings, st)
             intake.publish(self.settings, st)
             spool.beat(self.settings.home)
+            spool.share_settings(self.settings)  # post-receive then needs no YAML parser
             if not self._orphans_checked:
                 queue_mod.requeue_orphans(st)
                 self._orphans_checked = True

@@ -37,6 +37,8 @@ class Site:
         conf.write_text(yaml.safe_dump({"repo_root": str(self.repo_root), "build": {"push_log_seconds": 0}}))
         self.settings = config.load(path=conf, home=self.home)
         state.open(self.settings).close()  # root makes the state folder, as `spacehooks serve` does
+        from spacehooks import spool
+        spool.share_settings(self.settings)  # ... and leaves its parse of the settings for post-receive
         self.env = {**GIT_ENV, "SPACEHOOKS_CONFIG": str(conf), "SPACEHOOKS_HOME": str(self.home),
                     "HOME": user.pw_dir, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         self.bare = self.repo_root / "alice" / "demo.git"
@@ -110,6 +112,8 @@ def test_the_git_account_cannot_touch_the_secrets_or_the_store(site):
         "list the waiting push records": ["ls", home / "incoming"],
         "write an answer to a push": ["touch", home / "pushes" / ("0" * 32 + ".json")],
         "make the state folder group-writable": ["chmod", "g+w", home],
+        "rewrite the settings post-receive takes": ["sh", "-c", f"echo '{{}}' > {home}/pushes/settings.json"],
+        "replace the settings post-receive takes": ["mv", home / "pushes" / "settings.json", home / "settings.old"],
     }
     held = {name: site.as_git(*cmd) for name, cmd in attacks.items()}
     print("\n".join(f"{name:45} {'held' if r.returncode else 'BROKEN: ' + r.stdout.strip()}"
@@ -364,3 +368,69 @@ def test_doctor_reports_a_state_folder_others_can_write(site, podman_url):
     assert (f"PROBLEM  SPACEHOOKS_HOME {site.home} (uid 0, mode 2775) can be written by others: the git account"
             f" could replace the state store or the secrets\n  fix: chown root: {site.home} && chmod go-w {site.home}"
             " (contrib/setup.sh does)") in lines
+
+
+# What every push pays for: a hook's modules are imported anew at each push. Neither hook may
+# need SQLite (the git account cannot read the store) or click; post-receive only hands the
+# record over, so the checks' modules, pygit2 and the YAML parser stay out of it too.
+NEVER = {"sqlite3", "click", "spacehooks.state", "spacehooks.queue", "spacehooks.intake"}
+NOT_IN_POST = NEVER | {"pygit2", "yaml", "typing", "spacehooks.gate", "spacehooks.gitrepo", "spacehooks.spaceconfig"}
+NOT_IN_PRE = NEVER | {"spacehooks.buildmounts", "spacehooks.depfiles", "spacehooks.errors"}
+
+
+def _imports_per_hook(output: str) -> list[set]:
+    """The modules each hook process imported, from PYTHONPROFILEIMPORTTIME's lines (git
+    passes them on as `remote:` lines; each process starts with the header line)."""
+    hooks = []
+    for line in output.splitlines():
+        line = line.removeprefix("remote: ").strip()
+        if line.startswith("import time: self"):
+            hooks.append(set())
+        elif line.startswith("import time:"):
+            hooks[-1].add(line.rsplit("|", 1)[1].strip())
+    return hooks
+
+
+def test_the_push_path_imports_only_what_it_needs(site):
+    site.env["PYTHONPROFILEIMPORTTIME"] = "1"
+    pushed = site.push()
+    assert pushed.returncode == 0, pushed.stdout
+    assert "recorded" in pushed.stdout, pushed.stdout
+    pre, post = _imports_per_hook(pushed.stdout)
+    assert {"spacehooks.gate", "pygit2", "yaml"} <= pre and {"spacehooks.handover", "json"} <= post
+    assert (sorted(pre & NOT_IN_PRE), sorted(post & NOT_IN_POST)) == ([], [])
+
+
+def test_post_receive_takes_the_shared_settings_only_while_the_file_holds_them(site):
+    """The server's parse is used while the settings file holds the text it parsed; an edit
+    counts at the next push, before any server has run again."""
+    conf = site.settings.path
+    conf.write_text(conf.read_text() + "deploy_branch: live\n")
+    pushed = site.push()  # main is no longer the deploy branch: nothing to hand over
+    assert pushed.returncode == 0, pushed.stdout
+    assert "-----> " not in pushed.stdout.replace("remote: -----> Checking", ""), pushed.stdout
+    assert os.listdir(site.home / "incoming") == []
+    pushed = site.as_git("git", "-C", site.work, "push", site.bare, "HEAD:refs/heads/live")
+    assert "-----> Push of alice/demo at" in pushed.stdout, pushed.stdout
+    assert len(os.listdir(site.home / "incoming")) == 1
+
+
+def test_the_server_takes_a_record_in_as_soon_as_it_is_dropped(site, monkeypatch):
+    """The worker's idle wait ends when a record arrives (the push waits for its answer),
+    not when the turn is over; files that are no records do not end it."""
+    from spacehooks import worker
+    monkeypatch.setattr(worker, "IDLE_POLL", 600)
+    w = worker.Worker(site.settings)
+    stop = threading.Event()
+    idle = threading.Thread(target=w._idle, args=(stop,))
+    idle.start()
+    try:
+        assert site.as_git("touch", site.home / "incoming" / "junk").returncode == 0
+        idle.join(2)
+        assert idle.is_alive()  # still waiting: junk is no record
+        site.drop({"space": "alice/demo", "repo": str(site.bare), "commit": "1" * 40, "pusher": "x", "options": {}})
+        idle.join(60)
+        assert not idle.is_alive()
+    finally:
+        stop.set()
+        idle.join(10)

@@ -102,9 +102,11 @@ def test_idle_space_sleeps_and_the_next_request_wakes_it(engine, loops):
         while engine.space("alice/nap")["stage"] != "SLEEPING" and time.monotonic() < deadline:
             time.sleep(0.5)
         asleep = engine.space("alice/nap")
-        while podman("ps", "-q", "--filter", "label=spacehooks.space=alice/nap") and time.monotonic() < deadline:
-            time.sleep(0.2)  # the stage changes first, then the container is stopped
+        while podman("ps", "-a", "-q", "--filter", "label=spacehooks.space=alice/nap") and time.monotonic() < deadline:
+            time.sleep(0.2)  # the stage changes first, then the container is removed
         assert (asleep["stage"], asleep["container"], asleep["port"]) == ("SLEEPING", None, None)
+        # asleep, a Space holds no process and no memory: no container at all, not a paused or stopped one
+        assert podman("ps", "-a", "-q", "--filter", "label=spacehooks.space=alice/nap") == ""
         started = time.monotonic()
         answer = requests.get(gw.url + "/index.html", headers={"Host": gw.host("alice/nap")}, timeout=60)
         took = time.monotonic() - started
