@@ -247,6 +247,10 @@ class Worker:
             except (podman.BuildFailed, SpaceError) as exc:
                 capped.end()
                 message = exc.format_message() if isinstance(exc, SpaceError) else str(exc)
+                if not podman.reachable(self.settings["podman_url"]):
+                    # the service went away as the build began (its network, the context upload):
+                    # not the Space's failure, the build goes back to the queue
+                    raise podman.ServiceLost(message) from exc
                 write(f"BUILD_ERROR: {message}")
                 st.update_build(build_id, status=state_mod.FAILED, finished_at=time.time(), error=message)
                 _fail_space(st, build, f"build #{build_id} failed: {message}")

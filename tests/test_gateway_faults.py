@@ -109,6 +109,46 @@ def test_without_the_relay_a_dropped_post_reaches_the_app_once_too(server, loops
         gw.stop()
 
 
+def _swallowed_connections_get_an_answer(server, loops, monkeypatch, **settings):
+    # A container that just exited or is being started again can swallow connection attempts
+    # (bench/soak saw a request hang 10 s, and `podman kill` on this host makes connects hang
+    # 3-8 s); here a listener whose accept queue is full drops every SYN the same way.
+    from spacehooks.gateway import proxy, upstream
+    monkeypatch.setattr(upstream, "CONNECT_SECONDS", 0.5, raising=False)
+    monkeypatch.setattr(proxy, "CONNECT_SECONDS", 0.5, raising=False)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    queued = socket.create_connection(hole.getsockname())  # the queue is full from here on
+    probe = socket.socket()
+    probe.settimeout(1)
+    gw = GatewayUnderTest(server, loops, **settings)
+    try:
+        try:
+            probe.connect(hole.getsockname())
+            raise AssertionError("the full listener took a connection: this test would prove nothing")
+        except TimeoutError:
+            pass
+        gw.add_space("alice/hole", port=hole.getsockname()[1], config={"sdk": "docker"})
+        for method in ("GET", "POST"):
+            # without a connect timeout the kernel retries SYNs for two minutes: the client's 60 s run out
+            answer = requests.request(method, gw.url + "/", data=b"x" if method == "POST" else None,
+                                      headers={"Host": gw.host("alice/hole")}, timeout=60)
+            assert (answer.status_code, answer.text) == (502, "502: Space alice/hole is not answering\n"), method
+    finally:
+        gw.stop()
+        for sock in (probe, queued, hole):
+            sock.close()
+
+
+def test_a_container_port_that_swallows_connections_gets_502_not_a_hang(server, loops, monkeypatch):
+    _swallowed_connections_get_an_answer(server, loops, monkeypatch)
+
+
+def test_without_the_relay_a_swallowed_connection_gets_502_too(server, loops, monkeypatch):
+    _swallowed_connections_get_an_answer(server, loops, monkeypatch, **{"gateway.relay": False})
+
+
 def test_a_held_write_lock_does_not_stall_requests_to_known_spaces(gw, upstream):
     import sqlite3
     import threading

@@ -147,3 +147,39 @@ def test_a_build_cut_off_by_a_podman_outage_is_queued_again(own_podman, engine, 
     st.close()
     assert (final["status"], final["attempts"]) == ("succeeded", 1)
     assert urllib.request.urlopen(f"http://127.0.0.1:{deployed['port']}/", timeout=10).status == 200
+
+
+def test_a_build_whose_service_goes_away_as_it_begins_is_queued_again(own_podman, engine, monkeypatch):
+    # bench/soak saw it: a push just before the service went down failed its build with "Podman
+    # service not reachable" (recorded as the Space's failure) and the pushed version never ran
+    engine.configure(podman_url=own_podman.url)
+    engine.settings = config.load()
+    settings = engine.settings
+    bare, work = engine.create("alice/begin", {"README.md": README,
+                                               "Dockerfile": "FROM localhost/spacehooks/python:3.11\n" + SERVE})
+    from spacehooks import builder
+    real_build = builder.build
+
+    def build_after_the_service_went(*args, **kwargs):
+        own_podman.kill()  # claimed while the service answered; gone before the build's first call
+        return real_build(*args, **kwargs)
+    monkeypatch.setattr(builder, "build", build_after_the_service_went)
+    assert push(work, str(bare)).returncode == 0
+    commit = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    try:
+        assert worker.Worker(settings).run_once()
+        st = state.open(settings)
+        build = st.builds("alice/begin", limit=1)[0]
+        st.close()
+        assert (build["status"], build["attempts"]) == ("queued", 1)
+        assert build["error"].startswith(f"queued again: Podman service not reachable at {own_podman.url}")
+        assert engine.space("alice/begin")["stage"] != "BUILD_ERROR"
+        monkeypatch.setattr(builder, "build", real_build)
+    finally:
+        if own_podman.proc.poll() is not None:
+            own_podman.start()
+    while worker.Worker(settings).run_once():
+        pass
+    space = engine.space("alice/begin")
+    assert (space["stage"], space["commit"]) == ("RUNNING", commit)
+    assert urllib.request.urlopen(f"http://127.0.0.1:{space['port']}/", timeout=10).status == 200

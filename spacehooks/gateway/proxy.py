@@ -31,7 +31,13 @@ REPLAYABLE_BYTES = 1024 * 1024
 BUFFER_BYTES = 64 * 1024
 # Tries per request while the Space's port does not answer (see Gateway._forward for the pauses).
 RETRIES = 6
-UNREACHABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+# A container that just exited or is being started again can swallow a connection attempt
+# (its address routed to a bridge with nothing behind it): the kernel would retry for two minutes.
+CONNECT_SECONDS = 3.0
+# nothing was sent: a connection refused, or not made within CONNECT_SECONDS (sock_read is off,
+# so this timeout is the connect's)
+NOT_CONNECTED = (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError)
+UNREACHABLE = (*NOT_CONNECTED, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
@@ -77,7 +83,7 @@ class Proxy:
         self.once: aiohttp.ClientSession | None = None  # a connection per request
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS, sock_read=None)
         self.session, self.once = (
             aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                   cookie_jar=aiohttp.DummyCookieJar())
@@ -113,7 +119,7 @@ class Proxy:
                     upstream = await session.request(
                         request.method, url, headers=headers, data=body, allow_redirects=False,
                         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
-                except aiohttp.ClientConnectorError as exc:  # nothing was sent
+                except NOT_CONNECTED as exc:  # nothing was sent
                     last_error = exc
                     continue
                 except UNREACHABLE as exc:

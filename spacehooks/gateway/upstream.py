@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 
 # RFC 9110 9.2.2: sending one of these twice has the effect of sending it once
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# A connection to a container that just exited, or is being started again, can hang (its address
+# routed to a bridge with nothing behind it) for the kernel's two minutes of SYN retries: give up
+# sooner and let the app's path (which waits for a restarting container) take the request.
+CONNECT_SECONDS = 3.0
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
               b"upgrade", b"proxy-authenticate", b"proxy-authorization"}
 
@@ -90,13 +94,14 @@ class Upstream(Pausable):
             coro = loop.create_connection(lambda: self, "127.0.0.1", address)
         else:
             coro = loop.create_unix_connection(lambda: self, address)
-        loop.create_task(coro).add_done_callback(self._connected)
+        loop.create_task(asyncio.wait_for(coro, CONNECT_SECONDS)).add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task) -> None:
         error = None if task.cancelled() else task.exception()
         if (task.cancelled() or error is not None) and not self.closed:
             self.closed = True
-            self.down.upstream_failed(self, self.exchange, f"cannot connect to {self.target[0]}: {error}")
+            why = "not within %gs" % CONNECT_SECONDS if isinstance(error, asyncio.TimeoutError) else error
+            self.down.upstream_failed(self, self.exchange, f"cannot connect to {self.target[0]}: {why}")
 
     def connection_made(self, transport) -> None:
         self.transport = transport
