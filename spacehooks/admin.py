@@ -153,17 +153,18 @@ def resume(settings, space_id: str, echo: Echo) -> None:
 
 def delete(settings, space_id: str, echo: Echo) -> None:
     space = _existing(settings, space_id)
+    url = settings["podman_url"]
+    if not podman.reachable(url):  # its containers and images would be left behind, unnamed
+        raise SpaceError(f"the Podman service at {url} is not answering; nothing of {space_id} was deleted",
+                         hint="start it (contrib/podman/start-service.sh, or systemctl start spacehooks-podman.socket)"
+                              " and run the command again")
     st = _open(settings)
     try:
         st.update_space(space_id, stage="DELETING")
         st.conn.execute("UPDATE builds SET status = ?, stop_requested = 1 WHERE space_id = ? AND status IN (?, ?)",
                         (state_mod.CANCELLED, space_id, state_mod.QUEUED, state_mod.RUNNING))
         runner.stop(settings, space_id, stage="DELETING")
-        client = podman.client(settings)
-        for c in client.containers.list(all=True, filters={"label": f"{runner.LABEL}={space_id}"}):
-            c.remove(force=True)
-        for image in client.images.list(name=builder.image_repo(space_id)):
-            client.images.remove(image.id, force=True)
+        podman.remove_all(settings, f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
         netfence.remove_space(settings, space_id)
         st.delete_space(space_id)
     finally:

@@ -48,6 +48,23 @@ def client(settings):
     return PodmanClient(base_url=settings["podman_url"], timeout=120)
 
 
+def remove_all(settings, label: str, image_repo: str) -> None:
+    """Remove every container with the label and every image of image_repo; one that is gone
+    meanwhile (the worker retiring it, say) is not an error."""
+    from podman.errors import NotFound
+    podman_client = client(settings)
+    for container in podman_client.containers.list(all=True, filters={"label": label}):
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+    for image in podman_client.images.list(name=image_repo):
+        try:
+            podman_client.images.remove(image.id, force=True)
+        except NotFound:
+            pass
+
+
 def probe(settings, image: str, command: list[str], *, mounts: list[dict], environment: dict) -> tuple[bool, str]:
     """A short command in a throwaway container (doctor's checks): whether it succeeded, and its output."""
     from podman.errors import APIError, ContainerError

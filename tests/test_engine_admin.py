@@ -186,3 +186,22 @@ def test_rollback_gc_and_delete(engine):
     assert not (engine.home / "logs" / "builds" / space_id).exists()
     assert not (engine.home / "secrets" / space_id).exists()
     assert git("rev-parse", "main", cwd=bare).stdout.strip() == git("rev-parse", "HEAD", cwd=work).stdout.strip()
+
+
+def test_delete_with_the_podman_service_down_says_so_and_deletes_nothing(server, tmp_path):
+    # before: "internal error (APIError); this is a bug", with the Space half deleted
+    from spacehooks import config, state
+    socket = tmp_path / "gone.sock"
+    server.configure(podman_url=f"unix://{socket}")
+    st = state.open(config.load())
+    st.ensure_space("carol/kept", tmp_path / "carol" / "kept.git")
+    st.update_space("carol/kept", stage="RUNNING")
+    st.close()
+    result = cli("delete", "--yes", "carol/kept")
+    assert result.returncode == 1
+    assert result.stdout == (f"Error: the Podman service at unix://{socket} is not answering; nothing of carol/kept "
+                             "was deleted\n  fix: start it (contrib/podman/start-service.sh, or systemctl start "
+                             "spacehooks-podman.socket) and run the command again\n")
+    st = state.open(config.load())
+    assert st.get_space("carol/kept")["stage"] == "RUNNING"
+    st.close()
