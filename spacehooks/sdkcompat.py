@@ -69,5 +69,7 @@ def requirements(sdk: str, sdk_version, python_version) -> list[str]:
     return wanted
 
 
-def markdown_rows() -> list[str]:
-    return [f"| {r.sdk} {r.versions} | {', '.join(f'`{e}`' for e in r.extra)} | {r.why} |" for r in RULES]
+def markdown_table() -> str:
+    """README's table of these rules (tests/test_docs.py keeps the two equal)."""
+    rows = [f"| {r.sdk} {r.versions} | {', '.join(f'`{e}`' for e in r.extra)} | {r.why} |" for r in RULES]
+    return "\n".join(["| SDK versions | also installed | why |", "|---|---|---|", *rows])

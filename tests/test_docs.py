@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spacehooks import cli, config, spaceconfig
+from spacehooks import cli, config, sdkcompat, spaceconfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -21,6 +21,10 @@ def test_readme_key_table_is_generated_from_the_schema():
 
 def test_readme_settings_table_is_generated_from_the_settings():
     assert block("config-table") == config.markdown_table()
+
+
+def test_readme_sdk_table_is_generated_from_the_rules():
+    assert block("sdk-table") == sdkcompat.markdown_table()
 
 
 def test_readme_test_command_is_what_ci_runs():
