@@ -161,8 +161,7 @@ def delete(settings, space_id: str, echo: Echo) -> None:
     st = _open(settings)
     try:
         st.update_space(space_id, stage="DELETING")
-        st.conn.execute("UPDATE builds SET status = ?, stop_requested = 1 WHERE space_id = ? AND status IN (?, ?)",
-                        (state_mod.CANCELLED, space_id, state_mod.QUEUED, state_mod.RUNNING))
+        st.cancel_builds(space_id)
         runner.stop(settings, space_id, stage="DELETING")
         podman.remove_all(settings, f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
         netfence.remove_space(settings, space_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from spacehooks.output import Out
 
-# Build statuses (the store's builds.status; state.py takes them from here); the last four are final.
+# Build statuses (the store's builds.status; the state package takes them from here); the last four are final.
 QUEUED, RUNNING, SUCCEEDED, FAILED, SUPERSEDED, CANCELLED = (
     "queued", "running", "succeeded", "failed", "superseded", "cancelled")
 FINAL = (SUCCEEDED, FAILED, SUPERSEDED, CANCELLED)

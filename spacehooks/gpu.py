@@ -1,27 +1,16 @@
 """Hardware flavors and GPUs: what this host can give (CDI specs), and which Space holds which GPU.
 
-Allocations live in the state store (table gpu_allocations), so they survive restarts of
-spacehooks and are shared by every process that starts Spaces.
+Allocations live in the state store (table gpu_allocations, state/gpus.py), so they survive
+restarts of spacehooks and are shared by every process that starts Spaces.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable
 
 from spacehooks import cdi, podman
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
-
-TABLE = """CREATE TABLE IF NOT EXISTS gpu_allocations (
-    kind TEXT NOT NULL,
-    device TEXT NOT NULL,
-    space_id TEXT NOT NULL,
-    shared INTEGER NOT NULL,
-    allocated_at REAL NOT NULL,
-    PRIMARY KEY (kind, device, space_id)
-)"""
-
 
 def flavor(settings, name: str) -> dict:
     """The flavor `name` with every field filled in; a SpaceError for unknown or broken ones."""
@@ -63,18 +52,10 @@ def host_devices(settings) -> dict[str, list[str]]:
     return cdi.inventory(specs(settings))
 
 
-def _open(settings) -> state_mod.State:
-    st = state_mod.open(settings)
-    st.conn.execute(TABLE)
-    return st
-
-
 def allocations(settings) -> list[dict]:
-    st = _open(settings)
+    st = state_mod.open(settings)
     try:
-        rows = st.conn.execute("SELECT kind, device, space_id, shared FROM gpu_allocations "
-                               "ORDER BY kind, device, space_id").fetchall()
-        return [dict(r) for r in rows]
+        return st.gpu_allocations()
     finally:
         st.close()
 
@@ -116,38 +97,30 @@ def devices_for(settings, space_id: str, flavor_name: str) -> list[str]:
         return []
     available = host_devices(settings).get(spec["gpu_kind"], [])
     kind = spec["gpu_kind"]
-    st = _open(settings)
+    st = state_mod.open(settings)
     try:
-        # IMMEDIATE: two Spaces starting at once must not both take the last free GPU
-        st.conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = st.conn.execute("SELECT * FROM gpu_allocations").fetchall()
-            mine = [r for r in rows if r["space_id"] == space_id]
-            held = [r["device"] for r in mine if r["kind"] == kind and bool(r["shared"]) == spec["shared"]]
-            # a running container keeps its GPUs while its replacement starts beside it
-            if len(held) == len(mine) == spec["gpus"] and set(held) <= set(available):
-                chosen = held
-            else:
-                chosen = _choose(rows, space_id, flavor_name, spec, available)
-                st.conn.execute("DELETE FROM gpu_allocations WHERE space_id = ?", (space_id,))
-                now = time.time()
-                st.conn.executemany("INSERT INTO gpu_allocations VALUES (?, ?, ?, ?, ?)",
-                                    [(kind, d, space_id, int(spec["shared"]), now) for d in chosen])
-            st.conn.execute("COMMIT")
-        except BaseException:
-            st.conn.execute("ROLLBACK")
-            raise
+        chosen = st.allocate_gpus(space_id, kind, spec["shared"],
+                                  lambda rows: _keep_or_choose(rows, space_id, flavor_name, spec, available))
     finally:
         st.close()
     return [f"{kind}={d}" for d in sorted(chosen, key=cdi.natural_key)]
 
 
+def _keep_or_choose(rows: list, space_id: str, name: str, spec: dict, available: list[str]) -> list[str] | None:
+    """None when the Space keeps what it holds, else the devices it gets instead."""
+    mine = [r for r in rows if r["space_id"] == space_id]
+    held = [r["device"] for r in mine if r["kind"] == spec["gpu_kind"] and bool(r["shared"]) == spec["shared"]]
+    # a running container keeps its GPUs while its replacement starts beside it
+    if len(held) == len(mine) == spec["gpus"] and set(held) <= set(available):
+        return None
+    return _choose(rows, space_id, name, spec, available)
+
+
 def release(settings, space_id: str) -> None:
     """Free every GPU `space_id` holds (it stopped, slept or changed flavor)."""
-    st = _open(settings)
+    st = state_mod.open(settings)
     try:
-        with st.conn:
-            st.conn.execute("DELETE FROM gpu_allocations WHERE space_id = ?", (space_id,))
+        st.release_gpus(space_id)
     finally:
         st.close()
 
@@ -248,13 +221,13 @@ def assign_flavor(settings, space_id: str, flavor_name: str) -> str:
     """Record the Space's flavor once its GPUs are known to be free; returns its stage.
     Restarting the Space is the caller's business (limits.set_hardware)."""
     spec = flavor(settings, flavor_name)
-    st = _open(settings)
+    st = state_mod.open(settings)
     try:
         space = st.get_space(space_id)
         if space is None:
             raise SpaceError(f"no Space {space_id!r}", hint="give it as owner/name, as its repository path")
         if spec["gpus"]:
-            rows = [dict(r) for r in st.conn.execute("SELECT * FROM gpu_allocations")]
+            rows = st.gpu_holdings()
             _choose(rows, space_id, flavor_name, spec, host_devices(settings).get(spec["gpu_kind"], []))
         st.update_space(space_id, hardware=flavor_name)
         stage = space["stage"]

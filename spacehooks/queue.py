@@ -4,7 +4,6 @@ supersedes it; a push on the server's account follows its build in the store (fo
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from spacehooks import state as state_mod
@@ -39,61 +38,25 @@ def enqueue(settings, st: state_mod.State, space_id: str, repo_path: Path, commi
             pusher: str = "", no_cache: bool = False, config: dict | None = None) -> int:
     """Record a build and supersede older queued or running builds of the Space."""
     st.ensure_space(space_id, repo_path, hardware=settings["run.default_hardware"])
-    now = time.time()
-    st.conn.execute("BEGIN IMMEDIATE")
-    try:
-        st.conn.execute("UPDATE builds SET status = ?, finished_at = ?, error = ? WHERE space_id = ? AND status = ?",
-                        (state_mod.SUPERSEDED, now, "superseded by a newer push", space_id, state_mod.QUEUED))
-        st.conn.execute("UPDATE builds SET stop_requested = 1 WHERE space_id = ? AND status = ?",
-                        (space_id, state_mod.RUNNING))
-        cur = st.conn.execute(
-            'INSERT INTO builds (space_id, "commit", pusher, status, no_cache, config, created_at)'
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (space_id, commit, pusher, state_mod.QUEUED, int(no_cache), _json(config or {}), now))
-        build_id = cur.lastrowid
-        st.conn.execute("COMMIT")
-    except BaseException:
-        st.conn.execute("ROLLBACK")
-        raise
+    build_id = st.queue_build(space_id, commit, pusher, no_cache, config or {})
     space = st.get_space(space_id)
     stage = "RUNNING_BUILDING" if space["stage"] in state_mod.ANSWERING else "BUILDING"
     st.update_space(space_id, stage=stage)
     return build_id
 
 
-def _json(value) -> str:
-    import json
-    return json.dumps(value)
-
-
 def claim(st: state_mod.State, max_running: int) -> dict | None:
     """Take the oldest queued build whose Space has none running, if fewer than max_running run."""
-    st.conn.execute("BEGIN IMMEDIATE")
-    try:
-        running = st.conn.execute("SELECT COUNT(*) FROM builds WHERE status = ?", (state_mod.RUNNING,)).fetchone()[0]
-        row = None
-        if running < max_running:
-            row = st.conn.execute(
-                "SELECT id FROM builds b WHERE status = ? AND NOT EXISTS ("
-                " SELECT 1 FROM builds r WHERE r.space_id = b.space_id AND r.status = ?) ORDER BY id LIMIT 1",
-                (state_mod.QUEUED, state_mod.RUNNING)).fetchone()
-        if row:
-            st.conn.execute("UPDATE builds SET status = ?, started_at = ?, worker_pid = ? WHERE id = ?",
-                            (state_mod.RUNNING, time.time(), os.getpid(), row[0]))
-        st.conn.execute("COMMIT")
-    except BaseException:
-        st.conn.execute("ROLLBACK")
-        raise
-    return st.get_build(row[0]) if row else None
+    return st.claim_next_build(max_running)
 
 
 def requeue_orphans(st: state_mod.State) -> list[int]:
     """Builds left running by a worker that is gone go back to the queue (restart pick-up)."""
     orphans = []
-    for row in st.conn.execute("SELECT id, worker_pid FROM builds WHERE status = ?", (state_mod.RUNNING,)).fetchall():
-        if row[1] == os.getpid() or _alive(row[1]):
+    for build_id, pid in st.running_builds():
+        if pid == os.getpid() or _alive(pid):
             continue
-        orphans.append(row[0])
+        orphans.append(build_id)
     for build_id in orphans:
         st.update_build(build_id, status=state_mod.QUEUED, worker_pid=None, started_at=None)
     return orphans
@@ -112,8 +75,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def stop_requested(st: state_mod.State, build_id: int) -> bool:
-    row = st.conn.execute("SELECT stop_requested FROM builds WHERE id = ?", (build_id,)).fetchone()
-    return bool(row and row[0])
+    return st.stop_requested(build_id)
 
 
 def follow_build(st: state_mod.State, build_id: int, out: Out, seconds: float | None) -> int:

@@ -109,8 +109,7 @@ def _settle(settings, space_id: str) -> dict:
     st = state_mod.open(settings)
     try:
         space = st.get_space(space_id)
-        pending = st.conn.execute("SELECT COUNT(*) FROM builds WHERE space_id = ? AND status IN (?, ?)",
-                                  (space_id, state_mod.QUEUED, state_mod.RUNNING)).fetchone()[0]
+        pending = st.pending_build_count(space_id)
         if space["stage"] in state_mod.STARTED and space["stage"] != "APP_STARTING":
             st.update_space(space_id, stage="RUNNING_BUILDING" if pending else "RUNNING")
         return st.get_space(space_id)

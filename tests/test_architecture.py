@@ -15,7 +15,7 @@ def order():
 
 def module_of(path: Path) -> str:
     rel = path.relative_to(ROOT / "spacehooks")
-    return "gateway" if rel.parts[0] == "gateway" else rel.stem
+    return rel.parts[0] if rel.parts[0] in ("gateway", "state") else rel.stem
 
 
 def imports(path: Path) -> set:
@@ -58,3 +58,15 @@ def test_click_only_in_the_cli():
     users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spacehooks").rglob("*.py")
                    if re.search(r"^\s*(import click|from click)", p.read_text(), re.M))
     assert users == ["spacehooks/cli.py"]
+
+
+def test_sql_only_in_the_state_package():
+    # one place to read every query and transaction (and to swap the store for another one)
+    state = ROOT / "spacehooks" / "state"
+    others = [p for p in (ROOT / "spacehooks").rglob("*.py") if state not in p.parents]
+    importers = sorted(str(p.relative_to(ROOT)) for p in others
+                       if re.search(r"^\s*(import sqlite3|from sqlite3)", p.read_text(), re.M))
+    executors = sorted(str(p.relative_to(ROOT)) for p in others
+                       if re.search(r"\.(execute|executemany|executescript)\(", p.read_text()))
+    assert (importers, executors) == ([], [])
+    assert any(re.search(r"^import sqlite3", p.read_text(), re.M) for p in state.glob("*.py"))

@@ -1,13 +1,9 @@
-"""SQLite state under SPACEHOOKS_HOME: spaces, builds, variables, containers waiting for removal.
-
-Several processes of the server's account share the file (the worker, the gateway, admin
-commands): WAL mode and a busy timeout let them take turns; each opens its own connection.
-The git account never opens it: it hands push records over (spool.py).
+"""The state store's file: opening it (WAL, schema, additive migrations), its permissions,
+and the checks that tell a damaged store from a busy one.
 """
 from __future__ import annotations
 
 import grp
-import json
 import os
 import random
 import stat
@@ -15,20 +11,12 @@ import sqlite3
 import time
 from pathlib import Path
 
-# secrets live in files of their own, never in the database; callers reach them through here
-from spacehooks.secretstore import SECRET_KEY, delete_secret, read_secrets, secrets_dir, write_secret  # noqa: F401
-# build statuses are follow.py's: post-receive on the git account reads them without SQLite
-from spacehooks import follow
-from spacehooks.follow import CANCELLED, FAILED, FINAL, QUEUED, RUNNING, SUCCEEDED, SUPERSEDED  # noqa: F401
+from spacehooks.state.builds import Builds
+from spacehooks.state.gpus import Gpus
+from spacehooks.state.spaces import Spaces
 
-STAGES = ("NO_APP_FILE", "CONFIG_ERROR", "BUILDING", "BUILD_ERROR", "APP_STARTING", "RUNNING",
-          "RUNNING_BUILDING", "RUNNING_APP_STARTING", "RUNTIME_ERROR", "PAUSED", "STOPPED",
-          "SLEEPING", "DELETING")
-# A container answers on the Space's port in these stages.
-ANSWERING = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
-# A container has been started in these (in APP_STARTING it may not answer yet).
-STARTED = (*ANSWERING, "APP_STARTING")
-
+# gpu_allocations was made by gpu.py on first use before it came here: IF NOT EXISTS keeps that
+# additive (no new schema version), and a previous release opens the store as before.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spaces (
     id TEXT PRIMARY KEY,
@@ -80,6 +68,14 @@ CREATE TABLE IF NOT EXISTS retired (
     space_id TEXT NOT NULL,
     remove_after REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS gpu_allocations (
+    kind TEXT NOT NULL,
+    device TEXT NOT NULL,
+    space_id TEXT NOT NULL,
+    shared INTEGER NOT NULL,
+    allocated_at REAL NOT NULL,
+    PRIMARY KEY (kind, device, space_id)
+);
 """
 # Schema versions (PRAGMA user_version). Version 1 is SCHEMA above as first released (its
 # files say 0). Each migration is additive only (new tables, new columns with defaults), so
@@ -93,157 +89,17 @@ MIGRATIONS = {
 SCHEMA_VERSION = max(MIGRATIONS)
 RECOVERY_HINT = ("stop serve and worker, move the file away (keep it) and run `spacehooks state rebuild`;"
                  " see README: Recovering the state store")
-_JSON_FIELDS = ("config", "limits")
 
 
-class State:
+class State(Spaces, Builds, Gpus):
+    """One connection to the store; its methods (spaces.py, builds.py, gpus.py) hold all its SQL."""
+
     def __init__(self, conn: sqlite3.Connection, home: Path):
         self.conn = conn
         self.home = home
 
-    # --- spaces ---------------------------------------------------------------------------
-    def get_space(self, space_id: str) -> dict | None:
-        row = self.conn.execute("SELECT * FROM spaces WHERE id = ?", (space_id,)).fetchone()
-        return _space(row) if row else None
-
-    def list_spaces(self) -> list[dict]:
-        return [_space(r) for r in self.conn.execute("SELECT * FROM spaces ORDER BY id")]
-
-    def ensure_space(self, space_id: str, repo_path: str | Path, **defaults) -> dict:
-        now = time.time()
-        with self.conn:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO spaces (id, repo_path, hardware, sleep_seconds, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (space_id, str(repo_path), defaults.get("hardware"), defaults.get("sleep_seconds"), now, now))
-            self.conn.execute("UPDATE spaces SET repo_path = ? WHERE id = ?", (str(repo_path), space_id))
-        return self.get_space(space_id)
-
-    def update_space(self, space_id: str, **fields) -> None:
-        if not fields:
-            return
-        fields["updated_at"] = time.time()
-        for key in _JSON_FIELDS:
-            if key in fields and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key])
-        columns = ", ".join(f'"{k}" = ?' for k in fields)
-        with self.conn:
-            self.conn.execute(f"UPDATE spaces SET {columns} WHERE id = ?", (*fields.values(), space_id))
-
-    def touch(self, space_id: str) -> None:
-        with self.conn:
-            self.conn.execute("UPDATE spaces SET last_request_at = ? WHERE id = ?", (time.time(), space_id))
-
-    def count_restart(self, space_id: str) -> None:
-        with self.conn:
-            self.conn.execute("UPDATE spaces SET restarts = restarts + 1 WHERE id = ?", (space_id,))
-
-    def delete_space(self, space_id: str) -> None:
-        with self.conn:
-            for table in ("variables", "retired"):
-                self.conn.execute(f"DELETE FROM {table} WHERE space_id = ?", (space_id,))
-            self.conn.execute("DELETE FROM builds WHERE space_id = ?", (space_id,))
-            self.conn.execute("DELETE FROM spaces WHERE id = ?", (space_id,))
-
-    # --- builds ---------------------------------------------------------------------------
-    def get_build(self, build_id: int) -> dict | None:
-        row = self.conn.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
-        return _build(row) if row else None
-
-    def builds(self, space_id: str, limit: int = 50) -> list[dict]:
-        rows = self.conn.execute("SELECT * FROM builds WHERE space_id = ? ORDER BY id DESC LIMIT ?",
-                                 (space_id, limit))
-        return [_build(r) for r in rows]
-
-    def build_stats(self, bounds: tuple[float, ...]) -> dict:
-        """For metrics: builds by status; per final status the count, summed seconds and the
-        count within each bound (of builds that started); per Space its last final build."""
-        final = ", ".join("?" * len(FINAL))
-        by_status = dict(self.conn.execute("SELECT status, COUNT(*) FROM builds GROUP BY status").fetchall())
-        within = ", ".join("SUM(d <= ?)" for _ in bounds)
-        rows = self.conn.execute(
-            f"SELECT status, COUNT(*), TOTAL(d){', ' + within if bounds else ''} FROM "
-            f"(SELECT status, finished_at - started_at AS d FROM builds WHERE status IN ({final})"
-            " AND started_at IS NOT NULL AND finished_at IS NOT NULL) GROUP BY status",
-            (*bounds, *FINAL)).fetchall()
-        durations = {r[0]: (r[1], r[2], tuple(r[3:])) for r in rows}
-        last = self.conn.execute(
-            "SELECT space_id, id, status, started_at, finished_at FROM builds WHERE id IN"
-            f" (SELECT MAX(id) FROM builds WHERE status IN ({final}) GROUP BY space_id)", FINAL).fetchall()
-        return {"by_status": by_status, "durations": durations, "last": [tuple(r) for r in last]}
-
-    def update_build(self, build_id: int, **fields) -> None:
-        if "config" in fields and not isinstance(fields["config"], str):
-            fields["config"] = json.dumps(fields["config"])
-        columns = ", ".join(f'"{k}" = ?' for k in fields)
-        with self.conn:
-            self.conn.execute(f"UPDATE builds SET {columns} WHERE id = ?", (*fields.values(), build_id))
-
-    def continue_build_ids(self, last: int) -> None:
-        """Number new builds after `last` (a rebuilt store must not reuse the ids of old logs and images)."""
-        with self.conn:
-            if self.conn.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'builds'",
-                                 (last,)).rowcount == 0:
-                self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('builds', ?)", (last,))
-
-    def build_log_path(self, space_id: str, build_id: int) -> Path:
-        return follow.build_log(self.home, space_id, build_id)
-
-    def run_log_path(self, space_id: str) -> Path:
-        return self.home / "logs" / "run" / f"{space_id}.log"
-
-    # --- variables ------------------------------------------------------------------------
-    def variables(self, space_id: str) -> dict:
-        rows = self.conn.execute("SELECT key, value FROM variables WHERE space_id = ? ORDER BY key", (space_id,))
-        return {k: v for k, v in rows}
-
-    def set_variable(self, space_id: str, key: str, value: str) -> None:
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO variables VALUES (?, ?, ?)", (space_id, key, value))
-
-    def delete_variable(self, space_id: str, key: str) -> bool:
-        with self.conn:
-            return self.conn.execute("DELETE FROM variables WHERE space_id = ? AND key = ?",
-                                     (space_id, key)).rowcount > 0
-
-    # --- containers replaced by a newer one, removed after a grace period -------------------
-    def retire(self, space_id: str, container: str, remove_after: float) -> None:
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO retired VALUES (?, ?, ?)", (container, space_id, remove_after))
-
-    def due_retired(self, now: float | None = None) -> list[str]:
-        rows = self.conn.execute("SELECT container FROM retired WHERE remove_after <= ?", (now or time.time(),))
-        return [r[0] for r in rows]
-
-    def forget_retired(self, container: str) -> None:
-        with self.conn:
-            self.conn.execute("DELETE FROM retired WHERE container = ?", (container,))
-
-    # --- worker heartbeats: a push only waits for its build when a worker is alive ---------
-    def heartbeat(self) -> None:
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO workers VALUES (?, ?)", (os.getpid(), time.time()))
-
-    def worker_alive(self, within: float = 15) -> bool:
-        row = self.conn.execute("SELECT MAX(seen_at) FROM workers").fetchone()
-        return bool(row and row[0] and row[0] > time.time() - within)
-
     def close(self) -> None:
         self.conn.close()
-
-
-def _space(row: sqlite3.Row) -> dict:
-    out = dict(row)
-    for key in _JSON_FIELDS:
-        out[key] = json.loads(out[key] or "{}")
-    return out
-
-
-def _build(row: sqlite3.Row) -> dict:
-    out = dict(row)
-    out["config"] = json.loads(out["config"] or "{}")
-    out["no_cache"] = bool(out["no_cache"])
-    return out
 
 
 def open(settings) -> State:  # noqa: A001 - the documented interface name
