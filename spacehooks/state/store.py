@@ -15,8 +15,6 @@ from spacehooks.state.builds import Builds
 from spacehooks.state.gpus import Gpus
 from spacehooks.state.spaces import Spaces
 
-# gpu_allocations was made by gpu.py on first use before it came here: IF NOT EXISTS keeps that
-# additive (no new schema version), and a previous release opens the store as before.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spaces (
     id TEXT PRIMARY KEY,
@@ -68,6 +66,8 @@ CREATE TABLE IF NOT EXISTS retired (
     space_id TEXT NOT NULL,
     remove_after REAL NOT NULL
 );
+-- gpu.py made this table on first use before it came here: as IF NOT EXISTS it stays additive
+-- (no new schema version), and the previous release opens the store as before.
 CREATE TABLE IF NOT EXISTS gpu_allocations (
     kind TEXT NOT NULL,
     device TEXT NOT NULL,
