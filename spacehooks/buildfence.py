@@ -115,11 +115,11 @@ class BuildCgroup:
 
     def _make_v1(self) -> None:
         top_cpu = ROOT / "cpu" / TOP
-        top_cpu.mkdir(exist_ok=True)
+        top_cpu.mkdir(mode=0o755, exist_ok=True)
         _write(top_cpu / "cpu.shares", CPU_SHARES)
         pids, memory = ROOT / "pids" / self.rel, ROOT / "memory" / self.rel
         for folder in (pids, memory):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o755, parents=True, exist_ok=True)
         if self.pids > 0:
             _write(pids / "pids.max", self.pids)
         if self.memory_mb > 0:
@@ -131,7 +131,7 @@ class BuildCgroup:
         # cgroup v2 (not on this project's test machines): limits in the unified tree, with the
         # controllers handed down to the folders below.
         folder = ROOT / self.rel
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
         for parent in (ROOT, ROOT / TOP, folder):
             _write(parent / "cgroup.subtree_control", "+pids +memory +cpu")
         _write(ROOT / TOP / "cpu.weight", max(1, CPU_SHARES * 100 // 1024))

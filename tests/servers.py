@@ -214,7 +214,7 @@ class HTTPGitServer:
         wait_path(self.socket, self.fcgi, self.fcgi_log)
         location = self.location()
         tmp = self.base / "nginx-tmp"
-        tmp.mkdir(exist_ok=True)
+        tmp.mkdir(mode=0o755, exist_ok=True)
         conf = self.base / "nginx.conf"
         conf.write_text(f"""
 daemon off;
@@ -373,7 +373,7 @@ def gitea_repo(bare: Path) -> None:
         path = bare / "hooks" / hook
         path.write_text(GITEA_CHAIN)
         path.chmod(0o755)
-        (bare / "hooks" / f"{hook}.d").mkdir(exist_ok=True)
+        (bare / "hooks" / f"{hook}.d").mkdir(mode=0o755, exist_ok=True)
 
 
 def gitlab_repo(bare: Path) -> None:

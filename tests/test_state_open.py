@@ -64,41 +64,48 @@ def test_worker_loop_goes_on_after_a_failed_step(tmp_path, monkeypatch, caplog):
     assert len(messages) == 2 and all("step failed, see " in m and "trying again in 0.1s" in m for m in messages)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+
+
 def test_opening_stores_never_changes_what_other_threads_create(tmp_path):
     # os.umask is process-wide: while one thread opened the store under umask 002, files
     # another thread made (sshd's /run/sshd on a new CI machine) came out group-writable
     import os
-    old = os.umask(0o022)  # the test's own baseline, so a change shows up as group write
-    try:
-        made = tmp_path / "made"
-        made.mkdir()
-        stop = threading.Event()
+    baseline = _umask()
+    made = tmp_path / "made"
+    made.mkdir()
+    stop = threading.Event()
+    seen = set()
 
-        def create_files():
-            n = 0
-            while not stop.is_set():
-                os.close(os.open(made / f"f{n}", os.O_CREAT | os.O_WRONLY, 0o777))
-                n += 1
-        creator = threading.Thread(target=create_files)
-        creator.start()
-        try:
-            for attempt in range(40):
-                settings = config.load(tmp_path / "none.yaml", tmp_path / f"home{attempt}")
-                st = state.open(settings)
-                st.conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
-                st.close()
-        finally:
-            stop.set()
-            creator.join(10)
-        modes = {oct(p.stat().st_mode & 0o777) for p in made.iterdir()}
-        assert modes == {oct(0o755)}
-        # the store's own files are the server's alone
-        db = settings.db_path
-        assert (os.stat(db).st_mode & 0o777) == 0o600
-        st = state.open(settings)
-        st.conn.execute("INSERT INTO t VALUES (1)")
-        for suffix in ("-wal", "-shm"):
-            assert (os.stat(f"{db}{suffix}").st_mode & 0o777) == 0o600
-        st.close()
+    def create_files():
+        n = 0
+        while not stop.is_set():
+            seen.add(_umask())
+            os.close(os.open(made / f"f{n}", os.O_CREAT | os.O_WRONLY, 0o777))
+            n += 1
+    creator = threading.Thread(target=create_files)
+    creator.start()
+    try:
+        for attempt in range(40):
+            settings = config.load(tmp_path / "none.yaml", tmp_path / f"home{attempt}")
+            st = state.open(settings)
+            st.conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+            st.close()
     finally:
-        os.umask(old)
+        stop.set()
+        creator.join(10)
+    # whatever the machine's umask is, nobody changed it meanwhile
+    assert seen == {baseline}
+    modes = {oct(p.stat().st_mode & 0o777) for p in made.iterdir()}
+    assert modes == {oct(0o777 & ~baseline)}
+    # the store's own files are the server's alone
+    db = settings.db_path
+    assert (os.stat(db).st_mode & 0o777) == 0o600
+    st = state.open(settings)
+    st.conn.execute("INSERT INTO t VALUES (1)")
+    for suffix in ("-wal", "-shm"):
+        assert (os.stat(f"{db}{suffix}").st_mode & 0o777) == 0o600
+    st.close()
