@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, staticsite, trust
+from spacehooks import buildfence, buildmounts, lfs, netfence, podman, pyversions, sdkcompat, staticsite, trust
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -191,7 +191,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     if sdk == "static":
         write("sdk static: no image to build; the gateway serves the commit's files")
         staticsite.materialise(settings.home, space_id, repo_path, commit, write,
-                               export_user=settings["build.export_user"])
+                               export_user=settings["build.export_user"], settings=settings)
         return None
     tag = image_name(space_id, build_id)
     work = Path(tempfile.mkdtemp(prefix="spacehooks-build-"))
@@ -201,7 +201,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
         ca_secrets = trust.build_secrets(settings)
         if sdk == "docker":
             context = work / "app"
-            repo.export(commit, context, user=settings["build.export_user"])
+            repo.export(commit, context, user=settings["build.export_user"], lfs=lfs.Store(settings, repo_path))
             check_links(context)
             dockerfile = "Dockerfile"
             path = context / dockerfile
@@ -214,7 +214,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
             build_secrets = {k: v.encode() for k, v in secrets.items()}
         else:
             context = work
-            repo.export(commit, work / "app", user=settings["build.export_user"])
+            repo.export(commit, work / "app", user=settings["build.export_user"], lfs=lfs.Store(settings, repo_path))
             check_links(work / "app")
             (work / "deps").mkdir()
             deps = {}

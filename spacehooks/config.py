@@ -46,6 +46,10 @@ SETTINGS = [
     Setting("python_versions", {"3.11": "localhost/spacehooks/python:3.11"}, dict, "Python versions this server builds, each mapped to its base image (made by `spacehooks base-image build`, or a registry image such as `python:3.10-slim`)."),
     Setting("python_version_fallback", "nearest", str, "A README `python_version` this server lacks: `nearest` builds on the nearest version in `python_versions` (the newer of two equally near) and warns at push naming both; `refuse` refuses the push."),
     Setting("default_python_version", "3.11", str, "Python used when a README sets none (the Hub uses 3.10)."),
+    Setting("lfs.layout", "auto", str, "Where each repository's Git LFS objects are: `plain` (git-lfs's own layout in the bare repository, `lfs.plain_path`), `gitea` (Gitea/Forgejo, `lfs.gitea_path`), `gitlab` (`lfs.gitlab_path`); `auto`: `gitea` for a repository with `hooks/pre-receive.d`, `gitlab` for one with `custom_hooks` or under `@hashed`, else `plain`."),
+    Setting("lfs.plain_path", "{repo}/lfs/objects", str, "LFS store of the `plain` layout, objects at `<path>/aa/bb/<oid>` (git-lfs's own layout; a push to a `file://` remote writes there); `{repo}` is the bare repository's folder."),
+    Setting("lfs.gitea_path", "/var/lib/gitea/data/lfs", str, "LFS store of the `gitea` layout (Gitea/Forgejo's `[lfs] PATH`), objects at `<path>/aa/bb/<oid[4:]>`; `{repo}` is the bare repository's folder."),
+    Setting("lfs.gitlab_path", "/var/opt/gitlab/gitlab-rails/shared/lfs-objects", str, "LFS store of the `gitlab` layout (GitLab's `lfs_object_store` on disk; object storage is not read), objects at `<path>/aa/bb/<oid[4:]>`; `{repo}` is the bare repository's folder."),
     Setting("podman_url", "unix:///run/spacehooks/podman.sock", str, "Podman REST service the builder and runner talk to."),
     Setting("build.concurrency", 1, int, "Builds run at once (always one at a time per Space)."),
     Setting("build.push_log_seconds", 30, int, "How long a push streams its build log (`git push -o wait` streams to the end)."),
@@ -265,7 +269,19 @@ def _strings(value: list, _) -> tuple[str, str] | None:
     return (f"must be a list of non-empty strings, found {bad[0]!r}", "quote each entry") if bad else None
 
 
+def _lfs_path(value: str, _) -> tuple[str, str] | None:
+    if not value.replace("{repo}", "/x", 1).startswith("/") or "{" in value.replace("{repo}", ""):
+        return (f"must be an absolute path, which may start with {{repo}} (the bare repository), found {value!r}",
+                "write it like {repo}/lfs/objects or /var/lib/gitea/data/lfs")
+    return None
+
+
 _CHECKS = {
+    "lfs.layout": lambda v, _: None if v in ("auto", "plain", "gitea", "gitlab") else (
+        f"must be auto, plain, gitea or gitlab, found {v!r}", "set the git server's layout, or auto"),
+    "lfs.plain_path": _lfs_path,
+    "lfs.gitea_path": _lfs_path,
+    "lfs.gitlab_path": _lfs_path,
     "python_versions": _python_versions,
     "default_python_version": _default_python,
     "podman_url": lambda v, _: None if v.startswith("unix://") and len(v) > 7 else (

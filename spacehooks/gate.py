@@ -10,7 +10,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from spacehooks import pyversions, secretscan, spaceconfig, treewriter
+from spacehooks import lfs, pyversions, secretscan, spaceconfig, treewriter
 from spacehooks.config import Settings
 from spacehooks.gitrepo import ZERO, Repo
 from spacehooks.output import Out
@@ -276,6 +276,7 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
         out.step(f"Checking {space_id} ({update.ref.removeprefix('refs/heads/')} {update.new[:7]})")
         report = check_tree(settings, CommitSource(repo, update.new, update.old), space_id)
         check_tree_names(repo, update.new, update.old, report)
+        lfs.check_push(settings, repo, update.new, update.old, report)
         if address_taken and update.ref == deploy_ref:
             report.errors.insert(0, address_taken)
         for finding in check_secrets(settings, repo, update.new, update.old, report,

@@ -179,13 +179,31 @@ class Repo:
                     stack.append((folder + (obj.raw_name,), self.repo[obj.id]))
             yield folder, items
 
-    def export(self, rev: str, dest: str | os.PathLike, user: str | None = "nobody") -> int:
+    def small_blobs(self, rev: str, prefix: bytes, below: int, base: str | None = None
+                    ) -> Iterator[tuple[tuple[bytes, ...], bytes]]:
+        """(path parts, content) of each file of rev smaller than `below` bytes that starts with
+        prefix (Git LFS pointers), in export order; sizes are read from object headers. With
+        base, trees rev shares with that commit are skipped."""
+        seen: set | None = None
+        if base and base != ZERO and self.repo.get(base) is not None:
+            seen = set()
+            for _ in self.walk(base, seen):
+                pass
+        for folder, items in self.walk(rev, seen):
+            for item in items:
+                if item.kind in ("blob", "exec") and self.repo.odb.read_header(item.oid)[1] < below:
+                    data = self.repo[item.oid].data
+                    if data.startswith(prefix):
+                        yield folder + (item.name,), data
+
+    def export(self, rev: str, dest: str | os.PathLike, user: str | None = "nobody", lfs=None) -> int:
         """Write the commit's files into dest (no checkout, no .git); returns the file count.
 
         dest is made here (it must not exist), mode 0700. The files are written by
         `treewriter` in a forked child, as `user` when running as root (dest is handed to it),
         from one blob at a time sent over a pipe: no name in the tree, and no symlink the
-        tree makes, can take a write outside dest."""
+        tree makes, can take a write outside dest. lfs (an `lfs.Store`): Git LFS pointers are
+        written with the contents it holds for them, streamed."""
         from spacehooks import proc, treewriter
         from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
         dest = Path(dest)
@@ -201,17 +219,21 @@ class Repo:
             os.close(fd)
         try:
             with os.fdopen(pipe_fd, "wb") as pipe:
-                self._send(rev, pipe)
+                if lfs is not None:
+                    lfs.plan(self.small_blobs(rev, lfs.PREFIX, lfs.MAX_POINTER))
+                self._send(rev, pipe, lfs)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the writer refused something; its message says what
         finally:
+            if lfs is not None:
+                lfs.close()
             code, message = proc.wait_forked(pid, msg_fd)
         if code != 0:
             raise SpaceError(f"cannot write the files of commit {rev[:12]}: "
                              + (message.strip() or f"the writer failed (exit {code})"))
         return int(message)
 
-    def _send(self, rev: str, pipe) -> None:
+    def _send(self, rev: str, pipe, lfs=None) -> None:
         from spacehooks import treewriter  # here, not at the top: the push path never exports
         for folder, items in self.walk(rev):
             for item in items:
@@ -221,11 +243,17 @@ class Repo:
                 elif item.kind == "link":
                     pipe.write(treewriter.record(treewriter.LINK, parts, self.repo[item.oid].data))
                 elif item.kind in ("blob", "exec"):
-                    data = self.repo[item.oid].data  # one blob in memory at a time
+                    found = lfs.contents(parts) if lfs is not None else None
+                    if found is None:
+                        data = self.repo[item.oid].data  # one blob in memory at a time
+                        size, chunks = len(data), (data,)
+                    else:
+                        size, chunks = found  # an LFS object: streamed, a chunk at a time
                     mode = 0o755 if item.kind == "exec" else 0o644
-                    pipe.write(treewriter.HEADER.pack(treewriter.FILE, mode, len(parts), len(data))
+                    pipe.write(treewriter.HEADER.pack(treewriter.FILE, mode, len(parts), size)
                                + b"".join(treewriter.PART.pack(len(p)) + p for p in parts))
-                    pipe.write(data)
+                    for chunk in chunks:
+                        pipe.write(chunk)
                 # submodules (kind commit) have no files here, as in a checkout without them
 
     def paths(self, rev: str) -> Iterator[str]:

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import gate
+from spacehooks import gate, lfs
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
@@ -104,6 +104,7 @@ class Healer:
             deployed = None  # history was rewritten: check everything the tip holds
         report = gate.check_tree(self.settings, gate.CommitSource(repo, tip, deployed), space_id)
         gate.check_secrets(self.settings, repo, tip, deployed or gate.ZERO, report, pushed=False)
+        lfs.check_push(self.settings, repo, tip, deployed, report)
         st.ensure_space(space_id, repo.path, hardware=self.settings["run.default_hardware"])
         if report.errors:
             verdict = (f"commit {tip[:12]} on {self.settings['deploy_branch']} was not pushed through the checks"

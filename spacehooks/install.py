@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from spacehooks import config as config_mod
+from spacehooks import lfs
 from spacehooks.errors import SpaceError
 from spacehooks.hooks import _NAME, CHAINED_SUFFIX
 from spacehooks.proc import git
@@ -73,15 +74,11 @@ def find_bare_repos(path: Path) -> list[Path]:
 
 def detect_layout(repo: Path) -> str:
     existing = repo / "hooks" / "pre-receive"
-    if (repo / "hooks" / "pre-receive.d").is_dir():
-        return "gitea"
-    if existing.is_file() and not _is_ours(existing):
+    if existing.is_file() and not _is_ours(existing) and not (repo / "hooks" / "pre-receive.d").is_dir():
         head = existing.read_text(errors="replace")[:2000].lower()
         if "gitea" in head or "forgejo" in head:
             return "gitea"
-    if (repo / "custom_hooks").is_dir() or "@hashed" in repo.parts:
-        return "gitlab"
-    return "plain"
+    return lfs.detect_layout(repo)  # the folders the server makes: the LFS store goes by them too
 
 
 def _is_ours(path: Path) -> bool:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import socket
 import tarfile
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from spacehooks.errors import SpaceError
 
@@ -198,6 +199,7 @@ def start_container(settings, name: str) -> None:
 # Buildah keys the cache of a folder COPY on a tar of it, times included, and the context is
 # written afresh for every build: fixed times keep unchanged inputs cached.
 CONTEXT_MTIME = 315532800  # 1980-01-01, as reproducible-build tools use
+CONTEXT_PIECE = 1 << 20  # read and sent at a time
 
 
 def _same_times(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -207,17 +209,49 @@ def _same_times(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _tar_context(context: Path, extra: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for child in sorted(context.iterdir()):
-            tar.add(str(child), arcname=child.name, filter=_same_times)
-        for name, data in extra.items():
-            info_ = tarfile.TarInfo(name)
-            info_.size = len(data)
-            info_.mode = 0o600
-            tar.addfile(info_, io.BytesIO(data))
-    return buf.getvalue()
+def _tar_context(context: Path, extra: dict[str, bytes]) -> Iterator[bytes]:
+    """The context as a tar stream, in pieces sent as they are made: a file is read while it is
+    sent, so a build holds one piece of it at a time whatever its size (a 2 GB LFS file)."""
+    tar = tarfile.TarFile(fileobj=io.BytesIO(), mode="w")  # for its headers' format only
+    pending = [(str(child), child.name) for child in sorted(context.iterdir(), reverse=True)]
+    sent = 0
+    while pending:
+        path, arcname = pending.pop()
+        info = tar.gettarinfo(path, arcname)
+        if info is None:  # a socket or the like, as tar.add skips it
+            continue
+        head = _same_times(info).tobuf(tar.format, tar.encoding, tar.errors)
+        sent += len(head)
+        yield head
+        if info.isreg():
+            yield from _file_pieces(path, info.size)
+            sent += info.size + (-info.size % tarfile.BLOCKSIZE)
+            yield tarfile.NUL * (-info.size % tarfile.BLOCKSIZE)
+        elif info.isdir():
+            pending += [(os.path.join(path, name), f"{arcname}/{name}") for name in sorted(os.listdir(path), reverse=True)]
+    for name, data in extra.items():
+        info_ = tarfile.TarInfo(name)
+        info_.size = len(data)
+        info_.mode = 0o600
+        head = info_.tobuf(tar.format, tar.encoding, tar.errors) + data + tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE)
+        sent += len(head)
+        yield head
+    end = 2 * tarfile.BLOCKSIZE  # two empty blocks, then up to a whole record, as tarfile writes
+    yield tarfile.NUL * (end + (-(sent + end) % tarfile.RECORDSIZE))
+
+
+def _file_pieces(path: str, size: int) -> Iterator[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            left = size
+            while left:
+                piece = fh.read(min(CONTEXT_PIECE, left))
+                if not piece:
+                    raise SpaceError(f"{path}: changed while the build context was sent")
+                left -= len(piece)
+                yield piece
+    except OSError as exc:  # not the service's fault: a ServiceLost would queue the build again
+        raise SpaceError(f"cannot send {path} in the build context: {exc.strerror or exc}") from exc
 
 
 def build(settings, context: Path, tag: str, *, containerfile: str = "Containerfile",
@@ -251,8 +285,9 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
     url = settings["podman_url"]
     try:
         conn = _UnixConnection(_socket_path(url), timeout)
+        # chunked: the tar is made as it is sent, never whole in memory
         conn.request("POST", f"{API}/build?{urllib.parse.urlencode(params)}", body=body,
-                     headers={"Content-Type": "application/x-tar"})
+                     headers={"Content-Type": "application/x-tar"}, encode_chunked=True)
         response = conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
         if isinstance(exc, socket.timeout):

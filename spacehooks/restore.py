@@ -51,7 +51,7 @@ def restore_space(settings, space: dict) -> str:
     if (space.get("config") or {}).get("sdk") == "static":
         if space.get("commit"):  # a deploy from before deploy folders, or one gc removed by mistake
             staticsite.materialise(settings.home, space_id, space["repo_path"], space["commit"],
-                                   export_user=settings["build.export_user"])
+                                   export_user=settings["build.export_user"], settings=settings)
         _settle(settings, space_id)
         return "static: served by the gateway"
     client = podman.client(settings)

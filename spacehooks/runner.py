@@ -184,7 +184,7 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
     if config.get("sdk") == "static":
         try:  # written by the build; again here if gc or a hand removed it since
             staticsite.materialise(settings.home, space_id, space["repo_path"], commit,
-                                   export_user=settings["build.export_user"])
+                                   export_user=settings["build.export_user"], settings=settings)
         except SpaceError as exc:
             kept = space.get("commit") and space["stage"] in state_mod.ANSWERING
             st.update_space(space_id, stage="RUNNING" if kept else "RUNTIME_ERROR",

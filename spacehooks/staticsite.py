@@ -1,7 +1,8 @@
 """Static Spaces' deployed files: written once per deploy under `SPACEHOOKS_HOME/static/`.
 
 A deploy of commit C of Space owner/name becomes `static/owner/name/C/`: one file per blob,
-named by its git blob id (so a request path never becomes a file-system path), gzip and brotli
+named by its git blob id (a Git LFS file by its LFS oid, holding the real contents; so a request
+path never becomes a file-system path), gzip and brotli
 copies of text files where they are smaller (`<id>.gz`, `<id>.br`), and `manifest.json`
 mapping each served path to its blob. The folder appears whole (written beside, then renamed)
 and the state store's commit switches which one the gateway serves.
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from spacehooks import lfs
 from spacehooks.errors import SpaceError
 from spacehooks.gitrepo import Repo
 
@@ -36,6 +38,7 @@ COMPRESS_MIN_BYTES = 32  # below this a gzip header alone outweighs any gain
 BROTLI_BEST_BYTES = 256 * 1024  # brotli's best (slow) quality up to this size, a quicker one above
 STALE_TEMP_SECONDS = 3600  # a half-written deploy folder older than this was left by a crash
 ID = re.compile(r"[0-9a-f]{40}")
+FILE_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a git blob id, or an LFS oid (sha256)
 NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,95}")
 TEXT_TYPES = ("application/javascript", "application/json", "application/xml", "image/svg+xml",
               "application/wasm", "application/manifest+json", "text/javascript")
@@ -75,8 +78,10 @@ def is_materialised(home, space_id: str, commit: str) -> bool:
 
 
 def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
-                write: Callable[[str], None] = lambda line: None, *, export_user: str = "nobody") -> Path:
-    """Write the commit's served files once; returns the deploy folder (kept if already whole)."""
+                write: Callable[[str], None] = lambda line: None, *, export_user: str = "nobody",
+                settings=None) -> Path:
+    """Write the commit's served files once; returns the deploy folder (kept if already whole).
+    settings: where the LFS store is (`lfs.*`); without them, the defaults."""
     final = deploy_dir(home, space_id, commit)
     if (final / MANIFEST).is_file():
         return final
@@ -90,8 +95,9 @@ def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
         started = time.monotonic()
         repo = Repo(repo_path)
         tree = temp / "tree"
-        repo.export(commit, tree, user=export_user)
-        files = _take_blobs(repo, commit, tree, temp)
+        store = lfs.Store(settings, repo_path)
+        repo.export(commit, tree, user=export_user, lfs=store)
+        files = _take_blobs(repo, commit, tree, temp, store.taken)
         shutil.rmtree(tree)
         squeezed = _compress(temp, files)
         (temp / MANIFEST).write_text(json.dumps({"format": FORMAT, "commit": commit, "files": files}))
@@ -114,8 +120,9 @@ def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
         raise
 
 
-def _take_blobs(repo: Repo, commit: str, tree: Path, dest: Path) -> dict[str, list]:
+def _take_blobs(repo: Repo, commit: str, tree: Path, dest: Path, lfs_files: dict) -> dict[str, list]:
     """Move each exported blob to dest/<blob id>; returns {path: [blob id, size, gz, br]}.
+    lfs_files: {path: pointer} of the files the export wrote with LFS contents (named by oid).
 
     Files are reached one folder at a time without following symlinks: a tree that made the
     export write through a link cannot make us take a file from outside it."""
@@ -130,8 +137,9 @@ def _take_blobs(repo: Repo, commit: str, tree: Path, dest: Path) -> dict[str, li
             if entry.kind == "link":
                 links.append(path)
             elif entry.kind == "blob":
-                if _move(tree, path, entry.oid, entry.size, dest_fd):
-                    files[path] = [entry.oid, entry.size, 0, 0]
+                oid, size = lfs_files.get(path) or (entry.oid, entry.size)
+                if _move(tree, path, oid, size, dest_fd):
+                    files[path] = [oid, size, 0, 0]
         for path in links:
             resolved, problem = repo.resolve_inside(commit, path)
             if resolved and not problem and resolved in files:
@@ -218,7 +226,7 @@ def read_manifest(folder: Path) -> dict[str, list]:
         raise ValueError(f"{folder / MANIFEST}: format {data.get('format')!r}, expected {FORMAT}")
     files = data["files"]
     for entry in files.values():
-        if not ID.fullmatch(entry[0]):
+        if not FILE_ID.fullmatch(entry[0]):
             raise ValueError(f"{folder / MANIFEST}: {entry[0]!r} is not a blob id")
     return files
 

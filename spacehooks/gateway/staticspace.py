@@ -51,6 +51,7 @@ class Sites:
     def __init__(self, settings):
         self.home = settings.home
         self.export_user = settings["build.export_user"]
+        self.settings = settings  # where the LFS store is, for a deploy folder written again
         self._sites: dict[str, Site] = {}
         self._loading: dict[tuple[str, str], asyncio.Future] = {}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="static")
@@ -86,7 +87,7 @@ class Sites:
             # deployed before this version wrote deploy folders, or removed by hand: write it now
             log.info("%s: writing the static files of %s", space["id"], space["commit"][:12])
             staticsite.materialise(self.home, space["id"], space["repo_path"], space["commit"],
-                                   export_user=self.export_user)
+                                   export_user=self.export_user, settings=self.settings)
         return Site(space["id"], space["commit"], index_of(space), folder)
 
 
