@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -241,3 +242,42 @@ def test_a_tampered_object_fails_the_build_and_says_so(engine):
         f"build #1 failed: data.bin: the LFS store's object sha256:{oid[:12]}… does not match its pointer "
         f"(its contents hash to sha256:{other[:12]}…): it was damaged or changed in the store\n"
         "  fix: push the object (git lfs push --all <remote>), or ask the administrator to restore it")
+
+
+@pytest.mark.parametrize("layout", ["gitea", "gitlab"])
+def test_gitea_and_gitlab_repositories_read_their_servers_store(engine, tmp_path, layout):
+    """Their hooks run from a .d folder (a dispatcher stands in for the server's); their LFS
+    objects are where the server keeps them, aa/bb/<oid[4:]>, not in the repository."""
+    store = tmp_path / f"{layout}-lfs"
+    engine.configure(lfs={f"{layout}_path": str(store)})
+    engine.settings = config.load()
+    bare, work = lfs_work(engine, f"alice/lfs{layout}", {"README.md": STATIC_README, "index.html": "hi\n"},
+                          {"big.bin": b"served from the server's own store\n" * 100})
+    folder = "hooks" if layout == "gitea" else "custom_hooks"
+    for name in ("pre-receive", "post-receive"):
+        (bare / "hooks" / name).unlink()
+        (bare / folder / f"{name}.d").mkdir(parents=True, exist_ok=True)
+        (bare / "hooks" / name).write_text(
+            "#!/bin/bash\ndata=$(cat)\nfor hook in \"$GIT_DIR\"/" + folder + "/$(basename $0).d/*; do\n"
+            "  printf '%s\\n' \"$data\" | \"$hook\" || exit 1\ndone\n")
+        (bare / "hooks" / name).chmod(0o755)
+    subprocess.run([sys.executable, "-m", "spacehooks", "install", str(bare)], check=True, stdout=subprocess.PIPE)
+    assert lfs.Store(engine.settings, bare).layout == layout
+    data = b"served from the server's own store\n" * 100
+    oid = hashlib.sha256(data).hexdigest()
+    # in the plain layout's place the object does not count: only the server's store does
+    plain = bare / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+    plain.parent.mkdir(parents=True)
+    plain.write_bytes(data)
+    result = git("push", "--no-verify", str(bare), "HEAD:main", cwd=work, check=False)
+    assert result.returncode != 0
+    assert any(line.startswith(f"remote:  !     big.bin: {lfs.MISSING} (sha256:{oid[:12]}…")
+               for line in lines(result.stdout)), result.stdout
+    (store / oid[:2] / oid[2:4]).mkdir(parents=True)
+    (store / oid[:2] / oid[2:4] / oid[4:]).write_bytes(data)  # as the server's LFS API writes it
+    result = git("push", "--no-verify", str(bare), "HEAD:main", cwd=work, check=False)
+    assert result.returncode == 0, result.stdout
+    assert engine.drain() == 1
+    site = engine.space(f"alice/lfs{layout}")
+    assert site["stage"] == "RUNNING", site["error"]
+    assert (engine.home / "static" / "alice" / f"lfs{layout}" / site["commit"] / oid).read_bytes() == data
