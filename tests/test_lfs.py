@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -281,3 +282,26 @@ def test_gitea_and_gitlab_repositories_read_their_servers_store(engine, tmp_path
     site = engine.space(f"alice/lfs{layout}")
     assert site["stage"] == "RUNNING", site["error"]
     assert (engine.home / "static" / "alice" / f"lfs{layout}" / site["commit"] / oid).read_bytes() == data
+
+
+def test_a_pointer_moved_onto_the_deploy_branch_around_the_gate_is_not_built_without_its_object(engine):
+    from spacehooks import heal, state
+    bare, work = engine.create("alice/lfsheal", {"README.md": STATIC_README, "index.html": "hi\n"})
+    assert push(work, str(bare)).returncode == 0
+    assert engine.drain() == 1
+    write_files(work, {".gitattributes": ATTRIBUTES, "w.bin": pointer()})
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", "pointer without its object", cwd=work)
+    sha = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    git("push", "-q", "--no-verify", str(bare), "HEAD:refs/heads/side", cwd=work)
+    git("update-ref", "refs/heads/main", sha, cwd=bare)  # the git account writes the ref: no pre-receive
+    os.utime(bare / "refs" / "heads" / "main", (time.time() - 60, time.time() - 60))
+    st = state.open(engine.settings)
+    try:
+        done = heal.Healer(engine.settings).run(st)
+    finally:
+        st.close()
+    assert done["alice/lfsheal"] == (
+        f"commit {sha[:12]} on main was not pushed through the checks and fails them: "
+        f"w.bin: no object in the LFS store (sha256:{OID[:12]}…, 12345 bytes); push the object "
+        "(git lfs push --all <remote>), or ask the administrator to restore it")
