@@ -9,9 +9,11 @@ The store is the git server's own, one folder per layout (settings `lfs.plain_pa
 `lfs.gitea_path`, `lfs.gitlab_path`; `{repo}` stands for the bare repository's folder):
 - plain, git-lfs's own layout in a bare repository: `<repo>/lfs/objects/aa/bb/<oid>`;
 - gitea (Gitea/Forgejo `[lfs] PATH`) and gitlab (`shared/lfs-objects`): `<path>/aa/bb/<oid[4:]>`,
-where aa and bb are the oid's first two pairs of digits. Whatever writes objects for spacehooks
-(git-lfs pushing to a local path, the git server, an LFS endpoint) writes them at `object_path`,
-whole, under their sha256.
+where aa and bb are the oid's first two pairs of digits. Whatever stores objects for spacehooks
+(git-lfs pushing to a `file://` URL, the git server, an LFS endpoint of spacehooks' own) puts each
+at `Store.object_path(oid)`, as the repository's owner: written under a temporary name in the
+same file system, renamed to that path only once its size and sha256 are checked, so that a
+build never meets a partial object (it checks both again as it copies).
 
 Objects are read through `lfsread`: opened as the repository's owner (the git account), and
 checked (size, sha256) as their contents are copied into a build.
