@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 from spacehooks import lfsread
-from spacehooks.errors import SpaceError
 from spacehooks.spaceconfig import Problem
 
 PREFIX = b"version https://git-lfs.github.com/spec/"
@@ -126,6 +125,7 @@ class Store:
 
     def plan(self, candidates: Iterable[tuple[tuple, bytes]]) -> None:
         """Take the pointers an export will meet ((path parts, blob) in its order)."""
+        from spacehooks.errors import SpaceError  # here and below, not at the top: the push path skips it
         for parts, data in candidates:
             try:
                 self._planned.append((parts, parse(data)))
@@ -139,6 +139,7 @@ class Store:
         i = self._index.get(parts)
         if i is None:
             return None
+        from spacehooks.errors import SpaceError
         pointer = self._planned[i][1]
         found = self._open.pop(pointer.oid, None)  # taken: a second path with this oid opens it again
         if found is None:

@@ -15,8 +15,6 @@ import stat
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from spacehooks import proc
-from spacehooks.errors import SpaceError
 
 CHUNK = 1 << 20
 MISSING = "no object in the LFS store"
@@ -51,7 +49,9 @@ def size_problem(found: int | str, oid: str, size: int) -> str | None:
 def copy(fd: int, oid: str, size: int, path: str) -> Iterator[bytes]:
     """The object's contents, a chunk at a time, fd closed at the end; SpaceError once read
     whole when they do not hash to oid."""
-    import hashlib  # here and socket below, not at the top: the gate seldom needs them
+    import hashlib  # here (and socket, proc, SpaceError below), not at the top: the push path rarely needs them
+
+    from spacehooks.errors import SpaceError
     digest = hashlib.sha256()
     left = size
     try:
@@ -121,6 +121,9 @@ def open_objects(repo: Path, root: str, paths: list[str]) -> list[int | str]:
 def _open_as(account: tuple[int, int], root: str, paths: list[str]) -> list[int | str]:
     """_open of each path, by a child running as account; the open files come back over a socket."""
     import socket
+
+    from spacehooks import proc
+    from spacehooks.errors import SpaceError
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def opener(in_fd: int) -> tuple[int, str]:
