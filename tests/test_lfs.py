@@ -211,6 +211,15 @@ def test_a_push_whose_objects_are_not_in_the_store_is_refused_naming_the_files(e
     start = said.index("remote:  !     Sorry, your push was rejected during Space verification:")
     assert said[start + 1:start + 4] == problems, result.stdout
     assert git("rev-parse", "--verify", "-q", "refs/heads/main", cwd=bare, check=False).returncode != 0
+    # an object of another size than its pointer says is no object for it either
+    wrong = store_path(bare, files["a.bin"])
+    wrong.parent.mkdir(parents=True)
+    wrong.write_bytes(b"short\n")
+    result = git("push", "--no-verify", f"file://{bare}", "HEAD:main", cwd=work, check=False)
+    oid = hashlib.sha256(files["a.bin"]).hexdigest()
+    assert (f"remote:  !     a.bin: the LFS store's object sha256:{oid[:12]}… is 6 bytes, the pointer says 17; {hint}"
+            in lines(result.stdout)), result.stdout
+    wrong.unlink()
     # the same push with its objects (git-lfs's pre-push hook) lands
     assert push(work, f"file://{bare}").returncode == 0
 
