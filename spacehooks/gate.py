@@ -286,13 +286,6 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
         # the value comes from the pusher: echoed only when it has a fingerprint's shape
         shown = unused if secretscan.FINGERPRINT.fullmatch(unused) else "(not 12 hex digits)"
         out.warn(f"{secretscan.CONFIRM_OPTION}={shown} matches no finding of this push; it confirmed nothing")
-    if ok and accepted:
-        try:
-            secretscan.record(settings.home, space_id, pusher, list(accepted.values()))
-        except OSError as exc:  # a confirmation nobody can audit later is not accepted
-            out.alert(f"Sorry, your push was rejected: {secretscan.CONFIRM_OPTION} could not be recorded in "
-                      f"{settings.home}/secret-ok.log ({exc.strerror}); ask the administrator")
-            return False
     return ok
 
 
