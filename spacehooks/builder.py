@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, staticsite, trust
+from spacehooks import buildfence, buildmounts, dockerfrom, netfence, podman, pyversions, sdkcompat, staticsite, trust
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -198,6 +198,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     try:
         repo = Repo(repo_path)
         build_secrets: dict[str, bytes] = {}
+        images: list = []  # the images a Dockerfile names (dockerfrom), for a failed pull's message
         ca_secrets = trust.build_secrets(settings)
         if sdk == "docker":
             context = work / "app"
@@ -208,8 +209,10 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
             if path.is_symlink():  # its mounts could not be checked
                 raise SpaceError("Dockerfile is a symbolic link", hint="commit the Dockerfile itself")
             if path.is_file():
-                path.write_text(buildmounts.confine_dockerfile(space_id, path.read_text(errors="replace"),
-                                                               ca=bool(ca_secrets)))
+                text, images = dockerfrom.rewrite(settings["build.image_aliases"], path.read_text(errors="replace"))
+                for use in images:
+                    write(f"Image {dockerfrom.describe(use)}")
+                path.write_text(buildmounts.confine_dockerfile(space_id, text, ca=bool(ca_secrets)))
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
         else:
@@ -249,6 +252,9 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                 hit = fence.limit_hit(str(exc))
                 if hit:
                     raise podman.BuildFailed(f"{hit}: {exc}") from exc
+                missing = dockerfrom.explain(str(exc), images)  # which image, and the setting for it
+                if missing:
+                    raise podman.BuildFailed(missing) from exc
                 if counter.last_error:  # "exit status 1" alone does not say what pip or apt refused
                     raise podman.BuildFailed(f"{exc}: {counter.last_error}") from exc
                 raise
