@@ -150,12 +150,7 @@ def _check_app_file(source, cfg, report: Report) -> None:
     if sdk not in ("gradio", "streamlit", "static") or cfg.app_file is None:
         return
     if sdk == "static" and cfg.get("app_build_command"):
-        # The gateway serves the commit's files; running the command would need a build image
-        # (node and the like) that this server does not have, so the built files must be committed.
-        report.warnings.append(Problem(
-            report.readme, cfg.line_of("app_build_command"),
-            '"app_build_command" is not run on this server: static Spaces are served as committed; '
-            f"commit the built files ({cfg.app_file} and what it loads)", "app_build_command"))
+        return  # app_file is in what the command builds (staticbuild.py), not in the commit
     app_file = cfg.app_file
     line = cfg.line_of("app_file")
     where = f'"app_file" {app_file}' if line else f'"app_file" (default {app_file} for sdk {sdk})'

@@ -77,6 +77,22 @@ def is_materialised(home, space_id: str, commit: str) -> bool:
 def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
                 write: Callable[[str], None] = lambda line: None, *, export_user: str = "nobody") -> Path:
     """Write the commit's served files once; returns the deploy folder (kept if already whole)."""
+    def fill(temp: Path) -> dict[str, list]:
+        repo = Repo(repo_path)
+        tree = temp / "tree"
+        repo.export(commit, tree, user=export_user)
+        files = _take_blobs(repo, commit, tree, temp)
+        shutil.rmtree(tree)
+        return files
+    return write_deploy(home, space_id, commit, fill, write)
+
+
+def write_deploy(home, space_id: str, commit: str, fill: Callable[[Path], dict[str, list]],
+                 write: Callable[[str], None] = lambda line: None) -> Path:
+    """The deploy folder of a Space's commit, written once: fill(folder) puts each served file
+    there under its blob id and returns {path: [blob id, size, 0, 0]} (the commit's files, or
+    what app_build_command built: staticbuild.py); compressed copies and the manifest are added
+    here, and the folder appears whole."""
     final = deploy_dir(home, space_id, commit)
     if (final / MANIFEST).is_file():
         return final
@@ -88,11 +104,7 @@ def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
     temp = Path(tempfile.mkdtemp(prefix=f".{commit}.", dir=final.parent))
     try:
         started = time.monotonic()
-        repo = Repo(repo_path)
-        tree = temp / "tree"
-        repo.export(commit, tree, user=export_user)
-        files = _take_blobs(repo, commit, tree, temp)
-        shutil.rmtree(tree)
+        files = fill(temp)
         squeezed = _compress(temp, files)
         (temp / MANIFEST).write_text(json.dumps({"format": FORMAT, "commit": commit, "files": files}))
         try:
