@@ -76,15 +76,27 @@ def is_materialised(home, space_id: str, commit: str) -> bool:
 
 def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
                 write: Callable[[str], None] = lambda line: None, *, export_user: str = "nobody") -> Path:
-    """Write the commit's served files once; returns the deploy folder (kept if already whole)."""
+    """Write the commit's served files once; returns the deploy folder (kept if already whole).
+    A commit whose README sets app_build_command serves what its build made, never its own
+    files: with that deploy folder gone (removed by hand), only a rebuild brings it back."""
     def fill(temp: Path) -> dict[str, list]:
         repo = Repo(repo_path)
+        if _built(repo, commit):
+            raise SpaceError(f"the built files of {space_id} at {commit[:12]} are gone",
+                             hint=f"spacehooks rebuild {space_id}")
         tree = temp / "tree"
         repo.export(commit, tree, user=export_user)
         files = _take_blobs(repo, commit, tree, temp)
         shutil.rmtree(tree)
         return files
     return write_deploy(home, space_id, commit, fill, write)
+
+
+def _built(repo: Repo, commit: str) -> bool:
+    from spacehooks import spaceconfig
+    readme = spaceconfig.readme_name(repo.root_names(commit)) or "README.md"
+    data = repo.read_blob(commit, readme)
+    return bool(data) and bool(spaceconfig.parse(data, readme).values.get("app_build_command"))
 
 
 def write_deploy(home, space_id: str, commit: str, fill: Callable[[Path], dict[str, list]],

@@ -207,11 +207,17 @@ def test_from_a_registry_short_name_pulls_docker_hub_through_its_mirror(engine, 
                     f'[[registry.mirror]]\nlocation = "{mirror}"\ninsecure = true\n')
     url, stop = own_service(tmp_path, conf)
     from spacehooks import config
+    # the base image's files under an image of the test's own (a label apart): pulling the base
+    # image itself back would give the shared image another manifest (a zstd one breaks
+    # `podman save` of it for everyone)
+    probe = f"localhost/spacehooks-test/mirror-probe:{os.getpid()}"
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "Containerfile").write_text(f"FROM localhost/spacehooks/python:3.11\nLABEL c16.mirror-test={os.getpid()}\n")
     try:
-        pushed = subprocess.run(["podman", "--url", url, "push", "--tls-verify=false", "--compression-format", "zstd",
-                                 "localhost/spacehooks/python:3.11", f"{mirror}/library/python:3.11-slim"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert pushed.returncode == 0, pushed.stdout
+        for step in (["build", "--pull=never", "-t", probe, str(tmp_path / "probe")],
+                     ["push", "--tls-verify=false", probe, f"{mirror}/library/python:3.11-slim"], ["rmi", probe]):
+            done = subprocess.run(["podman", "--url", url, *step], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert done.returncode == 0, done.stdout
         engine.configure(podman_url=url)
         engine.settings = config.load()
         dockerfile = ("FROM python:3.11-slim\nRUN python3 -c \"print('built on the mirror')\"\n"
@@ -229,8 +235,11 @@ def test_from_a_registry_short_name_pulls_docker_hub_through_its_mirror(engine, 
         # the pull went to the mirror: the registry's storage served that repository
         assert (registry.storage / "docker" / "registry" / "v2" / "repositories" / "library" / "python").is_dir()
     finally:
-        for name in (hub_name, f"{mirror}/library/python:3.11-slim"):  # the names this test gave the base image
-            subprocess.run(["podman", "--url", PODMAN_URL, "untag", name, name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the names this test gave images (the Space's container is the engine fixture's to remove;
+        # the pulled image stays as its Space image's parent, untagged)
+        for name in (hub_name, probe):
+            subprocess.run(["podman", "--url", PODMAN_URL, "untag", name, name], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
         engine.configure(podman_url=PODMAN_URL)  # the engine fixture removes the Space's container there
         engine.settings = config.load()
         stop()

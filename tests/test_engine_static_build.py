@@ -3,6 +3,7 @@ Node.js and npm (Debian's, on the base image) under the build fences, installs a
 package from the registry through the build's CA, and the folder holding app_file in what it
 built is what the gateway serves; a failing command fails the build with its last lines.
 Real pushes, real Podman, real HTTP through the gateway."""
+import shutil
 import subprocess
 
 import pytest
@@ -55,6 +56,16 @@ def test_the_build_command_runs_with_npm_and_its_output_is_served(engine, loops,
         assert fetch(gw, host, "/package.json")[0] == 404  # only the built folder is served
     finally:
         gw.stop()
+    # the deploy folder holds what the build made: gone by hand, it is not rewritten from the commit
+    from spacehooks import staticsite
+    from spacehooks.errors import SpaceError
+    folder = staticsite.deploy_dir(engine.home, "alice/built", space["commit"])
+    shutil.rmtree(folder)
+    with pytest.raises(SpaceError) as gone:
+        staticsite.materialise(engine.home, "alice/built", bare, space["commit"])
+    assert gone.value.format_message() == (f"the built files of alice/built at {space['commit'][:12]} are gone\n"
+                                           "  fix: spacehooks rebuild alice/built")
+    assert not folder.exists()
     # the build image is gone once its folder is taken out; no build container is left
     images = subprocess.run(["podman", "--url", podman_url, "images", "-q", "localhost/spacehooks/space/alice/built"],
                             stdout=subprocess.PIPE, text=True).stdout
