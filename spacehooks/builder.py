@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildfence, buildmounts, lfs, netfence, podman, pyversions, sdkcompat, staticsite, trust
+from spacehooks import (buildfence, buildmounts, dockerfrom, lfs, netfence, podman, pyversions, sdkcompat,
+                        staticbuild, staticsite, trust)
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -151,12 +152,17 @@ class LogCounter:
         self.steps = 0
         self.cached = 0
         self.last_error = ""  # pip's (`ERROR: ...`) or apt's (`E: ...`) own words, for the Space's error
+        self.step = ""  # the STEP line running, and the output lines since: a failed command's own words
+        self.recent: list[str] = []
 
     def __call__(self, line: str) -> None:
         for value in self.redact:
             line = line.replace(value, "*****")
         if re.match(r"STEP \d+/\d+: ", line):
             self.steps += 1
+            self.step, self.recent = line, []
+        elif not line.startswith("--> "):
+            self.recent = (self.recent + [line])[-staticbuild.SHOWN_LINES:]
         if line.startswith("--> Using cache"):
             self.cached += 1
             line += "  [cached layer]"
@@ -188,7 +194,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     """Build the commit's image; returns its name, or None for sdk static (no container)."""
     from spacehooks.gitrepo import Repo
     sdk = config.get("sdk")
-    if sdk == "static":
+    if sdk == "static" and not config.get("app_build_command"):
         write("sdk static: no image to build; the gateway serves the commit's files")
         staticsite.materialise(settings.home, space_id, repo_path, commit, write,
                                export_user=settings["build.export_user"], settings=settings)
@@ -198,6 +204,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     try:
         repo = Repo(repo_path)
         build_secrets: dict[str, bytes] = {}
+        images: list = []  # the images a Dockerfile names (dockerfrom), for a failed pull's message
         ca_secrets = trust.build_secrets(settings)
         if sdk == "docker":
             context = work / "app"
@@ -208,10 +215,17 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
             if path.is_symlink():  # its mounts could not be checked
                 raise SpaceError("Dockerfile is a symbolic link", hint="commit the Dockerfile itself")
             if path.is_file():
-                path.write_text(buildmounts.confine_dockerfile(space_id, path.read_text(errors="replace"),
-                                                               ca=bool(ca_secrets)))
+                text, images = dockerfrom.rewrite(settings["build.image_aliases"], path.read_text(errors="replace"))
+                for use in images:
+                    write(f"Image {dockerfrom.describe(use)}")
+                path.write_text(buildmounts.confine_dockerfile(space_id, text, ca=bool(ca_secrets)))
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
+        elif sdk == "static":  # app_build_command: built with Node.js, the output served (staticbuild)
+            context, dockerfile = work, "Containerfile"
+            repo.export(commit, work / "app", user=settings["build.export_user"], lfs=lfs.Store(settings, repo_path))
+            check_links(work / "app")
+            (work / dockerfile).write_text(staticbuild.containerfile(settings, config, space_id))
         else:
             context = work
             repo.export(commit, work / "app", user=settings["build.export_user"], lfs=lfs.Store(settings, repo_path))
@@ -249,10 +263,20 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                 hit = fence.limit_hit(str(exc))
                 if hit:
                     raise podman.BuildFailed(f"{hit}: {exc}") from exc
+                missing = dockerfrom.explain(str(exc), images)  # which image, and the setting for it
+                if missing:
+                    raise podman.BuildFailed(missing) from exc
+                failed = sdk == "static" and staticbuild.failure(str(exc), counter.step, counter.recent,
+                                                                 config["app_build_command"])
+                if failed:
+                    raise podman.BuildFailed(failed) from exc
                 if counter.last_error:  # "exit status 1" alone does not say what pip or apt refused
                     raise podman.BuildFailed(f"{exc}: {counter.last_error}") from exc
                 raise
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
+        if sdk == "static":
+            staticbuild.deploy(settings, space_id, commit, tag, config, write, work)
+            return None
         return tag
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -453,11 +453,19 @@ def base_image():
 @click.option("--python", "pythons", multiple=True, metavar="VERSION",
               help="Python version to build (repeatable; default: every python_versions entry we make).")
 @click.option("--force", is_flag=True, help="Rebuild even when the image or its cached copy is up to date.")
+@click.option("--compat", "compat", multiple=True, metavar="VERSION",
+              help="Also make localhost/spacehooks/python-compat:VERSION from that base image: a stand-in for "
+                   "the official python:VERSION image (python and pip on PATH, useradd, uid 1000 free, pip "
+                   "install allowed) for docker Spaces, through build.image_aliases (repeatable).")
 @pass_ctx
-def base_image_build(ctx, pythons, force):
+def base_image_build(ctx, pythons, force, compat):
     """Build base images, or load them from the cache when the recipe matches."""
     from spacehooks import baseimage
-    baseimage.build(ctx.settings, list(pythons), force, echo=click.echo)
+    baseimage.build(ctx.settings, sorted(set(pythons) | set(compat)), force, echo=click.echo)
+    if compat:
+        from spacehooks import compatimage
+        for python in compat:
+            compatimage.build(ctx.settings, python, force, echo=click.echo)
 
 
 @base_image.command("list")

@@ -60,7 +60,9 @@ SETTINGS = [
     Setting("build.disk_mb", 20480, int, "What one RUN step may write (its layer plus the Space's build caches), checked every second; a step past it is stopped and the build fails naming this limit (0: no limit)."),
     Setting("build.ca_bundle", "auto", str, "CA bundle every RUN step of a build trusts (SDK steps and a docker Space's own Dockerfile), as a build secret that never lands in an image: `auto` is the host's /etc/ssl/certs/ca-certificates.crt when it exists, `none` gives none, else a PEM file (a full bundle: it replaces the image's for pip, curl and OpenSSL)."),
     Setting("build.pip_index_url", "", str, "pip index used inside builds (empty: pip's default)."),
+    Setting("build.npm_registry", "", str, "npm registry used by static Spaces' `app_build_command` (empty: npm's default, registry.npmjs.org); the build's CA (`build.ca_bundle`) is npm's `cafile`."),
     Setting("build.apt_mirror", "", str, "Debian mirror URL used inside builds (empty: the base image's)."),
+    Setting("build.image_aliases", {}, dict, "Images a docker Space's `FROM` (or `COPY --from`) gets instead of the one it names, for a server that reaches no registry: `pattern: local image`, e.g. `\"python:3.*\": localhost/spacehooks/python-compat:3.11` (made by `spacehooks base-image build --compat 3.11`). Names are matched as Docker reads them (`python:3.10` is docker.io/library/python:3.10; a pattern without a tag matches every tag), the first match wins; names no pattern matches are pulled from their registry."),
     Setting("build.export_user", "nobody", str, "Unprivileged account that writes a commit's files for a build (the server, as root, hands it only the empty build folder); never root. Ignored when the server does not run as root."),
     Setting("base_image.cache_dir", "/var/cache/spacehooks/images", str, "Where `base-image build` keeps saved base images and downloaded .deb/wheel files; a matching saved image is loaded instead of rebuilt."),
     Setting("run.memory_mb", 16384, int, "Memory limit of the built-in `cpu-basic` flavor, the default one (the Hub's 16 GB); a `hardware: {cpu-basic: ...}` entry overrides it."),
@@ -276,6 +278,15 @@ def _lfs_path(value: str, _) -> tuple[str, str] | None:
     return None
 
 
+def _image_aliases(value: dict) -> tuple[str, str] | None:
+    for pattern, image in value.items():
+        if not (isinstance(pattern, str) and isinstance(image, str) and pattern and image
+                and not any(c.isspace() for c in pattern + image)):
+            return (f"maps {pattern!r} to {image!r}: both must be image names without spaces",
+                    'write it like "python:3.*": localhost/spacehooks/python-compat:3.11')
+    return None
+
+
 _CHECKS = {
     "lfs.layout": lambda v, _: None if v in ("auto", "plain", "gitea", "gitlab") else (
         f"must be auto, plain, gitea or gitlab, found {v!r}", "set the git server's layout, or auto"),
@@ -302,6 +313,7 @@ _CHECKS = {
     "run.gc_interval_seconds": _at_least(0, "set 0 (only by hand) or a number of seconds"),
     "hardware": _hardware,
     "secret_scan.allow_paths": _strings,
+    "build.image_aliases": lambda v, _: _image_aliases(v),
     "gpu.cdi_dirs": _strings,
     "gateway.listen": _listen,
     "metrics.listen": _metrics_listen,

@@ -150,12 +150,7 @@ def _check_app_file(source, cfg, report: Report) -> None:
     if sdk not in ("gradio", "streamlit", "static") or cfg.app_file is None:
         return
     if sdk == "static" and cfg.get("app_build_command"):
-        # The gateway serves the commit's files; running the command would need a build image
-        # (node and the like) that this server does not have, so the built files must be committed.
-        report.warnings.append(Problem(
-            report.readme, cfg.line_of("app_build_command"),
-            '"app_build_command" is not run on this server: static Spaces are served as committed; '
-            f"commit the built files ({cfg.app_file} and what it loads)", "app_build_command"))
+        return  # app_file is in what the command builds (staticbuild.py), not in the commit
     app_file = cfg.app_file
     line = cfg.line_of("app_file")
     where = f'"app_file" {app_file}' if line else f'"app_file" (default {app_file} for sdk {sdk})'
@@ -287,13 +282,6 @@ def check_push(settings: Settings, repo: Repo, updates: list[RefUpdate], space_i
         # the value comes from the pusher: echoed only when it has a fingerprint's shape
         shown = unused if secretscan.FINGERPRINT.fullmatch(unused) else "(not 12 hex digits)"
         out.warn(f"{secretscan.CONFIRM_OPTION}={shown} matches no finding of this push; it confirmed nothing")
-    if ok and accepted:
-        try:
-            secretscan.record(settings.home, space_id, pusher, list(accepted.values()))
-        except OSError as exc:  # a confirmation nobody can audit later is not accepted
-            out.alert(f"Sorry, your push was rejected: {secretscan.CONFIRM_OPTION} could not be recorded in "
-                      f"{settings.home}/secret-ok.log ({exc.strerror}); ask the administrator")
-            return False
     return ok
 
 

@@ -19,9 +19,17 @@ NO_WORKER = ("no build worker is running: the build waits in the queue until "
              "`spacehooks worker` (or `spacehooks serve`) runs")
 
 
-def record(space_id: str, repo: Path, commit: str, pusher: str, options: dict) -> dict:
-    return {"space": space_id, "repo": str(repo), "commit": commit, "pusher": pusher,
-            "options": {k: v for k, v in options.items() if k in OPTIONS}}
+MAX_CONFIRMED = 64  # `-o secret-ok` fingerprints one record carries (each confirms one finding)
+
+
+def record(space_id: str, repo: Path, commit: str, pusher: str, options: dict, secret_ok: list | None = None) -> dict:
+    """secret_ok: the fingerprints the pusher confirmed as no secret; the server logs those
+    its own scan of the push finds (secret-ok.log is the server's to write)."""
+    rec = {"space": space_id, "repo": str(repo), "commit": commit, "pusher": pusher,
+           "options": {k: v for k, v in options.items() if k in OPTIONS}}
+    if secret_ok:
+        rec["secret_ok"] = list(secret_ok)[:MAX_CONFIRMED]
+    return rec
 
 
 def post_receive(settings, rec: dict, out: Out) -> int:

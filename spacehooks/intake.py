@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from spacehooks import addresses, gate, handover, queue, spool
+from spacehooks import addresses, gate, handover, queue, secretscan, spool
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 from spacehooks.gitrepo import Repo
@@ -22,6 +22,7 @@ from spacehooks.output import Out
 
 SPACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+FINGERPRINT = re.compile(r"[0-9a-f]{12}")
 log = logging.getLogger("spacehooks.intake")
 
 
@@ -43,6 +44,7 @@ def take_in(settings, st: state_mod.State, rec: dict) -> dict:
             if holder:
                 raise SpaceError(addresses.taken_message(settings, space_id, holder))
         config = _checked_config(settings, repo, commit, space, space_id)
+        _record_confirmations(settings, repo, commit, space, space_id, pusher, rec.get("secret_ok"))
     except SpaceError as exc:
         return {"state": "refused", "error": exc.format_message()}
     no_cache = "rebuild" in options
@@ -56,8 +58,13 @@ def take_in(settings, st: state_mod.State, rec: dict) -> dict:
 
 
 def _fields(rec: dict) -> tuple[str, str, str, str, dict]:
-    if not isinstance(rec, dict) or set(rec) != {"space", "repo", "commit", "pusher", "options"}:
+    if not isinstance(rec, dict) or set(rec) - {"secret_ok"} != {"space", "repo", "commit", "pusher", "options"}:
+        # secret_ok is optional: records of an older post-receive lack it
         raise SpaceError("not a push record: it must have exactly space, repo, commit, pusher and options")
+    confirmed = rec.get("secret_ok", [])
+    if not (isinstance(confirmed, list) and len(confirmed) <= handover.MAX_CONFIRMED
+            and all(isinstance(f, str) and FINGERPRINT.fullmatch(f) for f in confirmed)):
+        raise SpaceError(f"secret_ok must list at most {handover.MAX_CONFIRMED} fingerprints of 12 hex digits")
     space_id, repo, commit, pusher, options = (rec[k] for k in ("space", "repo", "commit", "pusher", "options"))
     if not (isinstance(space_id, str) and SPACE_ID.fullmatch(space_id)):
         raise SpaceError(f"not a Space id: {space_id!r}")
@@ -104,6 +111,28 @@ def _checked_config(settings, repo: Repo, commit: str, space: dict | None, space
         problems = "; ".join(str(p) for p in report.errors[:5])
         raise SpaceError(f"commit {commit[:12]} does not pass the checks: {problems}")
     return report.config.values
+
+
+def _record_confirmations(settings, repo: Repo, commit: str, space: dict | None, space_id: str, pusher: str,
+                          confirmed: list | None) -> None:
+    """The audit line of each `-o secret-ok` confirmation, in secret-ok.log (the server's: the
+    git account's pre-receive cannot write the state folder). The record only names
+    fingerprints: what is logged is what the server's own scan of the commits since the
+    deployed one finds under them, so a forged record can log no finding the branch lacks.
+    A confirmation that cannot be logged is not accepted: the push is not built."""
+    if not confirmed:
+        return
+    base = space.get("commit") if space else None
+    if not base or not repo.on_branch(f"refs/heads/{settings['deploy_branch']}", base):
+        base = gate.ZERO
+    scratch = gate.Report(space_id)  # findings left unconfirmed were the gate's to refuse
+    accepted = gate.check_secrets(settings, repo, commit, base, scratch, pushed=False,
+                                  confirmed=frozenset(confirmed), pusher=pusher)
+    try:
+        secretscan.record(settings.home, space_id, pusher, accepted)
+    except OSError as exc:
+        raise SpaceError(f"{secretscan.CONFIRM_OPTION} could not be recorded in {settings.home}/secret-ok.log "
+                         f"({exc.strerror}); ask the administrator") from None
 
 
 def _build_view(build: dict) -> dict:

@@ -66,6 +66,43 @@ def remove_all(settings, label: str, image_repo: str) -> None:
             pass
 
 
+def copy_out(settings, image: str, path: str, dest: Path, limit: int) -> bool:
+    """The folder `path` of an image, as the tar Podman makes of it, written to dest; False when
+    the image has no such path. The image never runs: a container is created, read and
+    removed. More than `limit` bytes is refused."""
+    from podman.errors import NotFound
+    podman_client = client(settings)
+    container = podman_client.containers.create(image, command=["true"], labels={"spacehooks.copy-out": "1"})
+    try:
+        try:
+            stream, _ = container.get_archive(path)
+        except NotFound:
+            return False
+        written = 0
+        with open(dest, "wb") as fh:
+            for chunk in stream:
+                written += len(chunk)
+                if written > limit:
+                    raise SpaceError(f"{path} in the built image holds more than {limit // 2**20} MB",
+                                     hint="build less, or raise build.disk_mb")
+                fh.write(chunk)
+        return True
+    finally:
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+
+
+def remove_image(settings, reference: str) -> None:
+    """Remove one image by name; one already gone is not an error."""
+    from podman.errors import NotFound
+    try:
+        client(settings).images.remove(reference, force=True)
+    except NotFound:
+        pass
+
+
 def probe(settings, image: str, command: list[str], *, mounts: list[dict], environment: dict) -> tuple[bool, str]:
     """A short command in a throwaway container (doctor's checks): whether it succeeded, and its output."""
     from podman.errors import APIError, ContainerError

@@ -94,17 +94,6 @@ def scan_commits(repo: pygit2.Repository, commits: Iterable[pygit2.Commit], allo
     return findings
 
 
-def confirmations(env: dict) -> set:
-    """Fingerprints the pusher confirmed as no secret: `git push -o secret-ok=FP[,FP…]`,
-    repeatable (git hands each -o to the hooks as GIT_PUSH_OPTION_<n>)."""
-    found = set()
-    for i in range(int(env.get("GIT_PUSH_OPTION_COUNT", "0") or 0)):
-        key, _, value = env.get(f"GIT_PUSH_OPTION_{i}", "").partition("=")
-        if key == CONFIRM_OPTION:
-            found.update(v.strip().lower() for v in value.split(",") if v.strip())
-    return found
-
-
 def as_problems(findings: list[Finding], space_id: str) -> list[Problem]:
     return [Problem(f.path, f.line,
                     f"looks like {f.kind} ({f.sample}); remove it from every commit of the push "
@@ -120,7 +109,9 @@ def accepted_notes(findings: list[Finding], pusher: str) -> list[Problem]:
 
 
 def record(home, space_id: str, pusher: str, findings: list[Finding]) -> None:
-    """One JSON line per confirmed finding in SPACEHOOKS_HOME/secret-ok.log (never the secret)."""
+    """One JSON line per confirmed finding in SPACEHOOKS_HOME/secret-ok.log (never the secret).
+    The server writes it (intake.py), from the confirmations the push record carries and its
+    own scan of the commit: the git account cannot write the state folder, nor this log."""
     if not findings:
         return
     import json
@@ -129,7 +120,7 @@ def record(home, space_id: str, pusher: str, findings: list[Finding]) -> None:
     lines = "".join(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "space": space_id,
                                 "pusher": pusher, "fingerprint": f.fingerprint, "path": f.path, "line": f.line,
                                 "kind": f.kind}) + "\n" for f in findings)
-    fd = os.open(os.path.join(home, "secret-ok.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o660)
+    fd = os.open(os.path.join(home, "secret-ok.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
     try:
         os.write(fd, lines.encode())
     finally:

@@ -217,7 +217,7 @@ KEYS = [
     Key("license", matching(r"[a-z0-9][a-z0-9.+-]*", "a lowercase license identifier such as apache-2.0 or mit"), "License identifier."),
     Key("suggested_hardware", one_of(HARDWARE), "Informational: hardware the author suggests (shown on the Space page)."),
     Key("suggested_storage", one_of(["small", "medium", "large"]), "Informational; ignored."),
-    Key("app_build_command", text(1000), "Static Spaces on the Hub: a build command; this server does not run it (commit the built files).", ("static",)),
+    Key("app_build_command", text(1000), "Static Spaces: a build command (e.g. `npm ci && npm run build`), run at build time with Node.js and npm; the folder holding `app_file` in what it built is served.", ("static",)),
     Key("disable_embedding", boolean, "Forbid embedding the Space in other sites."),
     Key("startup_duration_timeout", DURATION, "Time the app may take to answer after start (default 30m)."),
     Key("custom_headers", headers, "Extra response headers for the app."),

@@ -81,7 +81,36 @@ def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
                 write: Callable[[str], None] = lambda line: None, *, export_user: str = "nobody",
                 settings=None) -> Path:
     """Write the commit's served files once; returns the deploy folder (kept if already whole).
-    settings: where the LFS store is (`lfs.*`); without them, the defaults."""
+    settings: where the LFS store is (`lfs.*`); without them, the defaults.
+    A commit whose README sets app_build_command serves what its build made, never its own
+    files: with that deploy folder gone (removed by hand), only a rebuild brings it back."""
+    def fill(temp: Path) -> dict[str, list]:
+        repo = Repo(repo_path)
+        if _built(repo, commit):
+            raise SpaceError(f"the built files of {space_id} at {commit[:12]} are gone",
+                             hint=f"spacehooks rebuild {space_id}")
+        tree = temp / "tree"
+        store = lfs.Store(settings, repo_path)
+        repo.export(commit, tree, user=export_user, lfs=store)
+        files = _take_blobs(repo, commit, tree, temp, store.taken)
+        shutil.rmtree(tree)
+        return files
+    return write_deploy(home, space_id, commit, fill, write)
+
+
+def _built(repo: Repo, commit: str) -> bool:
+    from spacehooks import spaceconfig
+    readme = spaceconfig.readme_name(repo.root_names(commit)) or "README.md"
+    data = repo.read_blob(commit, readme)
+    return bool(data) and bool(spaceconfig.parse(data, readme).values.get("app_build_command"))
+
+
+def write_deploy(home, space_id: str, commit: str, fill: Callable[[Path], dict[str, list]],
+                 write: Callable[[str], None] = lambda line: None) -> Path:
+    """The deploy folder of a Space's commit, written once: fill(folder) puts each served file
+    there under its blob id and returns {path: [blob id, size, 0, 0]} (the commit's files, or
+    what app_build_command built: staticbuild.py); compressed copies and the manifest are added
+    here, and the folder appears whole."""
     final = deploy_dir(home, space_id, commit)
     if (final / MANIFEST).is_file():
         return final
@@ -93,12 +122,7 @@ def materialise(home, space_id: str, repo_path: str | os.PathLike, commit: str,
     temp = Path(tempfile.mkdtemp(prefix=f".{commit}.", dir=final.parent))
     try:
         started = time.monotonic()
-        repo = Repo(repo_path)
-        tree = temp / "tree"
-        store = lfs.Store(settings, repo_path)
-        repo.export(commit, tree, user=export_user, lfs=store)
-        files = _take_blobs(repo, commit, tree, temp, store.taken)
-        shutil.rmtree(tree)
+        files = fill(temp)
         squeezed = _compress(temp, files)
         (temp / MANIFEST).write_text(json.dumps({"format": FORMAT, "commit": commit, "files": files}))
         try:

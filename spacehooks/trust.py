@@ -57,7 +57,9 @@ def build_secrets(settings) -> dict[str, bytes]:
 
 
 def mount_flags() -> str:
-    return f"--mount=type=secret,id={SECRET} --mount=type=secret,id={APT_SECRET}"
+    # readable by every uid: a Dockerfile's RUN steps after `USER user` (the Hub's template runs
+    # pip so) could not open Buildah's default root-only 0400 mount; a CA bundle is no secret
+    return f"--mount=type=secret,id={SECRET},mode=0444 --mount=type=secret,id={APT_SECRET},mode=0444"
 
 
 def shell_prefix() -> str:

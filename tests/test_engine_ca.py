@@ -135,7 +135,7 @@ def test_dockerfile_rewrite_gives_every_run_the_ca_and_keeps_the_authors_shell_a
     from spacehooks import buildmounts
     text = ('FROM x\nRUN pip install a && \\\n  curl y\nRUN ["python", "-c", "1"]\nSHELL ["pwsh", "-c"]\n'
             'RUN Get-Thing\nFROM y\nRUN --mount=type=cache,target=/c echo hi\nENV A=1\n')
-    mounts = "--mount=type=secret,id=spacehooks-ca --mount=type=secret,id=spacehooks-ca-apt"
+    mounts = "--mount=type=secret,id=spacehooks-ca,mode=0444 --mount=type=secret,id=spacehooks-ca-apt,mode=0444"
     exports = ("export " + " ".join(f'{n}="${{{n}:-/run/secrets/spacehooks-ca}}"' for n in (
         "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"))
         + ' APT_CONFIG="${APT_CONFIG:-/run/secrets/spacehooks-ca-apt}"; ')

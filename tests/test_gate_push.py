@@ -114,18 +114,18 @@ def test_missing_app_file_docker_without_dockerfile_and_no_readme(server, space,
         'README.md: "app_file" (default index.html for sdk static) does not exist in the repository; add it or set app_file to the main file']
 
 
-def test_static_build_command_is_not_run_so_the_built_files_must_be_committed(server, space, tmp_path):
+def test_static_build_command_runs_at_build_so_app_file_may_be_built(server, space, tmp_path):
+    """app_file is in what app_build_command builds (staticbuild.py): the commit need not hold
+    it, and the push gets no warning; an app_file that would leave the repository is refused."""
     readme = STATIC_README.replace("sdk: static\n", "sdk: static\napp_build_command: npm run build\napp_file: dist/index.html\n")
-    warning = (' !     warning: README.md:7: "app_build_command" is not run on this server: static Spaces are '
-               "served as committed; commit the built files (dist/index.html and what it loads)")
     work = work_repo(tmp_path / "w", {"README.md": readme, "package.json": "{}\n"})
     result = push(work, str(space))
-    assert warning in remote_lines(result)
-    assert problems(result) == [
-        'README.md:8: "app_file" dist/index.html does not exist in the repository; add the file or fix the path']
-    work_repo(work, {"dist/index.html": "<h1>built</h1>\n"}, "built")
-    result = push(work, str(space))
-    assert result.returncode == 0 and warning in remote_lines(result)
+    assert result.returncode == 0, result.stdout
+    assert "warning" not in result.stdout and "-----> Build #1 queued for alice/demo" in result.stdout, result.stdout
+    work_repo(work, {"README.md": readme.replace("dist/index.html", "../dist/index.html")}, "outside")
+    refused = problems(push(work, str(space)))
+    assert len(refused) == 1 and refused[0].endswith(
+        '"app_file" must stay inside the repository (no ".." parts) (found "../dist/index.html")'), refused
 
 
 def test_app_file_symlink_out_of_the_repository(server, space, tmp_path):

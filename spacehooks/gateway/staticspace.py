@@ -92,7 +92,10 @@ class Sites:
 
 
 def index_of(space: dict) -> str:
-    return str((space.get("config") or {}).get("app_file") or "index.html").lstrip("/")
+    config = space.get("config") or {}
+    index = str(config.get("app_file") or "index.html").lstrip("/")
+    # a built Space serves the folder holding app_file (staticbuild.py): its name is the index
+    return index.rsplit("/", 1)[-1] if config.get("app_build_command") else index
 
 
 class StaticFiles:
