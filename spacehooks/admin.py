@@ -13,6 +13,7 @@ from typing import Callable
 
 from spacehooks import builder, netfence, podman, runner
 from spacehooks import queue as queue_mod
+from spacehooks import stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.output import Out
@@ -126,13 +127,13 @@ def stage_of(settings, space_id: str, note: str | None = None) -> StageResult:
 
 def pause(settings, space_id: str) -> StageResult:
     _existing(settings, space_id)
-    runner.stop(settings, space_id, stage="PAUSED")
+    runner.stop(settings, space_id, stage=stages.PAUSED)
     return stage_of(settings, space_id)
 
 
 def resume(settings, space_id: str) -> StageResult:
     space = _existing(settings, space_id)
-    if space["stage"] not in ("PAUSED", "STOPPED", "SLEEPING"):
+    if space["stage"] not in stages.HALTED:
         raise SpaceError(f"{space_id} is {space['stage']}, not paused")
     runner.start(settings, space_id)
     return stage_of(settings, space_id)
@@ -147,9 +148,9 @@ def delete(settings, space_id: str) -> Deleted:
                               " and run the command again")
     st = _open(settings)
     try:
-        st.update_space(space_id, stage="DELETING")
+        stages.change(st, space_id, stages.DELETING, "delete")
         st.cancel_builds(space_id)
-        runner.stop(settings, space_id, stage="DELETING")
+        runner.stop(settings, space_id, stage=stages.DELETING)
         podman.remove_all(settings, f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
         netfence.remove_space(settings, space_id)
         st.delete_space(space_id)
@@ -173,7 +174,7 @@ def _check_key(key: str) -> None:
 def restart_if_running(settings, space_id: str) -> str | None:
     """The stage after a restart, None when the Space had no running container to restart."""
     space = _existing(settings, space_id)
-    if space["stage"] in state_mod.ANSWERING and space["container"]:
+    if space["stage"] in stages.ANSWERING and space["container"]:
         runner.restart(settings, space_id)
         return _existing(settings, space_id)["stage"]
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from spacehooks import gpu, runner
 from spacehooks import queue as queue_mod
-from spacehooks import state as state_mod
+from spacehooks import stages
 from spacehooks.admin import _open, restart_if_running
 from spacehooks.errors import SpaceError
 from spacehooks.results import HardwareSet, LimitRow, LimitsSet
@@ -18,7 +18,7 @@ def set_hardware(settings, space_id: str, flavor_name: str, on_restart=None) -> 
     if given, hears of the restart before it begins (it can take the app's startup time)."""
     stage = gpu.assign_flavor(settings, space_id, flavor_name)
     result = HardwareSet(space_id, flavor_name, stage,
-                         restarted=stage in (*state_mod.STARTED, "RUNTIME_ERROR"))  # a crashed app gets another try
+                         restarted=stage in (*stages.STARTED, stages.RUNTIME_ERROR))  # a crashed app gets another try
     if result.restarted:
         if on_restart:
             on_restart(result)

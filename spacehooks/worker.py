@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spacehooks import builder, heal, intake, logs, netfence, podman, runlogs, runner, spool, supervise
 from spacehooks import queue as queue_mod
+from spacehooks import stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
@@ -264,7 +265,7 @@ class Worker:
             st.update_build(build_id, image=image)
             runner.deploy(self.settings, space_id, image, build_id, build["commit"], build["config"])
             space = st.get_space(space_id)
-            if space["build_id"] == build_id and space["stage"] == "RUNNING":
+            if space["build_id"] == build_id and space["stage"] == stages.RUNNING:
                 write(f"Deployed: {space_id} is RUNNING" + (f" on 127.0.0.1:{space['port']}" if space["port"] else ""))
             else:
                 write(f"Not deployed: {space.get('error') or space['stage']}")
@@ -275,12 +276,12 @@ class Worker:
 def _fail_space(st: state_mod.State, build: dict, message: str) -> None:
     """A failed build leaves the previous version serving; the Space shows BUILD_ERROR only without one."""
     space = st.get_space(build["space_id"])
-    if space and space.get("container") and space["stage"] in state_mod.ANSWERING:
-        st.update_space(build["space_id"], stage="RUNNING", error=message)
+    if space and space.get("container") and space["stage"] in stages.ANSWERING:
+        stages.change(st, build["space_id"], stages.RUNNING, "build failed", error=message)
     elif space and space.get("build_id") and (space.get("config") or {}).get("sdk") == "static":
-        st.update_space(build["space_id"], stage="RUNNING", error=message)
+        stages.change(st, build["space_id"], stages.RUNNING, "build failed", error=message)
     else:
-        st.update_space(build["space_id"], stage="BUILD_ERROR", error=message)
+        stages.change(st, build["space_id"], stages.BUILD_ERROR, "build failed", error=message)
 
 
 def main_loop(settings, gc=None) -> None:

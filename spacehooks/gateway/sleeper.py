@@ -10,14 +10,15 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from spacehooks import stages
 from spacehooks.errors import SpaceError
 from spacehooks.results import SleepTimeSet
-from spacehooks.state import ANSWERING
+from spacehooks.stages import ANSWERING
 from spacehooks.gateway.registry import Registry
 
 log = logging.getLogger("spacehooks.gateway")
 
-SLEEPING = "SLEEPING"
+SLEEPING = stages.SLEEPING  # the gateway's name for it, kept for its importers
 # Stages in which a container answers on the Space's port.
 FLUSH_SECONDS = 2.0
 CHECK_SECONDS = 5.0
