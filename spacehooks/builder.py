@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, staticsite, trust
+from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, spaceconfig, staticsite, trust
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -134,7 +134,7 @@ def containerfile(settings, config: dict, deps: dict[str, bytes], space_id: str)
     lines += [f"COPY --chown=1000:1000 app/ {APP_DIR}/", "USER 1000", f"WORKDIR {APP_DIR}",
               "ENV HOME=/home/user PYTHONUNBUFFERED=1"]
     if sdk == "streamlit":
-        cmd = ["streamlit", "run", app_file, "--server.port=8501", "--server.address=0.0.0.0",
+        cmd = ["streamlit", "run", app_file, f"--server.port={spaceconfig.STREAMLIT_PORT}", "--server.address=0.0.0.0",
                "--server.headless=true"]
     else:
         cmd = ["python", app_file]
@@ -188,7 +188,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     """Build the commit's image; returns its name, or None for sdk static (no container)."""
     from spacehooks.gitrepo import Repo
     sdk = config.get("sdk")
-    if sdk == "static":
+    if spaceconfig.is_static(config):
         write("sdk static: no image to build; the gateway serves the commit's files")
         staticsite.materialise(settings.home, space_id, repo_path, commit, write,
                                export_user=settings["build.export_user"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from spacehooks import builder, podman, runner, staticsite
+from spacehooks import builder, podman, runner, spaceconfig, staticsite
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.admin import _open, stage_of
@@ -94,7 +94,7 @@ def rollback(settings, space_id: str, build_id: int | None = None) -> StageResul
         space = queue_mod.require_space(st, space_id)
         candidates = [b for b in st.builds(space_id, limit=200)
                       if b["status"] == state_mod.SUCCEEDED and b["id"] != space["build_id"]
-                      and (b["image"] or b["config"].get("sdk") == "static")]
+                      and (b["image"] or spaceconfig.is_static(b["config"]))]
         if build_id is not None:
             candidates = [b for b in candidates if b["id"] == build_id]
         else:

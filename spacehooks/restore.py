@@ -12,7 +12,7 @@ from pathlib import Path
 
 from spacehooks import podman, runner, staticsite
 from spacehooks import queue as queue_mod
-from spacehooks import stages
+from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
@@ -49,7 +49,7 @@ def restore_all(settings, echo=log.info) -> dict[str, str]:
 def restore_space(settings, space: dict) -> str:
     from podman.errors import APIError, NotFound
     space_id = space["id"]
-    if (space.get("config") or {}).get("sdk") == "static":
+    if spaceconfig.is_static(space.get("config") or {}):
         if space.get("commit"):  # a deploy from before deploy folders, or one gc removed by mistake
             staticsite.materialise(settings.home, space_id, space["repo_path"], space["commit"],
                                    export_user=settings["build.export_user"])

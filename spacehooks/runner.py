@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spacehooks import logs, netfence, podman, stages, staticsite
+from spacehooks import logs, netfence, podman, spaceconfig, stages, staticsite
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
@@ -181,7 +181,7 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
     space = st.get_space(space_id)
     old = space.get("container")
     serving = bool(old) and space["stage"] in stages.ANSWERING
-    if config.get("sdk") == "static":
+    if spaceconfig.is_static(config):
         try:  # written by the build; again here if gc or a hand removed it since
             staticsite.materialise(settings.home, space_id, space["repo_path"], commit,
                                    export_user=settings["build.export_user"])

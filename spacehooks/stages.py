@@ -14,10 +14,6 @@ post-receive on the git account (follow.py) imports this module for the names al
 """
 from __future__ import annotations
 
-import logging
-import traceback
-from typing import NamedTuple
-
 NO_APP_FILE = "NO_APP_FILE"
 CONFIG_ERROR = "CONFIG_ERROR"
 BUILDING = "BUILDING"
@@ -50,11 +46,16 @@ FINAL = (DELETING,)
 ALIVE = tuple(s for s in STAGES if s not in FINAL)
 
 
-class Move(NamedTuple):
-    event: str
-    sources: tuple
-    target: str
-    why: str
+class Move:
+    """One row: `event` may move a Space from any of `sources` to `target`. (A plain class: the
+    git account's post-receive imports this module for the names, without typing's import cost.)"""
+    __slots__ = ("event", "sources", "target", "why")
+
+    def __init__(self, event: str, sources: tuple, target: str, why: str):
+        self.event, self.sources, self.target, self.why = event, tuple(sources), target, why
+
+    def __repr__(self) -> str:
+        return f"Move({self.event!r}, {self.sources!r}, {self.target!r})"
 
 
 def _but(*excluded: str) -> tuple:
@@ -92,7 +93,10 @@ MOVES = (
 # the event of each stage runner.stop leaves a Space in
 STOP_EVENTS = {PAUSED: "pause", STOPPED: "stop", SLEEPING: "sleep", DELETING: "delete"}
 
-log = logging.getLogger("spacehooks.stages")
+
+def _log():
+    import logging  # here, not at the top: post-receive imports this module for the names
+    return logging.getLogger("spacehooks.stages")
 
 
 def transitions() -> dict[str, dict[str, tuple[str, ...]]]:
@@ -128,7 +132,7 @@ def change(st, space_id: str, target: str, event: str, **fields) -> bool:
         return False
     source = space["stage"]
     if source in FINAL and target != source:
-        log.warning("%s is %s: %s to %s not written", space_id, source, event, target)
+        _log().warning("%s is %s: %s to %s not written", space_id, source, event, target)
         return False
     if not allowed(source, target, event):
         _refuse(space_id, source, target, event)
@@ -137,12 +141,14 @@ def change(st, space_id: str, target: str, event: str, **fields) -> bool:
 
 
 def _refuse(space_id: str, source: str, target: str, event: str) -> None:
+    import traceback
+
     from spacehooks.errors import report_bug  # only a bug gets here
     exc = IllegalStageChange(f"{space_id}: {event} may not move it from {source} to {target} "
                              "(not in spacehooks/stages.py MOVES); not written\n"
                              + "".join(traceback.format_stack(limit=12)[:-1]))
     path = report_bug(exc)
-    log.error("%s: illegal stage change %s -> %s (%s) refused; details: %s", space_id, source, target, event, path)
+    _log().error("%s: illegal stage change %s -> %s (%s) refused; details: %s", space_id, source, target, event, path)
     raise IllegalStageChange(f"{space_id}: {event} may not move it from {source} to {target}; details: {path}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from spacehooks import builder, heal, intake, logs, netfence, podman, runlogs, runner, spool, supervise
 from spacehooks import queue as queue_mod
-from spacehooks import stages
+from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
@@ -278,7 +278,7 @@ def _fail_space(st: state_mod.State, build: dict, message: str) -> None:
     space = st.get_space(build["space_id"])
     if space and space.get("container") and space["stage"] in stages.ANSWERING:
         stages.change(st, build["space_id"], stages.RUNNING, "build failed", error=message)
-    elif space and space.get("build_id") and (space.get("config") or {}).get("sdk") == "static":
+    elif space and space.get("build_id") and spaceconfig.is_static(space.get("config") or {}):
         stages.change(st, build["space_id"], stages.RUNNING, "build failed", error=message)
     else:
         stages.change(st, build["space_id"], stages.BUILD_ERROR, "build failed", error=message)

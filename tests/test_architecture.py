@@ -98,3 +98,11 @@ def test_stages_only_change_through_the_stage_table():
               if re.search(r"update_space\((?:[^()]|\([^()]*\))*\bstage\s*=", p.read_text())]
     literals = [hit for p in others + sorted(state.glob("*.py")) for hit in _stage_literals(p)]
     assert (writes, literals) == ([], [])
+
+
+def test_space_defaults_are_derived_in_one_place():
+    # app ports and "is static" come from spacekeys.app_port / is_static, so they cannot drift apart
+    offenders = sorted(f"{p.relative_to(ROOT)}: {m.group(0)}" for p in (ROOT / "spacehooks").rglob("*.py")
+                       if p.name != "spacekeys.py"
+                       for m in re.finditer(r"\b(?:7860|8501)\b|==\s*[\"']static[\"']|[\"']static[\"']\s*==", p.read_text()))
+    assert offenders == []

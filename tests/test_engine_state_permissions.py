@@ -373,7 +373,8 @@ def test_doctor_reports_a_state_folder_others_can_write(site, podman_url):
 # need SQLite (the git account cannot read the store) or click; post-receive only hands the
 # record over, so the checks' modules, pygit2 and the YAML parser stay out of it too.
 NEVER = {"sqlite3", "click", "spacehooks.state", "spacehooks.queue", "spacehooks.intake"}
-NOT_IN_POST = NEVER | {"pygit2", "yaml", "typing", "spacehooks.gate", "spacehooks.gitrepo", "spacehooks.spaceconfig"}
+NOT_IN_POST = NEVER | {"pygit2", "yaml", "typing", "logging", "spacehooks.gate", "spacehooks.gitrepo",
+                       "spacehooks.spaceconfig", "spacehooks.spacekeys"}
 NOT_IN_PRE = NEVER | {"spacehooks.buildmounts", "spacehooks.depfiles", "spacehooks.errors"}
 
 

@@ -10,7 +10,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from spacehooks import stages
+from spacehooks import spaceconfig, stages
 from spacehooks.errors import SpaceError
 from spacehooks.results import SleepTimeSet
 from spacehooks.stages import ANSWERING
@@ -26,7 +26,7 @@ WAKE_TIMEOUT = 300.0
 
 
 def is_static(space: dict) -> bool:
-    return (space.get("config") or {}).get("sdk") == "static"
+    return spaceconfig.is_static(space.get("config") or {})
 
 
 def sleep_seconds(settings, space: dict) -> int:
