@@ -28,9 +28,14 @@ STAGE_LABELS = {
     stages.SLEEPING: ("Sleeping", "idle"), stages.DELETING: ("Deleting", "idle"),
 }
 
+# The page shows the app (and reloads when that changes) in these stages.
+LIVE = (*stages.ANSWERING, stages.SLEEPING)
+
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(TEMPLATES), str(TEMPLATES.parent / "static")]),
                           autoescape=True, undefined=jinja2.StrictUndefined,
                           trim_blocks=True, lstrip_blocks=True)
+# space.js keeps the badge current with these, so that no stage name is spelled outside stages.py
+_env.globals.update(LIVE_STAGES=list(LIVE), STAGE_TONES={stage: tone for stage, (_, tone) in STAGE_LABELS.items()})
 
 
 def public_url(settings, host: str) -> str:
@@ -83,6 +88,7 @@ def view(settings, space: dict) -> dict:
         "full_width": config.get("fullWidth") is not False,
         "embeddable": config.get("disable_embedding") is not True,
         "stage": stage, "stage_label": label, "stage_tone": tone,
+        "live": stage in LIVE, "run_log_first": stage == stages.RUNTIME_ERROR,
         "error": _text(space.get("error")),
         "commit": _text(space.get("commit"))[:12],
         "host": host, "app_url": app_url,
