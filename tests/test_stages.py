@@ -134,3 +134,25 @@ def test_architecture_md_lists_the_table():
 def test_readme_names_every_stage():
     section = (ROOT / "README.md").read_text().split("### Stages", 1)[1].split("\n### ", 1)[0]
     assert set(re.findall(r"`([A-Z_]+)`", section)) >= set(stages.STAGES)
+
+
+def test_a_sleep_racing_a_pause_is_refused_and_the_pause_stands(tmp_path, monkeypatch):
+    """The sleeper picked a running Space, then an admin paused it: the sleep must not write
+    SLEEPING over PAUSED (the next request would wake a paused Space). Before stages.py it did."""
+    from spacehooks import runner
+    monkeypatch.setenv("SPACEHOOKS_HOME", str(tmp_path / "home"))
+    (tmp_path / "c.yaml").write_text(f"repo_root: {tmp_path}/git\n")
+    settings = config.load(tmp_path / "c.yaml", tmp_path / "home")
+    st = state.open(settings)
+    try:
+        st.ensure_space("a/b", tmp_path / "git" / "a" / "b.git")
+        stages.change(st, "a/b", stages.PAUSED, "pause")
+    finally:
+        st.close()
+    with pytest.raises(stages.IllegalStageChange, match="^a/b: sleep may not move it from PAUSED to SLEEPING"):
+        runner.sleep(settings, "a/b")
+    st = state.open(settings)
+    try:
+        assert st.get_space("a/b")["stage"] == "PAUSED"
+    finally:
+        st.close()
