@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from spacehooks import (buildfence, buildmounts, dockerfrom, lfs, netfence, podman, pyversions, sdkcompat,
-                        staticbuild, staticsite, trust)
+                        spaceconfig, staticbuild, staticsite, trust)
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -135,7 +135,7 @@ def containerfile(settings, config: dict, deps: dict[str, bytes], space_id: str)
     lines += [f"COPY --chown=1000:1000 app/ {APP_DIR}/", "USER 1000", f"WORKDIR {APP_DIR}",
               "ENV HOME=/home/user PYTHONUNBUFFERED=1"]
     if sdk == "streamlit":
-        cmd = ["streamlit", "run", app_file, "--server.port=8501", "--server.address=0.0.0.0",
+        cmd = ["streamlit", "run", app_file, f"--server.port={spaceconfig.STREAMLIT_PORT}", "--server.address=0.0.0.0",
                "--server.headless=true"]
     else:
         cmd = ["python", app_file]
@@ -194,7 +194,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
     """Build the commit's image; returns its name, or None for sdk static (no container)."""
     from spacehooks.gitrepo import Repo
     sdk = config.get("sdk")
-    if sdk == "static" and not config.get("app_build_command"):
+    if spaceconfig.is_static(config) and not config.get("app_build_command"):
         write("sdk static: no image to build; the gateway serves the commit's files")
         staticsite.materialise(settings.home, space_id, repo_path, commit, write,
                                export_user=settings["build.export_user"], settings=settings)
@@ -221,7 +221,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                 path.write_text(buildmounts.confine_dockerfile(space_id, text, ca=bool(ca_secrets)))
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
-        elif sdk == "static":  # app_build_command: built with Node.js, the output served (staticbuild)
+        elif spaceconfig.is_static(config):  # app_build_command: built with Node.js, the output served (staticbuild)
             context, dockerfile = work, "Containerfile"
             repo.export(commit, work / "app", user=settings["build.export_user"], lfs=lfs.Store(settings, repo_path))
             check_links(work / "app")
@@ -266,7 +266,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                 missing = dockerfrom.explain(str(exc), images)  # which image, and the setting for it
                 if missing:
                     raise podman.BuildFailed(missing) from exc
-                failed = sdk == "static" and staticbuild.failure(str(exc), counter.step, counter.recent,
+                failed = spaceconfig.is_static(config) and staticbuild.failure(str(exc), counter.step, counter.recent,
                                                                  config["app_build_command"])
                 if failed:
                     raise podman.BuildFailed(failed) from exc
@@ -274,7 +274,7 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                     raise podman.BuildFailed(f"{exc}: {counter.last_error}") from exc
                 raise
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
-        if sdk == "static":
+        if spaceconfig.is_static(config):
             staticbuild.deploy(settings, space_id, commit, tag, config, write, work)
             return None
         return tag

@@ -1,4 +1,5 @@
-"""Command-line wiring only: each command parses its options and calls one function."""
+"""Command-line wiring only: each command parses its options and calls one function. The Space
+commands are in cliadmin.py, the host's (gc, doctor, state, limits, hardware, gpu) in clihost.py."""
 from __future__ import annotations
 
 import sys
@@ -6,28 +7,20 @@ from pathlib import Path
 
 import click
 
+from spacehooks import cliadmin, clihost
 from spacehooks import config as config_mod
+from spacehooks.cliadmin import pass_ctx
 from spacehooks.errors import SpaceError, internal_error_message
-
-
-class Context:
-    def __init__(self):
-        self._settings = None
-
-    @property
-    def settings(self) -> config_mod.Settings:
-        if self._settings is None:
-            self._settings = config_mod.load()
-        return self._settings
-
-
-pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="spacehooks")
 def cli():
     """Self-hosted Hugging Face Spaces: validate on push, build with Podman, serve."""
+
+
+for _command in (*cliadmin.COMMANDS, *clihost.COMMANDS):
+    cli.add_command(_command)
 
 
 # --- gate: install, validate ------------------------------------------------------------
@@ -114,294 +107,6 @@ def worker(ctx):
     mod.main_loop(ctx.settings, gc=images.gc)
 
 
-@cli.command()
-@pass_ctx
-def spaces(ctx):
-    """List Spaces with their stage, commit and port."""
-    from spacehooks import admin
-    admin.spaces(ctx.settings, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@pass_ctx
-def status(ctx, space):
-    """Show a Space's stage, container, error and recent builds."""
-    from spacehooks import admin
-    admin.status(ctx.settings, space, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@click.option("--build", "build_log", is_flag=True, help="Show the latest build log instead of the app's log.")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@pass_ctx
-def logs(ctx, space, build_log, follow):
-    """Print a Space's run log (or its latest build log)."""
-    from spacehooks import admin
-    admin.logs(ctx.settings, space, build_log, follow, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@click.option("--no-cache", is_flag=True, help="Rebuild every layer (the Hub's factory rebuild).")
-@pass_ctx
-def rebuild(ctx, space, no_cache):
-    """Queue a new build of the Space's deploy branch."""
-    from spacehooks import admin
-    admin.rebuild(ctx.settings, space, no_cache, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@pass_ctx
-def restart(ctx, space):
-    """Restart a Space from its current image (blue-green)."""
-    from spacehooks import admin
-    admin.restart(ctx.settings, space, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@pass_ctx
-def pause(ctx, space):
-    """Stop a Space until it is resumed."""
-    from spacehooks import admin
-    admin.pause(ctx.settings, space, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@pass_ctx
-def resume(ctx, space):
-    """Start a paused or stopped Space again."""
-    from spacehooks import admin
-    admin.resume(ctx.settings, space, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@click.confirmation_option(prompt="Delete the Space's containers, images, secrets and state?")
-@pass_ctx
-def delete(ctx, space):
-    """Remove a Space's containers, images, secrets and state (not its git repository)."""
-    from spacehooks import admin
-    admin.delete(ctx.settings, space, click.echo)
-
-
-@cli.group()
-def secrets():
-    """Secrets of a Space: environment variables (and Streamlit secrets) never stored in git."""
-
-
-@secrets.command("set")
-@click.argument("space")
-@click.argument("key")
-@pass_ctx
-def secrets_set(ctx, space, key):
-    """Set a secret; the value comes from stdin or a hidden prompt, never an argument."""
-    from spacehooks import admin
-    value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else click.prompt(f"{key}", hide_input=True)
-    admin.secret_set(ctx.settings, space, key, value, click.echo)
-
-
-@secrets.command("list")
-@click.argument("space")
-@pass_ctx
-def secrets_list(ctx, space):
-    """List a Space's secret names (never values)."""
-    from spacehooks import admin
-    admin.secret_list(ctx.settings, space, click.echo)
-
-
-@secrets.command("delete")
-@click.argument("space")
-@click.argument("key")
-@pass_ctx
-def secrets_delete(ctx, space, key):
-    """Delete a secret (restarts the Space)."""
-    from spacehooks import admin
-    admin.secret_delete(ctx.settings, space, key, click.echo)
-
-
-@cli.group()
-def variables():
-    """Public variables of a Space, given to the app as environment variables."""
-
-
-@variables.command("set")
-@click.argument("space")
-@click.argument("key")
-@click.argument("value", required=False)
-@pass_ctx
-def variables_set(ctx, space, key, value):
-    """Set a variable (value from the argument or stdin; restarts the Space)."""
-    from spacehooks import admin
-    admin.variable_set(ctx.settings, space, key, value if value is not None else sys.stdin.read().rstrip("\n"),
-                       click.echo)
-
-
-@variables.command("list")
-@click.argument("space")
-@pass_ctx
-def variables_list(ctx, space):
-    """List a Space's variables with their values."""
-    from spacehooks import admin
-    admin.variable_list(ctx.settings, space, click.echo)
-
-
-@variables.command("delete")
-@click.argument("space")
-@click.argument("key")
-@pass_ctx
-def variables_delete(ctx, space, key):
-    """Delete a variable (restarts the Space)."""
-    from spacehooks import admin
-    admin.variable_delete(ctx.settings, space, key, click.echo)
-
-
-@cli.command()
-@pass_ctx
-def gc(ctx):
-    """Remove Space images older than the last run.keep_builds builds of each Space."""
-    from spacehooks import images
-    images.gc(ctx.settings, click.echo)
-
-
-@cli.command()
-@click.argument("space")
-@click.argument("build", type=int, required=False)
-@pass_ctx
-def rollback(ctx, space, build):
-    """Run an earlier build's image again (default: the one before the current)."""
-    from spacehooks import images
-    images.rollback(ctx.settings, space, build, click.echo)
-
-
-@cli.group()
-def limits():
-    """Per-Space memory, CPU and process limits (override the hardware flavor)."""
-
-
-@limits.command("set")
-@click.argument("space")
-@click.option("--memory-mb", type=click.IntRange(min=16), help="Memory limit in MB (swap included).")
-@click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU cores (fractions allowed).")
-@click.option("--pids", type=click.IntRange(min=8), help="Most processes the Space may run.")
-@click.option("--reset", is_flag=True, help="Drop this Space's overrides first (back to its flavor).")
-@pass_ctx
-def limits_set(ctx, space, memory_mb, cpus, pids, reset):
-    """Set SPACE's limits and restart it if it runs."""
-    from spacehooks import limits as mod
-    mod.set_limits(ctx.settings, space, {"memory_mb": memory_mb, "cpus": cpus, "pids": pids}, reset, click.echo)
-
-
-@limits.command("show")
-@click.argument("space")
-@pass_ctx
-def limits_show(ctx, space):
-    """Show SPACE's limits and where each comes from."""
-    from spacehooks import limits as mod
-    mod.show(ctx.settings, space, click.echo)
-
-
-@cli.command()
-@pass_ctx
-def doctor(ctx):
-    """Check the configuration, state store, Podman service, runtime, cgroups, ulimits and base
-    images; print fixes."""
-    from spacehooks import doctor as mod
-    from spacehooks.errors import SpaceError
-    try:
-        settings = ctx.settings
-    except SpaceError as exc:  # a configuration that does not load is the first thing to report
-        mod.bad_config(exc, click.echo)
-        sys.exit(1)
-    if not mod.doctor(settings, click.echo):
-        sys.exit(1)
-
-
-
-@cli.group("state")
-def state_group():
-    """The state store (SPACEHOOKS_HOME/state.db): check it, rebuild it when it is damaged."""
-
-
-@state_group.command("check")
-@pass_ctx
-def state_check(ctx):
-    """Run SQLite's quick_check on the store; exit 1 when it is damaged."""
-    from spacehooks import state
-    state.verify(ctx.settings)
-    click.echo(f"{ctx.settings.db_path}: ok (schema version {state.SCHEMA_VERSION})")
-
-
-@state_group.command("rebuild")
-@click.option("--force", is_flag=True, help="Replace a store that is not damaged too (the old one is kept, renamed).")
-@pass_ctx
-def state_rebuild(ctx, force):
-    """Make a new store from the repositories under repo_root and the Space containers' labels.
-
-    Stop serve and worker first. The old files are kept beside as state.db.damaged-<time>.
-    Spaces without a running container come back PAUSED; see README "Recovering the state store"."""
-    from spacehooks import rebuild
-    done = rebuild.rebuild(ctx.settings, click.echo, force=force)
-    click.echo(f"state store rebuilt: {len(done)} Space(s); start serve (or worker) again")
-
-
-# --- gpu and hardware -------------------------------------------------------------------
-
-@cli.group()
-def hardware():
-    """Hardware flavors: what each gives, and what this host can provide."""
-
-
-@hardware.command("list")
-@pass_ctx
-def hardware_list(ctx):
-    """Show every flavor with its CPUs, memory, GPUs and availability on this host."""
-    from spacehooks import gpu
-    gpu.hardware_list(ctx.settings, click.echo)
-
-
-@hardware.command("set")
-@click.argument("space")
-@click.argument("flavor")
-@pass_ctx
-def hardware_set(ctx, space, flavor):
-    """Move SPACE (owner/name) to FLAVOR, freeing its old GPUs, and restart it if it runs."""
-    from spacehooks import limits
-    limits.set_hardware(ctx.settings, space, flavor, click.echo)
-
-
-@cli.group("gpu")
-def gpu_group():
-    """GPUs through CDI: the specs Podman reads, and who holds which device."""
-
-
-@gpu_group.command("list")
-@pass_ctx
-def gpu_list(ctx):
-    """List the CDI specs and their devices, with problems that keep Podman from loading them."""
-    from spacehooks import gpu
-    gpu.gpu_list(ctx.settings, click.echo)
-
-
-@gpu_group.command("cdi-generate")
-@click.option("--dev-root", type=click.Path(file_okay=False), default="/", show_default=True,
-              help="Folder whose dev/ holds the nvidia device nodes.")
-@click.option("--driver-root", type=click.Path(file_okay=False), default="/", show_default=True,
-              help="Folder where the driver's libraries and tools are installed, seen as / in the container.")
-@click.option("--output", "-o", default=None,
-              help="Spec file to write (default: spacehooks-nvidia.json in the first gpu.cdi_dirs folder); - prints it.")
-@click.option("--cdi-version", default=None, help="cdiVersion to write (default: what the local Podman loads, at most 0.5.0).")
-@pass_ctx
-def gpu_cdi_generate(ctx, dev_root, driver_root, output, cdi_version):
-    """Write a CDI spec for the NVIDIA GPUs of this host that the local Podman loads."""
-    from spacehooks import gpu
-    gpu.cdi_generate(ctx.settings, Path(dev_root), Path(driver_root), output, cdi_version, click.echo)
-
-
 
 # --- gateway and serve ------------------------------------------------------------------
 
@@ -424,21 +129,6 @@ def serve(ctx, listen):
     from spacehooks.gateway import serve as mod
     state.verify(ctx.settings)  # a damaged store stops here, with the way out
     mod.run(ctx.settings, listen, with_worker=True, echo=click.echo)
-
-
-@cli.group("sleep-time")
-def sleep_time():
-    """Idle time after which a Space sleeps (the next request wakes it)."""
-
-
-@sleep_time.command("set")
-@click.argument("space")
-@click.argument("seconds", type=int)
-@pass_ctx
-def sleep_time_set(ctx, space, seconds):
-    """Put SPACE to sleep after SECONDS without requests (-1: never sleep)."""
-    from spacehooks.gateway import sleeper
-    sleeper.set_sleep_time(ctx.settings, space, seconds, echo=click.echo)
 
 
 

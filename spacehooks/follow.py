@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from spacehooks import stages
 from spacehooks.output import Out
 
 # Build statuses (the store's builds.status; the state package takes them from here); the last four are final.
@@ -57,7 +58,7 @@ def _print_new_lines(path: Path, offset: int, out: Out) -> int:
 
 def _report(build: dict, space: dict, out: Out) -> int:
     if build["status"] == SUCCEEDED:
-        if space.get("build_id") == build["id"] and space.get("stage") == "RUNNING":
+        if space.get("build_id") == build["id"] and space.get("stage") == stages.RUNNING:
             out.step(f"Build #{build['id']} deployed: {space['id']} is RUNNING")
         else:
             out.alert(f"Build #{build['id']} built, but the app did not start: {space.get('stage')}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from spacehooks import gate, lfs
 from spacehooks import queue as queue_mod
+from spacehooks import stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gitrepo import Repo
@@ -32,7 +33,7 @@ def drift(tip: str | None, space: dict | None, builds: list[dict]) -> bool:
 
     A recorded tip that failed, was superseded or did not start is not tried again: the
     Space's stage already tells that, and a retry loop would hide it."""
-    if tip is None or (space or {}).get("stage") in ("PAUSED", "DELETING"):
+    if tip is None or (space or {}).get("stage") in (stages.PAUSED, stages.DELETING):
         return False  # an admin's pause stands (a rebuilt store pauses what it cannot know)
     if space and space.get("commit") == tip:
         return False
@@ -114,7 +115,7 @@ class Healer:
             return verdict
         config, stage, error = queue_mod.read_config(repo.path, tip)
         if stage:
-            st.update_space(space_id, stage=stage, error=error, config=config)
+            stages.change(st, space_id, stage, "config error", error=error, config=config)
             self._verdicts[(space_id, tip)] = f"{stage}: {error}"
             return f"{stage}: {error}"
         build_id = queue_mod.enqueue(self.settings, st, space_id, repo.path, tip, PUSHER, config=config)

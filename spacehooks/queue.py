@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from spacehooks import stages
 from spacehooks import state as state_mod
 from spacehooks.follow import follow
 from spacehooks.errors import SpaceError
@@ -21,16 +22,16 @@ def read_config(repo_path: Path, commit: str) -> tuple[dict, str | None, str | N
     readme = spaceconfig.readme_name(repo.root_names(commit)) or "README.md"
     data = repo.read_blob(commit, readme)
     if data is None:
-        return {}, "CONFIG_ERROR", "README.md is missing: add one with a YAML block that sets sdk"
+        return {}, stages.CONFIG_ERROR, "README.md is missing: add one with a YAML block that sets sdk"
     cfg = spaceconfig.parse(data, readme)
     if cfg.errors:
-        return cfg.values, "CONFIG_ERROR", "; ".join(str(p) for p in cfg.errors)
+        return cfg.values, stages.CONFIG_ERROR, "; ".join(str(p) for p in cfg.errors)
     app_file = cfg.app_file
     if cfg.sdk == "docker":
         if repo.entry(commit, "Dockerfile") is None:
-            return cfg.values, "NO_APP_FILE", "sdk docker needs a Dockerfile at the repository root"
+            return cfg.values, stages.NO_APP_FILE, "sdk docker needs a Dockerfile at the repository root"
     elif app_file and repo.entry(commit, app_file) is None:
-        return cfg.values, "NO_APP_FILE", f"app file {app_file} is not in the commit: add it or set app_file in README.md"
+        return cfg.values, stages.NO_APP_FILE, f"app file {app_file} is not in the commit: add it or set app_file in README.md"
     return cfg.values, None, None
 
 
@@ -40,8 +41,8 @@ def enqueue(settings, st: state_mod.State, space_id: str, repo_path: Path, commi
     st.ensure_space(space_id, repo_path, hardware=settings["run.default_hardware"])
     build_id = st.queue_build(space_id, commit, pusher, no_cache, config or {})
     space = st.get_space(space_id)
-    stage = "RUNNING_BUILDING" if space["stage"] in state_mod.ANSWERING else "BUILDING"
-    st.update_space(space_id, stage=stage)
+    stages.change(st, space_id, stages.RUNNING_BUILDING if space["stage"] in stages.ANSWERING else stages.BUILDING,
+                  "push")
     return build_id
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from spacehooks import builder, podman, runspec
 from spacehooks import queue as queue_mod
+from spacehooks import stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gitrepo import Repo
@@ -100,10 +101,10 @@ def _fill(settings, st, found: dict, repos: dict, echo) -> dict[str, str]:
             for other in facts[1:]:  # leftovers of a blue-green switch go after the grace period
                 st.retire(space_id, other["name"], time.time() + settings["run.grace_seconds"])
         if best and best["running"]:
-            st.update_space(space_id, stage="RUNNING", error=None)
+            stages.change(st, space_id, stages.RUNNING, "state rebuild", error=None)
             done[space_id] = f"RUNNING in {best['name']} (build #{best['build_id']}, commit {(commit or 'unknown')[:12]})"
         else:
-            st.update_space(space_id, stage="PAUSED", container=None, port=None,
+            stages.change(st, space_id, stages.PAUSED, "state rebuild", container=None, port=None,
                             error=PAUSED_NOTE.format(id=space_id))
             done[space_id] = "PAUSED (no running container)"
         echo(f"{space_id}: {done[space_id]}")

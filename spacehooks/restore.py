@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spacehooks import podman, runner, staticsite
 from spacehooks import queue as queue_mod
+from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
@@ -30,7 +31,7 @@ def restore_all(settings, echo=log.info) -> dict[str, str]:
         return {}
     st = state_mod.open(settings)
     try:
-        spaces = [s for s in st.list_spaces() if s["stage"] in state_mod.STARTED]
+        spaces = [s for s in st.list_spaces() if s["stage"] in stages.STARTED]
     finally:
         st.close()
     done = {}
@@ -48,7 +49,7 @@ def restore_all(settings, echo=log.info) -> dict[str, str]:
 def restore_space(settings, space: dict) -> str:
     from podman.errors import APIError, NotFound
     space_id = space["id"]
-    if (space.get("config") or {}).get("sdk") == "static":
+    if spaceconfig.is_static(space.get("config") or {}):
         if space.get("commit"):  # a deploy from before deploy folders, or one gc removed by mistake
             staticsite.materialise(settings.home, space_id, space["repo_path"], space["commit"],
                                    export_user=settings["build.export_user"], settings=settings)
@@ -87,7 +88,7 @@ def restore_space(settings, space: dict) -> str:
         st.close()
     runner.start(settings, space_id)
     space = _settle(settings, space_id)
-    if space["stage"] not in state_mod.ANSWERING:
+    if space["stage"] not in stages.ANSWERING:
         return f"did not start: {space['stage']}: {space.get('error')}"
     return f"started again from {space['image']}"
 
@@ -95,7 +96,7 @@ def restore_space(settings, space: dict) -> str:
 def _rebuild(settings, space: dict) -> str:
     st = state_mod.open(settings)
     try:
-        st.update_space(space["id"], stage="BUILDING", container=None, port=None,
+        stages.change(st, space["id"], stages.BUILDING, "restore", container=None, port=None,
                         error=f"image {space['image']} was missing at restore: rebuilding commit {space['commit'][:12]}")
         build_id = queue_mod.enqueue(settings, st, space["id"], Path(space["repo_path"]), space["commit"],
                                      "restore", config=space["config"])
@@ -110,8 +111,8 @@ def _settle(settings, space_id: str) -> dict:
     try:
         space = st.get_space(space_id)
         pending = st.pending_build_count(space_id)
-        if space["stage"] in state_mod.STARTED and space["stage"] != "APP_STARTING":
-            st.update_space(space_id, stage="RUNNING_BUILDING" if pending else "RUNNING")
+        if space["stage"] in stages.ANSWERING:
+            stages.change(st, space_id, stages.RUNNING_BUILDING if pending else stages.RUNNING, "restore")
         return st.get_space(space_id)
     finally:
         st.close()

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-from spacehooks import logs, podman
+from spacehooks import logs, podman, stages
 from spacehooks import state as state_mod
 
 SYNC_EVERY = 2.0  # seconds between looks for containers without a follower
@@ -32,7 +32,7 @@ class RunLogPump:
         self._last_sync = time.monotonic()
         self._followers = {name: t for name, t in self._followers.items() if t.is_alive()}
         wanted = [s for s in st.list_spaces()
-                  if s.get("container") and s["stage"] in state_mod.STARTED and s["container"] not in self._followers]
+                  if s.get("container") and s["stage"] in stages.STARTED and s["container"] not in self._followers]
         if not wanted or not self.outage.due():
             return
         if not podman.reachable(self.settings["podman_url"]):  # followers ended: is the service gone?

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spacehooks import logs, netfence, podman, staticsite
+from spacehooks import logs, netfence, podman, spaceconfig, stages, staticsite
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
@@ -93,7 +93,7 @@ def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
         container = client.containers.get(name)
         state = container.attrs.get("State", {})
         if state.get("OOMKilled"):
-            raise StartFailed("RUNTIME_ERROR", "the app was killed for using more memory than its limit "
+            raise StartFailed(stages.RUNTIME_ERROR, "the app was killed for using more memory than its limit "
                               f"(memory limit reached)\n{_tail(settings, container)}")
         # a crash shows as "exited" (restart policy "no": supervise.py restarts deployed apps)
         if state.get("Status") in ("exited", "stopped"):
@@ -101,11 +101,11 @@ def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
             reason = ("the app was killed for using more memory than its limit (memory limit reached)"
                       if code == 137 and (_oom(container) or _oom_kills() > oom_before)
                       else f"the app exited with code {code}")
-            raise StartFailed("RUNTIME_ERROR", f"{reason}\n{_tail(settings, container)}")
+            raise StartFailed(stages.RUNTIME_ERROR, f"{reason}\n{_tail(settings, container)}")
         if _answers(port):
             return
         if time.monotonic() > deadline:
-            raise StartFailed("RUNTIME_ERROR", f"the app did not answer HTTP on its port within {timeout:.0f}s "
+            raise StartFailed(stages.RUNTIME_ERROR, f"the app did not answer HTTP on its port within {timeout:.0f}s "
                               f"(startup_duration_timeout)\n{_tail(settings, container)}")
         time.sleep(POLL)
 
@@ -180,36 +180,37 @@ def deploy(settings, space_id: str, image: str | None, build_id, commit: str, co
 def _switch(settings, st, space_id, image, build_id, commit, config, timeout: float | None = None) -> None:
     space = st.get_space(space_id)
     old = space.get("container")
-    serving = bool(old) and space["stage"] in ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
-    if config.get("sdk") == "static":
+    serving = bool(old) and space["stage"] in stages.ANSWERING
+    if spaceconfig.is_static(config):
         try:  # written by the build; again here if gc or a hand removed it since
             staticsite.materialise(settings.home, space_id, space["repo_path"], commit,
                                    export_user=settings["build.export_user"], settings=settings)
         except SpaceError as exc:
-            kept = space.get("commit") and space["stage"] in state_mod.ANSWERING
-            st.update_space(space_id, stage="RUNNING" if kept else "RUNTIME_ERROR",
-                            error=f"build #{build_id} not deployed: {exc.format_message()}")
+            kept = space.get("commit") and space["stage"] in stages.ANSWERING
+            stages.change(st, space_id, stages.RUNNING if kept else stages.RUNTIME_ERROR, "deploy failed",
+                          error=f"build #{build_id} not deployed: {exc.format_message()}")
             return
-        st.update_space(space_id, stage="RUNNING", image=None, port=None, container=None, commit=commit,
-                        build_id=build_id, config=config, error=None)
+        stages.change(st, space_id, stages.RUNNING, "deploy", image=None, port=None, container=None, commit=commit,
+                      build_id=build_id, config=config, error=None)
         if old:
             st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
         return
-    st.update_space(space_id, stage="RUNNING_APP_STARTING" if serving else "APP_STARTING")
+    stages.change(st, space_id, stages.RUNNING_APP_STARTING if serving else stages.APP_STARTING, "deploy")
     try:
         name, port = _launch(settings, st, space, image, config, build_id, timeout)
     except (StartFailed, SpaceError) as exc:
-        stage = getattr(exc, "stage", "RUNTIME_ERROR")
+        stage = getattr(exc, "stage", stages.RUNTIME_ERROR)
         reason = exc.reason if isinstance(exc, StartFailed) else exc.format_message()
         if serving:
-            st.update_space(space_id, stage="RUNNING", error=f"build #{build_id} did not start ({stage}): {reason}")
+            stages.change(st, space_id, stages.RUNNING, "start failed",
+                          error=f"build #{build_id} did not start ({stage}): {reason}")
         else:
-            st.update_space(space_id, stage=stage, error=reason, container=None, port=None)
+            stages.change(st, space_id, stage, "start failed", error=reason, container=None, port=None)
             _release_gpu(settings, space_id)
         _append_run_log(settings, st, space_id, f"build #{build_id}: {stage}: {reason}")
         return
-    st.update_space(space_id, stage="RUNNING", image=image, port=port, container=name, commit=commit,
-                    build_id=build_id, config=config, error=None)
+    stages.change(st, space_id, stages.RUNNING, "started", image=image, port=port, container=name, commit=commit,
+                  build_id=build_id, config=config, error=None)
     if old and old != name:
         st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
 
@@ -240,13 +241,14 @@ def restart(settings, space_id: str) -> None:
     start(settings, space_id)
 
 
-def stop(settings, space_id: str, stage: str = "STOPPED") -> None:
+def stop(settings, space_id: str, stage: str = stages.STOPPED) -> None:
+    """Remove the Space's container and leave it in `stage` (PAUSED, STOPPED, SLEEPING, DELETING)."""
     st = state_mod.open(settings)
     try:
         space = st.get_space(space_id)
         if space is None:
             raise SpaceError(f"no Space {space_id!r}", hint="see `spacehooks spaces`")
-        st.update_space(space_id, stage=stage, port=None, container=None)
+        stages.change(st, space_id, stage, stages.STOP_EVENTS[stage], port=None, container=None)
         if space.get("container"):
             remove(settings, space["container"])
         _release_gpu(settings, space_id)
@@ -255,7 +257,7 @@ def stop(settings, space_id: str, stage: str = "STOPPED") -> None:
 
 
 def sleep(settings, space_id: str) -> None:
-    stop(settings, space_id, stage="SLEEPING")
+    stop(settings, space_id, stage=stages.SLEEPING)
 
 
 def wake(settings, space_id: str, timeout: float | None = None) -> int:
@@ -265,13 +267,13 @@ def wake(settings, space_id: str, timeout: float | None = None) -> int:
         space = st.get_space(space_id)
         if space is None:
             raise SpaceError(f"no Space {space_id!r}")
-        if space["stage"] == "RUNNING" and space.get("port"):
+        if space["stage"] == stages.RUNNING and space.get("port"):
             return space["port"]
-        if space["stage"] not in ("SLEEPING", "STOPPED"):
+        if space["stage"] not in (stages.SLEEPING, stages.STOPPED):
             raise SpaceError(f"{space_id} is {space['stage']}, not sleeping")
         _switch(settings, st, space_id, space["image"], space["build_id"], space["commit"], space["config"], timeout)
         space = st.get_space(space_id)
-        if space["stage"] != "RUNNING":
+        if space["stage"] != stages.RUNNING:
             raise SpaceError(f"{space_id} did not wake: {space['stage']}: {space.get('error')}")
         return space["port"]
     finally:

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import netfence, trust
+from spacehooks import netfence, spaceconfig, trust
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 
@@ -54,7 +54,7 @@ def environment(settings, space: dict, config: dict, limits: dict, secrets: dict
         "CPU_CORES": str(limits["cpus"]), "MEMORY": f"{int(limits['memory_mb']) // 1024}Gi"
         if int(limits["memory_mb"]) >= 1024 else f"{int(limits['memory_mb'])}Mi",
         "ACCELERATOR": _accelerator(settings, space), "SYSTEM": "spaces",
-        "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7860", "HOME": "/home/user",
+        "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(spaceconfig.GRADIO_PORT), "HOME": "/home/user",
     })
     return env
 
@@ -119,8 +119,7 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
     limits = limits_for(settings, space)
     secrets = state_mod.read_secrets(settings.home, space["id"])
     variables = st.variables(space["id"])
-    app_port = int(config.get("app_port") or 7860) if config.get("sdk") == "docker" else (
-        8501 if config.get("sdk") == "streamlit" else 7860)
+    app_port = spaceconfig.app_port(config)
     nofile = settings["run.nofile"]
     disk = _disk(settings, limits)
     # the private /dev/shm (user namespaces, see SHM_MOUNT) beside the size-capped home and /tmp

@@ -13,6 +13,7 @@ import logging
 import time
 
 from spacehooks import podman, runner
+from spacehooks import stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 
@@ -42,7 +43,7 @@ class Supervisor:
             return
         self._last = now
         serving = {s["container"]: s for s in st.list_spaces()
-                   if s.get("container") and s["stage"] in state_mod.ANSWERING}
+                   if s.get("container") and s["stage"] in stages.ANSWERING}
         for name in set(self._exits) - set(serving):  # replaced, slept or stopped: forget it
             self._exits.pop(name, None)
             self._restart_at.pop(name, None)
@@ -104,7 +105,7 @@ class Supervisor:
     def _give_up(self, st, space: dict, name: str, reason: str, count: int, window: float) -> None:
         error = f"{reason} ({count} exits within {window:g}s: not started again)\n" + runner.log_tail(self.settings, name)
         log.error("%s: RUNTIME_ERROR: %s", space["id"], error.splitlines()[0])
-        st.update_space(space["id"], stage="RUNTIME_ERROR", error=error, port=None, container=None)
+        stages.change(st, space["id"], stages.RUNTIME_ERROR, "crashed", error=error, port=None, container=None)
         st.retire(space["id"], name, time.time())  # removed by the next reap; its log tail is kept above
         runner._release_gpu(self.settings, space["id"])
         runner._append_run_log(self.settings, st, space["id"], "RUNTIME_ERROR: " + error.splitlines()[0])
@@ -114,4 +115,4 @@ class Supervisor:
     def _still_serving(st, space_id: str, name: str) -> bool:
         """The store may have moved on since the list was read (a redeploy, sleep, stop)."""
         fresh = st.get_space(space_id)
-        return bool(fresh) and fresh.get("container") == name and fresh["stage"] in state_mod.ANSWERING
+        return bool(fresh) and fresh.get("container") == name and fresh["stage"] in stages.ANSWERING

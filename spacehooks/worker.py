@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spacehooks import builder, heal, intake, logs, netfence, podman, runlogs, runner, spool, supervise
 from spacehooks import queue as queue_mod
+from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError, report_bug
 
@@ -22,7 +23,7 @@ log = logging.getLogger("spacehooks.worker")
 
 class Worker:
     def __init__(self, settings, gc=None):
-        """gc(settings, echo) runs every run.gc_interval_seconds between builds (images.gc;
+        """gc(settings) -> GcResult runs every run.gc_interval_seconds between builds (images.gc;
         passed in because the admin modules come after this one)."""
         self.settings = settings
         self._orphans_checked = False
@@ -135,16 +136,15 @@ class Worker:
         if self._gc is None or interval <= 0 or time.monotonic() - self._last_gc < interval:
             return False
         self._last_gc = time.monotonic()
-        lines: list[str] = []
         try:
-            self._gc(self.settings, lines.append)
+            result = self._gc(self.settings)
         except SpaceError as exc:
             log.warning("scheduled gc failed: %s", exc.format_message())
             return True
         except Exception as exc:  # a gc bug must not stop the builds
             log.error("scheduled gc crashed, see %s", report_bug(exc))
             return True
-        log.info("scheduled gc: %s", ", ".join(line for line in lines if line[:1].isdigit()))
+        log.info("scheduled gc: %s", ", ".join(result.counts()))
         return True
 
     def _housekeeping(self) -> None:
@@ -265,7 +265,7 @@ class Worker:
             st.update_build(build_id, image=image)
             runner.deploy(self.settings, space_id, image, build_id, build["commit"], build["config"])
             space = st.get_space(space_id)
-            if space["build_id"] == build_id and space["stage"] == "RUNNING":
+            if space["build_id"] == build_id and space["stage"] == stages.RUNNING:
                 write(f"Deployed: {space_id} is RUNNING" + (f" on 127.0.0.1:{space['port']}" if space["port"] else ""))
             else:
                 write(f"Not deployed: {space.get('error') or space['stage']}")
@@ -276,12 +276,12 @@ class Worker:
 def _fail_space(st: state_mod.State, build: dict, message: str) -> None:
     """A failed build leaves the previous version serving; the Space shows BUILD_ERROR only without one."""
     space = st.get_space(build["space_id"])
-    if space and space.get("container") and space["stage"] in state_mod.ANSWERING:
-        st.update_space(build["space_id"], stage="RUNNING", error=message)
-    elif space and space.get("build_id") and (space.get("config") or {}).get("sdk") == "static":
-        st.update_space(build["space_id"], stage="RUNNING", error=message)
+    if space and space.get("container") and space["stage"] in stages.ANSWERING:
+        stages.change(st, build["space_id"], stages.RUNNING, "build failed", error=message)
+    elif space and space.get("build_id") and spaceconfig.is_static(space.get("config") or {}):
+        stages.change(st, build["space_id"], stages.RUNNING, "build failed", error=message)
     else:
-        st.update_space(build["space_id"], stage="BUILD_ERROR", error=message)
+        stages.change(st, build["space_id"], stages.BUILD_ERROR, "build failed", error=message)
 
 
 def main_loop(settings, gc=None) -> None:

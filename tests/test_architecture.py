@@ -57,7 +57,7 @@ def test_click_only_in_the_cli():
     # SpaceError once subclassed click's exception, so the push path needed lazy imports
     users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spacehooks").rglob("*.py")
                    if re.search(r"^\s*(import click|from click)", p.read_text(), re.M))
-    assert users == ["spacehooks/cli.py"]
+    assert users == ["spacehooks/cli.py", "spacehooks/cliadmin.py", "spacehooks/clihost.py"]
 
 
 def test_sql_only_in_the_state_package():
@@ -70,3 +70,43 @@ def test_sql_only_in_the_state_package():
                        if re.search(r"\.(execute|executemany|executescript)\(", p.read_text()))
     assert (importers, executors) == ([], [])
     assert any(re.search(r"^import sqlite3", p.read_text(), re.M) for p in state.glob("*.py"))
+
+
+def _stage_literals(path: Path) -> list[str]:
+    import ast
+    import io
+    import tokenize
+    from spacehooks.stages import STAGES
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if token.type == tokenize.STRING and not token.string.lstrip("rbuRBU").startswith(("f", "F")):
+            try:
+                value = ast.literal_eval(token.string)
+            except (ValueError, SyntaxError):
+                continue
+            if value in STAGES:
+                found.append(f"{path.relative_to(ROOT)}:{token.start[0]}: {token.string}")
+    return found
+
+
+def test_stages_only_change_through_the_stage_table():
+    # one declared table of moves (stages.MOVES): a stage written elsewhere would bypass it
+    state = ROOT / "spacehooks" / "state"
+    others = [p for p in sorted((ROOT / "spacehooks").rglob("*.py"))
+              if state not in p.parents and p != ROOT / "spacehooks" / "stages.py"]
+    writes = [str(p.relative_to(ROOT)) for p in others
+              if re.search(r"update_space\((?:[^()]|\([^()]*\))*\bstage\s*=", p.read_text())]
+    literals = [hit for p in others + sorted(state.glob("*.py")) for hit in _stage_literals(p)]
+    from spacehooks.stages import STAGES
+    gateway = ROOT / "spacehooks" / "gateway"
+    pages = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sorted([*gateway.rglob("*.html"), *gateway.rglob("*.js")])
+             for m in re.finditer(r"[\"'](" + "|".join(STAGES) + r")[\"']", p.read_text())]
+    assert (writes, literals, pages) == ([], [], [])
+
+
+def test_space_defaults_are_derived_in_one_place():
+    # app ports and "is static" come from spacekeys.app_port / is_static, so they cannot drift apart
+    offenders = sorted(f"{p.relative_to(ROOT)}: {m.group(0)}" for p in (ROOT / "spacehooks").rglob("*.py")
+                       if p.name != "spacekeys.py"
+                       for m in re.finditer(r"\b(?:7860|8501)\b|==\s*[\"']static[\"']|[\"']static[\"']\s*==", p.read_text()))
+    assert offenders == []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from spacehooks import stages
 from spacehooks.gateway import pages
 from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import is_static, sleep_seconds
@@ -24,7 +25,7 @@ def runtime(settings, space: dict) -> dict:
     v = pages.view(settings, space)
     return {
         "id": space["id"], "stage": v["stage"], "stageLabel": v["stage_label"],
-        "hardware": {"current": None if v["stage"] not in ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
+        "hardware": {"current": None if v["stage"] not in stages.ANSWERING
                      else space.get("hardware"), "requested": space.get("hardware")},
         "gcTimeout": None if sleep_seconds(settings, space) < 0 else sleep_seconds(settings, space),
         "sleepTime": sleep_seconds(settings, space),

@@ -8,13 +8,14 @@ from pathlib import Path
 from aiohttp import web
 from multidict import CIMultiDict
 
+from spacehooks import stages
 from spacehooks.gateway import api, pages
 from spacehooks.gateway.metrics import Metrics
 from spacehooks.gateway.proxy import NotRepeated, Proxy, Unreachable
 from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import SLEEPING, Sleeper, WAKE_TIMEOUT, is_static
 from spacehooks.gateway.staticspace import Sites, StaticFiles
-from spacehooks.state import ANSWERING
+from spacehooks.stages import ANSWERING
 
 log = logging.getLogger("spacehooks.gateway")
 
@@ -29,7 +30,7 @@ SPACE_ID = web.RequestKey("space_id", str)  # set on a request a Space answers (
 # Pauses before each retry against an unchanged port (a freshly switched port is tried at once):
 # a published port can refuse connections for a moment while Podman rewires another container.
 RETRY_PAUSES = (0.05, 0.2, 0.4, 0.8, 1.5)
-ERROR_STAGES = {"NO_APP_FILE", "CONFIG_ERROR", "BUILD_ERROR", "RUNTIME_ERROR"}
+ERROR_STAGES = set(stages.ERRORS)
 
 
 def wants_html(request: web.Request) -> bool:
@@ -91,7 +92,7 @@ class Gateway:
         apply_headers = header_setter(settings, space)
         stage = space.get("stage")
         if is_static(space):
-            if space.get("commit") and stage not in ("PAUSED", "STOPPED", "DELETING"):
+            if space.get("commit") and stage not in stages.SHUT:
                 return await self.static.serve(request, space, apply_headers,
                                                lambda: self.registry.space(space_id, fresh=True))
         elif stage == SLEEPING:
@@ -173,9 +174,9 @@ class Gateway:
         stage = space.get("stage")
         if stage in ERROR_STAGES:
             kind, refresh = "failed", None
-        elif stage in ("PAUSED", "STOPPED", "DELETING"):
+        elif stage in stages.SHUT:
             kind, refresh = "paused", None
-        elif stage == "APP_STARTING":
+        elif stage == stages.APP_STARTING:
             kind, refresh = "starting", 3
         else:
             kind, refresh = "building", 5

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from spacehooks import podman
 from spacehooks.errors import SpaceError
-from spacehooks.state import FINAL, STAGES
+from spacehooks.stages import STAGES
+from spacehooks.state import FINAL
 
 log = logging.getLogger("spacehooks.gateway")
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from spacehooks import stages
 from spacehooks.gateway.registry import host_label
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -19,17 +20,22 @@ COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
 
 # What a person reads for each of the Hub's stage names.
 STAGE_LABELS = {
-    "NO_APP_FILE": ("No application file", "error"), "CONFIG_ERROR": ("Configuration error", "error"),
-    "BUILDING": ("Building", "busy"), "BUILD_ERROR": ("Build error", "error"),
-    "APP_STARTING": ("Starting", "busy"), "RUNNING": ("Running", "ok"),
-    "RUNNING_BUILDING": ("Running · rebuilding", "ok"), "RUNNING_APP_STARTING": ("Running · restarting", "ok"),
-    "RUNTIME_ERROR": ("Runtime error", "error"), "PAUSED": ("Paused", "idle"), "STOPPED": ("Stopped", "idle"),
-    "SLEEPING": ("Sleeping", "idle"), "DELETING": ("Deleting", "idle"),
+    stages.NO_APP_FILE: ("No application file", "error"), stages.CONFIG_ERROR: ("Configuration error", "error"),
+    stages.BUILDING: ("Building", "busy"), stages.BUILD_ERROR: ("Build error", "error"),
+    stages.APP_STARTING: ("Starting", "busy"), stages.RUNNING: ("Running", "ok"),
+    stages.RUNNING_BUILDING: ("Running · rebuilding", "ok"), stages.RUNNING_APP_STARTING: ("Running · restarting", "ok"),
+    stages.RUNTIME_ERROR: ("Runtime error", "error"), stages.PAUSED: ("Paused", "idle"), stages.STOPPED: ("Stopped", "idle"),
+    stages.SLEEPING: ("Sleeping", "idle"), stages.DELETING: ("Deleting", "idle"),
 }
+
+# The page shows the app (and reloads when that changes) in these stages.
+LIVE = (*stages.ANSWERING, stages.SLEEPING)
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(TEMPLATES), str(TEMPLATES.parent / "static")]),
                           autoescape=True, undefined=jinja2.StrictUndefined,
                           trim_blocks=True, lstrip_blocks=True)
+# space.js keeps the badge current with these, so that no stage name is spelled outside stages.py
+_env.globals.update(LIVE_STAGES=list(LIVE), STAGE_TONES={stage: tone for stage, (_, tone) in STAGE_LABELS.items()})
 
 
 def public_url(settings, host: str) -> str:
@@ -56,7 +62,7 @@ def view(settings, space: dict) -> dict:
     """What templates may show of a Space: plain strings and flags, never raw config."""
     config = space.get("config") or {}
     owner, _, name = space["id"].partition("/")
-    stage = space.get("stage") or "BUILDING"
+    stage = space.get("stage") or stages.NEW
     label, tone = STAGE_LABELS.get(stage, (stage.title(), "idle"))
     base_path = _text(config.get("base_path"))
     if not base_path.startswith("/") or base_path.startswith("//"):
@@ -82,6 +88,7 @@ def view(settings, space: dict) -> dict:
         "full_width": config.get("fullWidth") is not False,
         "embeddable": config.get("disable_embedding") is not True,
         "stage": stage, "stage_label": label, "stage_tone": tone,
+        "live": stage in LIVE, "run_log_first": stage == stages.RUNTIME_ERROR,
         "error": _text(space.get("error")),
         "commit": _text(space.get("commit"))[:12],
         "host": host, "app_url": app_url,

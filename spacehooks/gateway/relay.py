@@ -17,6 +17,7 @@ import asyncio
 import logging
 import resource
 
+from spacehooks import stages
 from spacehooks.gateway.app import space_headers, space_label
 from spacehooks.gateway.downstream import Downstream
 from spacehooks.gateway.metrics import Metrics
@@ -24,7 +25,7 @@ from spacehooks.gateway.registry import Registry
 from spacehooks.gateway.sleeper import is_static
 from spacehooks.gateway.staticspace import Sites
 from spacehooks.gateway.upstream import Target
-from spacehooks.state import ANSWERING
+from spacehooks.stages import ANSWERING
 
 log = logging.getLogger("spacehooks.gateway")
 
@@ -121,7 +122,7 @@ class Relay:
             # the app loads a newly deployed commit's files; from then on the relay answers
             site = self.sites.cached(space) if self.sites is not None else None
             if site is None or method not in (b"GET", b"HEAD") or has_body \
-                    or space.get("stage") in ("PAUSED", "STOPPED", "DELETING"):
+                    or space.get("stage") in stages.SHUT:
                 return self.app_target
             self.static += 1
             return Target((site, space["id"], *self._space_headers(space)))

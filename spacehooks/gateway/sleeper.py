@@ -10,13 +10,15 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from spacehooks import spaceconfig, stages
 from spacehooks.errors import SpaceError
-from spacehooks.state import ANSWERING
+from spacehooks.results import SleepTimeSet
+from spacehooks.stages import ANSWERING
 from spacehooks.gateway.registry import Registry
 
 log = logging.getLogger("spacehooks.gateway")
 
-SLEEPING = "SLEEPING"
+SLEEPING = stages.SLEEPING  # the gateway's name for it, kept for its importers
 # Stages in which a container answers on the Space's port.
 FLUSH_SECONDS = 2.0
 CHECK_SECONDS = 5.0
@@ -24,7 +26,7 @@ WAKE_TIMEOUT = 300.0
 
 
 def is_static(space: dict) -> bool:
-    return (space.get("config") or {}).get("sdk") == "static"
+    return spaceconfig.is_static(space.get("config") or {})
 
 
 def sleep_seconds(settings, space: dict) -> int:
@@ -154,7 +156,7 @@ class Sleeper:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def set_sleep_time(settings, space_id: str, seconds: int, echo=print) -> None:
+def set_sleep_time(settings, space_id: str, seconds: int) -> SleepTimeSet:
     from spacehooks import queue, state
     if seconds < -1 or seconds == 0:
         raise SpaceError(f"sleep time {seconds}: must be a number of seconds above 0, or -1 for never",
@@ -165,4 +167,4 @@ def set_sleep_time(settings, space_id: str, seconds: int, echo=print) -> None:
         st.update_space(space_id, sleep_seconds=seconds)
     finally:
         st.close()
-    echo(f"{space_id} never sleeps" if seconds == -1 else f"{space_id} sleeps after {seconds}s without requests")
+    return SleepTimeSet(space_id, seconds)

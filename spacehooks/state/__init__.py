@@ -9,7 +9,8 @@ The git account never opens it: it hands push records over (spool.py).
 from spacehooks.secretstore import SECRET_KEY, delete_secret, read_secrets, secrets_dir, write_secret  # noqa: F401
 # build statuses are follow.py's: post-receive on the git account reads them without SQLite
 from spacehooks.follow import CANCELLED, FAILED, FINAL, QUEUED, RUNNING, SUCCEEDED, SUPERSEDED  # noqa: F401
-from spacehooks.state.spaces import ANSWERING, STAGES, STARTED  # noqa: F401
+# stage names and the moves between them are stages.py's; stages.change writes through here
+from spacehooks.stages import ANSWERING, STAGES, STARTED  # noqa: F401
 from spacehooks.state.store import (  # noqa: F401
     MIGRATIONS, RECOVERY_HINT, SCHEMA, SCHEMA_VERSION, State, damaged, integrity_problems, is_damage, open,
     schema_version, space_ages, verify)

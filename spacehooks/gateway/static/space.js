@@ -2,9 +2,7 @@
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("space-data").textContent);
-  var LIVE = ["RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING", "SLEEPING"];
-  var TONES = { RUNNING: "ok", RUNNING_BUILDING: "ok", RUNNING_APP_STARTING: "ok", BUILDING: "busy",
-    APP_STARTING: "busy", SLEEPING: "idle", PAUSED: "idle", STOPPED: "idle", DELETING: "idle" };
+  var LIVE = data.live, TONES = data.tones;  // from spacehooks/stages.py, through the page
 
   function showView(name) {
     document.querySelectorAll("[data-view]").forEach(function (b) {
