@@ -52,10 +52,12 @@ def client_address(request: web.Request) -> str:
     return request.remote or ""
 
 
-def credential(request: web.Request) -> str | None:
+def credential(request: web.Request, ours_only: bool = False) -> str | None:
+    """The bearer token or the sign-in cookie. At a Space's address (`ours_only`) a bearer
+    token that is not ours belongs to the app (its own API keys) and is not looked at."""
     for header in ("Authorization", "X-HF-Authorization"):
         token = accounts.bearer(request.headers.get(header))
-        if token:
+        if token and (token.startswith(accounts.TOKEN_PREFIX) or not ours_only):
             return token
     return request.cookies.get(COOKIE) or None
 
@@ -70,12 +72,12 @@ class Door:
         return web.json_response({"error": "Too many failed sign-in or token attempts; try again later"},
                                  status=429, headers={"Retry-After": str(wait)})
 
-    async def identity(self, request: web.Request) -> accounts.Identity | None:
+    async def identity(self, request: web.Request, ours_only: bool = False) -> accounts.Identity | None:
         """The caller, or None (anonymous); raises 429 for an address over its failure limit
         and 401 for a credential that is wrong, revoked or expired."""
         if IDENTITY in request:
             return request[IDENTITY]
-        token = credential(request)
+        token = credential(request, ours_only)
         who = None
         if token:
             address = client_address(request)

@@ -90,7 +90,7 @@ class Gateway:
             # members only; to anyone else it is not there (the relay sends every request to a
             # private Space here: one admission point for all kinds of request)
             try:
-                who = await self.door.identity(request)
+                who = await self.door.identity(request, ours_only=True)
             except web.HTTPUnauthorized:
                 who = None  # a stale cookie or token: not a member
             if not accounts.may(who, accounts.READ, space):
