@@ -1,6 +1,9 @@
 """What the admin commands do: list, inspect, logs, rebuild, restart, pause, delete, secrets, variables.
 
-Images (gc, rollback) are in images.py, per-Space limits in limits.py, checks in doctor.py.
+Each operation is `op(settings, space_id, ...) -> result` (spacehooks/results.py) and prints
+nothing: the CLI formats results, an HTTP API serialises them. Only `logs` streams, through a
+line callback. Images (gc, rollback) are in images.py, per-Space limits in limits.py, checks in
+doctor.py.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.output import Out
+from spacehooks.results import BuildQueued, BuildRow, Deleted, KeyChanged, SpaceRow, SpaceStatus, StageResult
 
 Echo = Callable[[str], None]
 
@@ -21,40 +25,26 @@ def _open(settings):
     return state_mod.open(settings)
 
 
-def spaces(settings, echo: Echo) -> None:
+def spaces(settings) -> list[SpaceRow]:
     st = _open(settings)
-    rows = st.list_spaces()
-    st.close()
-    if not rows:
-        echo("no Spaces yet: push to a repository with the hooks installed")
-        return
-    echo(f"{'SPACE':30} {'STAGE':22} {'COMMIT':12} {'PORT':6} HARDWARE")
-    for s in rows:
-        echo(f"{s['id']:30} {s['stage']:22} {(s['commit'] or '-')[:12]:12} {str(s['port'] or '-'):6} {s['hardware'] or '-'}")
+    try:
+        rows = st.list_spaces()
+    finally:
+        st.close()
+    return [SpaceRow(s["id"], s["stage"], s["commit"], s["port"], s["hardware"]) for s in rows]
 
 
-def status(settings, space_id: str, echo: Echo) -> None:
+def status(settings, space_id: str) -> SpaceStatus:
     st = _open(settings)
     try:
         s = queue_mod.require_space(st, space_id)
         builds = st.builds(space_id, limit=5)
     finally:
         st.close()
-    echo(f"space:     {s['id']}")
-    echo(f"stage:     {s['stage']}")
-    echo(f"commit:    {s['commit'] or '-'}")
-    echo(f"build:     {s['build_id'] or '-'}")
-    echo(f"container: {s['container'] or '-'}")
-    echo(f"port:      {s['port'] or '-'}")
-    echo(f"hardware:  {s['hardware'] or '-'}")
-    if not podman.reachable(settings["podman_url"]):
-        echo(f"podman:    DOWN: not reachable at {settings['podman_url']}; builds wait in the queue,"
-             " app output is not copied, `spacehooks doctor` says more")
-    if s["error"]:
-        echo("error:     " + s["error"].replace("\n", "\n           "))
-    for b in builds:
-        echo(f"build #{b['id']}: {b['status']} {b['commit'][:12]} by {b['pusher'] or '-'}"
-             + (f" ({b['error'].splitlines()[0]})" if b["error"] else ""))
+    down = None if podman.reachable(settings["podman_url"]) else settings["podman_url"]
+    return SpaceStatus(s["id"], s["stage"], s["commit"], s["build_id"], s["container"], s["port"], s["hardware"],
+                       s["error"], [BuildRow(b["id"], b["status"], b["commit"], b["pusher"], b["error"]) for b in builds],
+                       podman_down=down)
 
 
 def logs(settings, space_id: str, build: bool, follow: bool, echo: Echo) -> None:
@@ -97,7 +87,7 @@ class _EchoOut(Out):
             self._echo(line if prefix == "       " else prefix + line)
 
 
-def rebuild(settings, space_id: str, no_cache: bool, echo: Echo) -> int:
+def rebuild(settings, space_id: str, no_cache: bool = False) -> BuildQueued:
     st = _open(settings)
     try:
         space = queue_mod.require_space(st, space_id)
@@ -112,8 +102,7 @@ def rebuild(settings, space_id: str, no_cache: bool, echo: Echo) -> int:
                                      no_cache=no_cache, config=config)
     finally:
         st.close()
-    echo(f"build #{build_id} queued for {space_id}" + (" (no cache)" if no_cache else ""))
-    return build_id
+    return BuildQueued(space_id, build_id, no_cache)
 
 
 def _existing(settings, space_id: str) -> dict:
@@ -124,34 +113,32 @@ def _existing(settings, space_id: str) -> dict:
         st.close()
 
 
-def restart(settings, space_id: str, echo: Echo) -> None:
+def restart(settings, space_id: str) -> StageResult:
     _existing(settings, space_id)
     runner.restart(settings, space_id)
-    _report_stage(settings, space_id, echo)
+    return stage_of(settings, space_id)
 
 
-def _report_stage(settings, space_id: str, echo: Echo) -> None:
+def stage_of(settings, space_id: str, note: str | None = None) -> StageResult:
     space = _existing(settings, space_id)
-    echo(f"{space_id}: {space['stage']}")
-    if space["error"]:
-        raise SpaceError(f"{space_id}: {space['error']}")
+    return StageResult(space_id, space["stage"], space["error"], note)
 
 
-def pause(settings, space_id: str, echo: Echo) -> None:
+def pause(settings, space_id: str) -> StageResult:
     _existing(settings, space_id)
     runner.stop(settings, space_id, stage="PAUSED")
-    echo(f"{space_id}: PAUSED (resume with `spacehooks resume {space_id}`)")
+    return stage_of(settings, space_id)
 
 
-def resume(settings, space_id: str, echo: Echo) -> None:
+def resume(settings, space_id: str) -> StageResult:
     space = _existing(settings, space_id)
     if space["stage"] not in ("PAUSED", "STOPPED", "SLEEPING"):
         raise SpaceError(f"{space_id} is {space['stage']}, not paused")
     runner.start(settings, space_id)
-    _report_stage(settings, space_id, echo)
+    return stage_of(settings, space_id)
 
 
-def delete(settings, space_id: str, echo: Echo) -> None:
+def delete(settings, space_id: str) -> Deleted:
     space = _existing(settings, space_id)
     url = settings["podman_url"]
     if not podman.reachable(url):  # its containers and images would be left behind, unnamed
@@ -174,7 +161,7 @@ def delete(settings, space_id: str, echo: Echo) -> None:
     run_log = state_mod.State(None, home).run_log_path(space_id)
     for path in [run_log, *run_log.parent.glob(run_log.name + ".*")]:  # with its rotated copies
         path.unlink(missing_ok=True)
-    echo(f"{space_id} deleted (its git repository {space['repo_path']} is left alone)")
+    return Deleted(space_id, str(space["repo_path"]))
 
 
 # --- secrets and variables: changing one restarts the Space ------------------------------
@@ -183,36 +170,36 @@ def _check_key(key: str) -> None:
         raise SpaceError(f"{key!r} is not a valid name", hint="use letters, digits and _, not starting with a digit")
 
 
-def _restart_if_running(settings, space_id: str, echo: Echo) -> None:
+def restart_if_running(settings, space_id: str) -> str | None:
+    """The stage after a restart, None when the Space had no running container to restart."""
     space = _existing(settings, space_id)
     if space["stage"] in state_mod.ANSWERING and space["container"]:
         runner.restart(settings, space_id)
-        echo(f"{space_id} restarted: {_existing(settings, space_id)['stage']}")
+        return _existing(settings, space_id)["stage"]
+    return None
 
 
-def secret_set(settings, space_id: str, key: str, value: str, echo: Echo = lambda s: None) -> None:
+def secret_set(settings, space_id: str, key: str, value: str) -> KeyChanged:
     _check_key(key)
     st = _open(settings)
     st.ensure_space(space_id, _repo_path(settings, space_id), hardware=settings["run.default_hardware"])
     st.close()
     state_mod.write_secret(settings.home, space_id, key, value)
-    echo(f"secret {key} set for {space_id}")
-    _restart_if_running(settings, space_id, echo)
+    return KeyChanged(space_id, "secret", key, "set", restart_if_running(settings, space_id))
 
 
-def secret_list(settings, space_id: str, echo: Echo) -> None:
-    for key in state_mod.read_secrets(settings.home, space_id):
-        echo(key)
+def secret_list(settings, space_id: str) -> list[str]:
+    """The secrets' names, never their values."""
+    return list(state_mod.read_secrets(settings.home, space_id))
 
 
-def secret_delete(settings, space_id: str, key: str, echo: Echo) -> None:
+def secret_delete(settings, space_id: str, key: str) -> KeyChanged:
     if not state_mod.delete_secret(settings.home, space_id, key):
         raise SpaceError(f"{space_id} has no secret {key}", hint=f"see `spacehooks secrets list {space_id}`")
-    echo(f"secret {key} deleted from {space_id}")
-    _restart_if_running(settings, space_id, echo)
+    return KeyChanged(space_id, "secret", key, "deleted", restart_if_running(settings, space_id))
 
 
-def variable_set(settings, space_id: str, key: str, value: str, echo: Echo = lambda s: None) -> None:
+def variable_set(settings, space_id: str, key: str, value: str) -> KeyChanged:
     _check_key(key)
     st = _open(settings)
     try:
@@ -220,20 +207,18 @@ def variable_set(settings, space_id: str, key: str, value: str, echo: Echo = lam
         st.set_variable(space_id, key, value)
     finally:
         st.close()
-    echo(f"variable {key} set for {space_id}")
-    _restart_if_running(settings, space_id, echo)
+    return KeyChanged(space_id, "variable", key, "set", restart_if_running(settings, space_id))
 
 
-def variable_list(settings, space_id: str, echo: Echo) -> None:
+def variable_list(settings, space_id: str) -> dict[str, str]:
     st = _open(settings)
     try:
-        for key, value in st.variables(space_id).items():
-            echo(f"{key}={value}")
+        return st.variables(space_id)
     finally:
         st.close()
 
 
-def variable_delete(settings, space_id: str, key: str, echo: Echo) -> None:
+def variable_delete(settings, space_id: str, key: str) -> KeyChanged:
     st = _open(settings)
     try:
         found = st.delete_variable(space_id, key)
@@ -241,8 +226,7 @@ def variable_delete(settings, space_id: str, key: str, echo: Echo) -> None:
         st.close()
     if not found:
         raise SpaceError(f"{space_id} has no variable {key}", hint=f"see `spacehooks variables list {space_id}`")
-    echo(f"variable {key} deleted from {space_id}")
-    _restart_if_running(settings, space_id, echo)
+    return KeyChanged(space_id, "variable", key, "deleted", restart_if_running(settings, space_id))
 
 
 def _repo_path(settings, space_id: str) -> Path:

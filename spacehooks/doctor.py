@@ -1,28 +1,29 @@
-"""`spacehooks doctor`: check what builds and runs need, and print the fix for each problem."""
+"""`spacehooks doctor`: check what builds and runs need, with the fix for each problem."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from spacehooks import netfence, podman, trust
 from spacehooks import state as state_mod
-from spacehooks.admin import Echo
 from spacehooks.errors import SpaceError
+from spacehooks.results import Check, DoctorReport
 
 
-def bad_config(exc: SpaceError, echo: Echo) -> None:
-    echo(f"PROBLEM  configuration: {exc.message}\n  fix: {exc.hint or 'correct the file'}")
-    echo("1 problem(s) found (fix the configuration first: the other checks need it)")
+def bad_config(exc: SpaceError) -> DoctorReport:
+    return DoctorReport([Check(False, f"configuration: {exc.message}", exc.hint or "correct the file")],
+                        note="fix the configuration first: the other checks need it")
 
 
-def doctor(settings, echo: Echo) -> bool:
-    """Check what builds and runs need; print each problem with its fix. True when all is well."""
-    problems = 0
+def doctor(settings, progress: Callable[[Check], None] = lambda check: None) -> DoctorReport:
+    """Check what builds and runs need, each problem with its fix; `progress` hears of each
+    check as it is made (some take seconds)."""
+    report = DoctorReport()
 
     def check(ok: bool, good: str, bad: str, fix: str) -> None:
-        nonlocal problems
-        echo(f"ok       {good}" if ok else f"PROBLEM  {bad}\n  fix: {fix}")
-        problems += not ok
+        report.checks.append(Check(True, good) if ok else Check(False, bad, fix))
+        progress(report.checks[-1])
 
     where = settings.path or "(no file: defaults)"
     check(True, f"configuration {where} is valid", "", "")
@@ -38,8 +39,7 @@ def doctor(settings, echo: Echo) -> bool:
         data = podman.info(settings)
     except SpaceError as exc:
         check(False, "", f"Podman service is down: {exc.message}", exc.hint or "")
-        echo(f"{problems} problem(s) found")
-        return False
+        return report
     check(True, f"Podman service answers at {url}", "", "")
     host = data.get("host", {})
     runtime = (host.get("ociRuntime") or {}).get("name", "?")
@@ -92,8 +92,7 @@ def doctor(settings, echo: Echo) -> bool:
         check(found, f"home_group {group} exists (the git account shares SPACEHOOKS_HOME through it)",
               f"home_group {group} does not exist: post-receive, run by the git account, cannot record builds",
               f"groupadd --system {group} && usermod -a -G {group} GIT_ACCOUNT (or set home_group)")
-    echo("all checks passed" if not problems else f"{problems} problem(s) found")
-    return problems == 0
+    return report
 
 
 def _check_store(settings, check) -> None:

@@ -6,11 +6,11 @@ restarts of spacehooks and are shared by every process that starts Spaces.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from spacehooks import cdi, podman
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
+from spacehooks.results import CdiDevice, CdiGenerated, CdiSpecRow, FlavorRow, GpuListing
 
 def flavor(settings, name: str) -> dict:
     """The flavor `name` with every field filled in; a SpaceError for unknown or broken ones."""
@@ -146,46 +146,31 @@ def availability(settings, name: str, spec: dict, inventory: dict, rows: list) -
     return f"{'busy: ' if busy else ''}{free} of {len(available)} free"
 
 
-def hardware_list(settings, echo: Callable[[str], None]) -> None:
+def hardware_list(settings) -> list[FlavorRow]:
+    """Every flavor, fewest GPUs first, with what this host can give of it now."""
     inventory = host_devices(settings)
     rows = allocations(settings)
-    lines = [("flavor", "cpus", "memory", "gpus", "on this host")]
     specs_by_name = {name: flavor(settings, name) for name in settings.flavors}
-    for name in sorted(specs_by_name, key=lambda n: (specs_by_name[n]["gpus"], n)):
-        spec = specs_by_name[name]
-        gpus = f"{spec['gpus']} x {spec['gpu_kind']}" + (" shared" if spec["shared"] else "") if spec["gpus"] else "-"
-        lines.append((name, str(spec["cpus"]), f"{spec['memory_mb'] / 1024:g} GB", gpus,
-                      availability(settings, name, spec, inventory, rows)))
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    for line in lines:
-        echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[4])
+    return [FlavorRow(name, spec["cpus"], spec["memory_mb"], spec["gpus"], spec["gpu_kind"], bool(spec["shared"]),
+                      availability(settings, name, spec, inventory, rows))
+            for name, spec in sorted(specs_by_name.items(), key=lambda item: (item[1]["gpus"], item[0]))]
 
 
-def gpu_list(settings, echo: Callable[[str], None]) -> None:
+def gpu_list(settings) -> GpuListing:
     version = podman_version(settings)
-    found = specs(settings, version)
     holders: dict = {}
     for row in allocations(settings):
         holders.setdefault((row["kind"], row["device"]), []).append(row["space_id"])
-    if not found:
-        echo(f"no CDI specs in {', '.join(settings['gpu.cdi_dirs'])}; Spaces get no GPU")
-        echo("  NVIDIA GPUs: `spacehooks gpu cdi-generate` writes one")
-        return
-    for spec in found:
-        status = "loaded by" if spec.loadable else "NOT loaded by"
-        echo(f"{spec.path}: {spec.kind or '?'} (cdiVersion {spec.version or '?'}), {status} Podman {version}")
-        for problem in spec.problems:
-            echo(f"  problem: {problem.message}")
-            echo(f"  fix: {problem.fix}")
-        for name in spec.devices:
-            users = holders.get((spec.kind, name), [])
-            note = "alias of every device" if name == "all" else (
-                f"in use by {', '.join(users)}" if users else "free")
-            echo(f"  {spec.kind}={name}  {note if spec.loadable else 'unusable'}")
+    return GpuListing(version, list(settings["gpu.cdi_dirs"]), [
+        CdiSpecRow(str(spec.path), spec.kind, spec.version, spec.loadable,
+                   [(p.message, p.fix) for p in spec.problems],
+                   [CdiDevice(name, holders.get((spec.kind, name), [])) for name in spec.devices])
+        for spec in specs(settings, version)])
 
 
-def cdi_generate(settings, dev_root: Path, driver_root: Path, output: str | None, cdi_version: str | None,
-                 echo: Callable[[str], None]) -> None:
+def cdi_generate(settings, dev_root: Path, driver_root: Path, output: str | None,
+                 cdi_version: str | None) -> CdiGenerated:
+    """Write a CDI spec for the host's NVIDIA GPUs (output "-": only return it)."""
     host = cdi.find_nvidia(dev_root, driver_root)
     if not host.gpus:
         raise SpaceError(f"no NVIDIA GPU found: no {Path(dev_root) / 'dev'}/nvidia[0-9]* device node",
@@ -198,10 +183,10 @@ def cdi_generate(settings, dev_root: Path, driver_root: Path, output: str | None
         limit = cdi.max_cdi_version(local)
         cdi_version = min((cdi.GENERATED_VERSION, limit), key=cdi.version_tuple)
     data = cdi.nvidia_spec(host, cdi_version)
+    result = CdiGenerated(None, cdi_version, [f"{cdi.NVIDIA_KIND}={d['name']}" for d in data["devices"]],
+                          [str(p) for p in host.control], len(host.files), data)
     if output == "-":
-        import json
-        echo(json.dumps(data, indent=2))
-        return
+        return result
     target = Path(output or Path(settings["gpu.cdi_dirs"][0]) / "spacehooks-nvidia.json")
     for spec in cdi.read_dirs(settings["gpu.cdi_dirs"], local):
         if spec.kind != cdi.NVIDIA_KIND or spec.path.resolve() == target.resolve():
@@ -209,12 +194,10 @@ def cdi_generate(settings, dev_root: Path, driver_root: Path, output: str | None
         if spec.loadable:
             raise SpaceError(f"{spec.path} already defines {cdi.NVIDIA_KIND} and Podman {local} loads it",
                              hint="keep it (no need to generate), or remove it and run this again")
-        echo(f"ignoring {spec.path}: Podman {local} does not load it ({spec.problems[0].message})")
+        result.ignored.append(f"ignoring {spec.path}: Podman {local} does not load it ({spec.problems[0].message})")
     cdi.write(target, data)
-    names = ", ".join(f"{cdi.NVIDIA_KIND}={d['name']}" for d in data["devices"])
-    echo(f"wrote {target} (cdiVersion {cdi_version}): {names}")
-    echo(f"  shared device nodes: {', '.join(str(p) for p in host.control) or 'none'}; "
-         f"{len(host.files)} driver files mounted read-only")
+    result.path = str(target)
+    return result
 
 
 def assign_flavor(settings, space_id: str, flavor_name: str) -> str:

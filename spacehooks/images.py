@@ -7,18 +7,19 @@ from pathlib import Path
 from spacehooks import builder, podman, runner, staticsite
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
-from spacehooks.admin import Echo, _open, _report_stage
+from spacehooks.admin import _open, stage_of
 from spacehooks.errors import SpaceError
+from spacehooks.results import GcResult, StageResult
 
 
-def gc(settings, echo: Echo) -> int:
+def gc(settings) -> GcResult:
     """Remove Space images and build logs beyond the newest run.keep_builds per Space (the
     running one stays), run-log copies beyond logs.keep, logs of deleted Spaces, and static
     Spaces' deploy folders other than the one served."""
     keep = settings["run.keep_builds"]
     st = _open(settings)
     client = podman.client(settings)
-    removed = 0
+    result = GcResult()
     try:
         runner.reap(settings, st)
         for space in st.list_spaces():
@@ -33,22 +34,20 @@ def gc(settings, echo: Echo) -> int:
                 try:
                     client.images.remove(tag)
                 except Exception as exc:  # an image still used by a container is kept
-                    echo(f"kept {tag}: {exc}")
+                    result.images.append((tag, str(exc)))
                     continue
-                removed += 1
-                echo(f"removed {tag}")
-        echo(f"{removed} old image(s) removed")
-        logs_removed = prune_logs(settings, st, echo)
+                result.images.append((tag, None))
+        result.logs = prune_logs(settings, st)
         served = {s["id"]: s["commit"] for s in st.list_spaces()}
     finally:
         st.close()
-    echo(f"{logs_removed} old log(s) removed")
-    static_removed = staticsite.prune(settings.home, served, echo)
-    echo(f"{static_removed} old static deploy(s) removed")
-    return removed + logs_removed + static_removed
+    result.static = staticsite.prune(settings.home, served)
+    return result
 
 
-def prune_logs(settings, st: state_mod.State, echo: Echo) -> int:
+def prune_logs(settings, st: state_mod.State) -> list[str]:
+    """Removes old build logs, run-log copies and the logs of deleted Spaces; returns them
+    relative to SPACEHOOKS_HOME (folders with a trailing /)."""
     home = Path(settings.home)
     keep_builds, keep_copies = int(settings["run.keep_builds"]), int(settings["logs.keep"])
     spaces = {s["id"]: s for s in st.list_spaces()}
@@ -71,14 +70,15 @@ def prune_logs(settings, st: state_mod.State, echo: Echo) -> int:
     for path in sorted((home / "logs" / "run").glob("*/*.log*")):
         if f"{path.parent.name}/{path.name.split('.log')[0]}" not in spaces:
             gone.append(path)
+    removed = []
     for path in gone:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-            echo(f"removed {path.relative_to(home)}/")
+            removed.append(f"{path.relative_to(home)}/")
         else:
             path.unlink(missing_ok=True)
-            echo(f"removed {path.relative_to(home)}")
-    return len(gone)
+            removed.append(str(path.relative_to(home)))
+    return removed
 
 
 def _number(path: Path) -> int:
@@ -87,7 +87,8 @@ def _number(path: Path) -> int:
     return int(text) if text.isdigit() else -1
 
 
-def rollback(settings, space_id: str, build_id: int | None, echo: Echo) -> None:
+def rollback(settings, space_id: str, build_id: int | None = None) -> StageResult:
+    """Deploy an earlier build again; the result's note names it."""
     st = _open(settings)
     try:
         space = queue_mod.require_space(st, space_id)
@@ -107,8 +108,7 @@ def rollback(settings, space_id: str, build_id: int | None, echo: Echo) -> None:
     if target["image"] and not podman.client(settings).images.exists(target["image"]):
         raise SpaceError(f"the image of build #{target['id']} was removed by gc",
                          hint=f"rebuild instead: spacehooks rebuild {space_id}")
-    echo(f"rolling {space_id} back to build #{target['id']} ({target['commit'][:12]})")
     runner.deploy(settings, space_id, target["image"], target["id"], target["commit"], target["config"])
-    _report_stage(settings, space_id, echo)
+    return stage_of(settings, space_id, note=f"rolling {space_id} back to build #{target['id']} ({target['commit'][:12]})")
 
 

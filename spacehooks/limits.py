@@ -6,22 +6,27 @@ from __future__ import annotations
 from spacehooks import gpu, runner
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
-from spacehooks.admin import Echo, _open, _restart_if_running
+from spacehooks.admin import _open, restart_if_running
 from spacehooks.errors import SpaceError
+from spacehooks.results import HardwareSet, LimitRow, LimitsSet
 
 KEYS = ("memory_mb", "cpus", "pids")
 
 
-def set_hardware(settings, space_id: str, flavor_name: str, echo: Echo) -> None:
+def set_hardware(settings, space_id: str, flavor_name: str, on_restart=None) -> HardwareSet:
+    """Move the Space to a flavor; a started (or crashed) Space restarts on it. `on_restart`,
+    if given, hears of the restart before it begins (it can take the app's startup time)."""
     stage = gpu.assign_flavor(settings, space_id, flavor_name)
-    if stage in (*state_mod.STARTED, "RUNTIME_ERROR"):  # a crashed app gets another try on the new flavor
-        echo(f"{space_id}: hardware {flavor_name}; restarting")
+    result = HardwareSet(space_id, flavor_name, stage,
+                         restarted=stage in (*state_mod.STARTED, "RUNTIME_ERROR"))  # a crashed app gets another try
+    if result.restarted:
+        if on_restart:
+            on_restart(result)
         runner.restart(settings, space_id)
-    else:
-        echo(f"{space_id}: hardware {flavor_name}; applies when it next starts (now {stage})")
+    return result
 
 
-def set_limits(settings, space_id: str, values: dict, reset: bool, echo: Echo) -> None:
+def set_limits(settings, space_id: str, values: dict, reset: bool = False) -> LimitsSet:
     values = {k: v for k, v in values.items() if v is not None}
     if not values and not reset:
         raise SpaceError("nothing to set", hint="give --memory-mb, --cpus or --pids (or --reset)")
@@ -33,12 +38,10 @@ def set_limits(settings, space_id: str, values: dict, reset: bool, echo: Echo) -
         st.update_space(space_id, limits=limits)
     finally:
         st.close()
-    echo(f"{space_id}: limits " + (", ".join(f"{k}={limits[k]}" for k in KEYS if k in limits)
-                                   or "from its hardware flavor"))
-    _restart_if_running(settings, space_id, echo)
+    return LimitsSet(space_id, {k: limits[k] for k in KEYS if k in limits}, restart_if_running(settings, space_id))
 
 
-def show(settings, space_id: str, echo: Echo) -> None:
+def show(settings, space_id: str) -> list[LimitRow]:
     st = _open(settings)
     try:
         space = queue_mod.require_space(st, space_id)
@@ -48,7 +51,5 @@ def show(settings, space_id: str, echo: Echo) -> None:
     flavor_name = space.get("hardware") or settings["run.default_hardware"]
     flavor = settings.flavors.get(flavor_name, {})
     overrides = space.get("limits") or {}
-    for key in KEYS:
-        source = ("set for this Space" if key in overrides
-                  else f"hardware {flavor_name}" if key in flavor else f"run.{key}")
-        echo(f"{key:10} {effective[key]!s:8} ({source})")
+    return [LimitRow(key, effective[key], "set for this Space" if key in overrides
+                     else f"hardware {flavor_name}" if key in flavor else f"run.{key}") for key in KEYS]

@@ -223,12 +223,12 @@ def read_manifest(folder: Path) -> dict[str, list]:
     return files
 
 
-def prune(home, current: dict[str, str | None], echo: Callable[[str], None]) -> int:
+def prune(home, current: dict[str, str | None]) -> list[str]:
     """Remove deploy folders of commits no Space serves now, and those of deleted Spaces.
 
-    current: {space id: served commit}. Returns the number of folders removed."""
+    current: {space id: served commit}. Returns the folders removed, relative to home."""
     root = Path(home) / "static"
-    removed = 0
+    removed = []
     for owner in sorted(root.glob("*")) if root.is_dir() else ():
         for space in sorted(owner.glob("*")):
             space_id = f"{owner.name}/{space.name}"
@@ -239,8 +239,7 @@ def prune(home, current: dict[str, str | None], echo: Callable[[str], None]) -> 
                         and (not d.name.startswith(".") or time.time() - d.stat().st_mtime > STALE_TEMP_SECONDS)]
             for folder in gone:
                 shutil.rmtree(folder, ignore_errors=True)
-                echo(f"removed {folder.relative_to(home)}/")
-                removed += 1
+                removed.append(f"{folder.relative_to(home)}/")
         if owner.is_dir() and not any(owner.iterdir()):
             owner.rmdir()
     return removed

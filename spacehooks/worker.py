@@ -22,7 +22,7 @@ log = logging.getLogger("spacehooks.worker")
 
 class Worker:
     def __init__(self, settings, gc=None):
-        """gc(settings, echo) runs every run.gc_interval_seconds between builds (images.gc;
+        """gc(settings) -> GcResult runs every run.gc_interval_seconds between builds (images.gc;
         passed in because the admin modules come after this one)."""
         self.settings = settings
         self._orphans_checked = False
@@ -135,16 +135,15 @@ class Worker:
         if self._gc is None or interval <= 0 or time.monotonic() - self._last_gc < interval:
             return False
         self._last_gc = time.monotonic()
-        lines: list[str] = []
         try:
-            self._gc(self.settings, lines.append)
+            result = self._gc(self.settings)
         except SpaceError as exc:
             log.warning("scheduled gc failed: %s", exc.format_message())
             return True
         except Exception as exc:  # a gc bug must not stop the builds
             log.error("scheduled gc crashed, see %s", report_bug(exc))
             return True
-        log.info("scheduled gc: %s", ", ".join(line for line in lines if line[:1].isdigit()))
+        log.info("scheduled gc: %s", ", ".join(result.counts()))
         return True
 
     def _housekeeping(self) -> None:

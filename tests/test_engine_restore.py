@@ -106,7 +106,7 @@ def test_restart_reboot_and_queued_build(engine, serve):
     assert push(work2, str(bare2)).returncode == 0
     serve.wait_for(lambda: deployed(engine, "restore/web", 1) and deployed(engine, "restore/paused", 2), "not deployed")
     serve.wait_for(lambda: serve.get("restore/web") == (200, "one\n"), "the gateway does not serve build #1", 10)
-    admin.pause(engine.settings, "restore/paused", lambda line: None)
+    admin.pause(engine.settings, "restore/paused")
 
     # (a) serve dies and comes back: the container never stopped, nothing is started again
     serve.kill()

@@ -359,15 +359,14 @@ def test_an_older_set_up_is_taken_back_by_root(site):
 
 def test_doctor_reports_a_state_folder_others_can_write(site, podman_url):
     from spacehooks import doctor
-    lines = []
-    doctor.doctor(site.settings, lines.append)
-    assert f"ok       SPACEHOOKS_HOME {site.home} is writable by its owner only" in lines
+    from spacehooks.results import Check
+    assert Check(True, f"SPACEHOOKS_HOME {site.home} is writable by its owner only") in doctor.doctor(site.settings).checks
     os.chmod(site.home, 0o2775)  # what an older setup.sh made
-    lines = []
-    assert not doctor.doctor(site.settings, lines.append)
-    assert (f"PROBLEM  SPACEHOOKS_HOME {site.home} (uid 0, mode 2775) can be written by others: the git account"
-            f" could replace the state store or the secrets\n  fix: chown root: {site.home} && chmod go-w {site.home}"
-            " (contrib/setup.sh does)") in lines
+    report = doctor.doctor(site.settings)
+    assert report.problems
+    assert Check(False, f"SPACEHOOKS_HOME {site.home} (uid 0, mode 2775) can be written by others: the git account"
+                 f" could replace the state store or the secrets",
+                 f"chown root: {site.home} && chmod go-w {site.home} (contrib/setup.sh does)") in report.checks
 
 
 # What every push pays for: a hook's modules are imported anew at each push. Neither hook may

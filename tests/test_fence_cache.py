@@ -94,7 +94,7 @@ def stored_without_the_gate(engine, space_id, dockerfile):
     write_files(work, {"Dockerfile": dockerfile})
     git("commit", "-qam", "past the gate", cwd=work)
     git("fetch", "-q", str(work), "main:main", cwd=bare)
-    admin.rebuild(engine.settings, space_id, False, lambda line: None)
+    admin.rebuild(engine.settings, space_id, False)
     engine.drain()
     return build_log(engine, space_id)
 

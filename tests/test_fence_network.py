@@ -127,7 +127,7 @@ def test_egress_policy_denies_private_ranges_until_the_admin_opens_one(engine, l
     from spacehooks import admin, netfence
     network = netfence.network_name(engine.settings, "alice/egress")
     assert subprocess.run(["podman", "network", "exists", network]).returncode == 0
-    admin.delete(engine.settings, "alice/egress", lambda line: None)
+    admin.delete(engine.settings, "alice/egress")
     assert subprocess.run(["podman", "network", "exists", network]).returncode == 1
 
 

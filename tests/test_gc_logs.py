@@ -195,6 +195,6 @@ def test_the_worker_runs_gc_on_its_schedule(engine):
 def test_gc_interval_zero_never_runs_gc(tmp_path):
     (tmp_path / "c.yaml").write_text("run:\n  gc_interval_seconds: 0\n")
     calls = []
-    w = worker.Worker(config.load(tmp_path / "c.yaml", tmp_path / "home"), gc=lambda s, echo: calls.append(1))
+    w = worker.Worker(config.load(tmp_path / "c.yaml", tmp_path / "home"), gc=lambda s: calls.append(1))
     w._last_gc -= 10 ** 6
     assert w.scheduled_gc() is False and calls == []

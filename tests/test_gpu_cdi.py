@@ -215,7 +215,7 @@ def test_no_driver_library(tmp_path, server):
     from spacehooks import config, gpu
     root, drv = fake_host(tmp_path / "host", libcuda=False)
     with pytest.raises(SpaceError) as err:
-        gpu.cdi_generate(config.load(), root, drv, "-", "0.5.0", print)
+        gpu.cdi_generate(config.load(), root, drv, "-", "0.5.0")
     assert err.value.format_message() == (
         f"no NVIDIA driver library (libcuda.so*) under {drv}\n"
         "  fix: install the driver's user-space libraries, or pass --driver-root")

@@ -181,7 +181,7 @@ def test_space_through_runner_gets_gpu_and_frees_it(fake_gpus, busybox_image):
         runner.start(s, "gpu/app")
         page = _page(s, "gpu/app")
         assert "ACCELERATOR=none" in page and not any(line.startswith("testgpu") for line in page)
-        limits.set_hardware(s, "gpu/app", "test-gpu-x2", print)
+        limits.set_hardware(s, "gpu/app", "test-gpu-x2")
         time.sleep(0.5)
         page = _page(s, "gpu/app")
         assert "testgpu0" in page and "testgpu1" in page

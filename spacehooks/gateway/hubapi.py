@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from spacehooks import accounts, admin, limits
-from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gateway import api, pages
 from spacehooks.gateway.access import Door
@@ -142,9 +141,8 @@ class HubApi:
         space, who = await self._writable(request)
         if space is None:
             return who
-        lines: list[str] = []
         try:
-            result = await asyncio.get_running_loop().run_in_executor(None, work, space, who, lines.append)
+            result = await asyncio.get_running_loop().run_in_executor(None, work, space, who)
         except SpaceError as exc:
             await self.registry.run(accounts.audit, who, action, space["id"], f"{detail} failed: {exc.message}".strip())
             return error(400, exc.message)
@@ -152,7 +150,7 @@ class HubApi:
         fresh = await self.registry.space(space["id"], fresh=True) or space  # the answer and later reads see it
         if answer == "runtime":
             return web.json_response(api.runtime(self.settings, fresh))
-        return web.json_response(result if result is not None else {})
+        return web.json_response(result if answer == "result" and isinstance(result, dict) else {})
 
     async def _body(self, request: web.Request) -> dict:
         try:
@@ -167,17 +165,17 @@ class HubApi:
         settings = self.settings
         factory = request.query.get("factory", "").lower() in ("true", "1")
 
-        def work(space, who, echo):
+        def work(space, who):
             if factory:  # a rebuild without cache, as the Hub's factory reboot
-                admin.rebuild(settings, space["id"], True, echo)
+                return admin.rebuild(settings, space["id"], True)
             elif space.get("stage") in ("PAUSED", "STOPPED", "SLEEPING"):
-                admin.resume(settings, space["id"], echo)
+                return admin.resume(settings, space["id"])
             else:
-                admin.restart(settings, space["id"], echo)
+                return admin.restart(settings, space["id"])
         return await self._do(request, "factory-reboot" if factory else "restart", work)
 
     async def pause(self, request: web.Request) -> web.Response:
-        return await self._do(request, "pause", lambda space, who, echo: admin.pause(self.settings, space["id"], echo))
+        return await self._do(request, "pause", lambda space, who: admin.pause(self.settings, space["id"]))
 
     async def sleeptime(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -185,8 +183,8 @@ class HubApi:
         if not isinstance(seconds, int) or isinstance(seconds, bool) or (seconds < 0 and seconds != -1):
             return error(400, "seconds must be a whole number of seconds, or -1 (never sleep)")
         from spacehooks.gateway import sleeper
-        return await self._do(request, "sleep-time", lambda space, who, echo: sleeper.set_sleep_time(
-            self.settings, space["id"], seconds, echo=echo), str(seconds))
+        return await self._do(request, "sleep-time", lambda space, who: sleeper.set_sleep_time(
+            self.settings, space["id"], seconds), str(seconds))
 
     def allowed_flavor(self, who, flavor) -> str | None:
         """Why `who` may not pick `flavor`, or None."""
@@ -209,11 +207,11 @@ class HubApi:
             return error(403 if "granted" in refused else 400, refused)
         sleep = body.get("sleepTimeSeconds")
 
-        def work(space, who, echo):
-            limits.set_hardware(self.settings, space["id"], flavor, echo)
+        def work(space, who):
+            limits.set_hardware(self.settings, space["id"], flavor)
             if isinstance(sleep, int) and not isinstance(sleep, bool):
                 from spacehooks.gateway import sleeper
-                sleeper.set_sleep_time(self.settings, space["id"], sleep, echo=echo)
+                sleeper.set_sleep_time(self.settings, space["id"], sleep)
         return await self._do(request, "hardware", work, flavor)
 
     # -- secrets (names only ever leave) and variables ------------------------------------
@@ -223,7 +221,7 @@ class HubApi:
             space = await self.door.space_for(request, self.space_id(request), accounts.LOGS)
             if space is None:
                 return not_found(self.space_id(request))
-            keys = state_mod.read_secrets(settings.home, space["id"])
+            keys = admin.secret_list(settings, space["id"])
             return web.json_response({k: {"key": k, "description": None, "updatedAt": None} for k in keys})
         body = await self._body(request)
         key = body.get("key")
@@ -233,17 +231,17 @@ class HubApi:
             value = body.get("value", "")
             if not isinstance(value, str):
                 return error(400, "value must be a string")
-            return await self._do(request, "secret-set", lambda space, who, echo: admin.secret_set(
-                settings, space["id"], key, value, echo), key, answer="empty")
-        return await self._do(request, "secret-delete", lambda space, who, echo: admin.secret_delete(
-            settings, space["id"], key, echo), key, answer="empty")
+            return await self._do(request, "secret-set", lambda space, who: admin.secret_set(
+                settings, space["id"], key, value), key, answer="empty")
+        return await self._do(request, "secret-delete", lambda space, who: admin.secret_delete(
+            settings, space["id"], key), key, answer="empty")
 
     async def variables(self, request: web.Request) -> web.Response:
         settings = self.settings
 
         def listing(space_id):
             return {k: {"value": v, "description": None, "updatedAt": None}
-                    for k, v in admin_variables(settings, space_id).items()}
+                    for k, v in admin.variable_list(settings, space_id).items()}
         if request.method == "GET":
             space = await self.door.space_for(request, self.space_id(request), accounts.LOGS)
             return not_found(self.space_id(request)) if space is None else web.json_response(listing(space["id"]))
@@ -256,20 +254,13 @@ class HubApi:
             if not isinstance(value, str):
                 return error(400, "value must be a string")
 
-            def put(space, who, echo):
-                admin.variable_set(settings, space["id"], key, value, echo)
+            def put(space, who):
+                admin.variable_set(settings, space["id"], key, value)
                 return listing(space["id"])
             return await self._do(request, "variable-set", put, key, answer="result")
 
-        def drop(space, who, echo):
-            admin.variable_delete(settings, space["id"], key, echo)
+        def drop(space, who):
+            admin.variable_delete(settings, space["id"], key)
             return listing(space["id"])
         return await self._do(request, "variable-delete", drop, key, answer="result")
 
-
-def admin_variables(settings, space_id: str) -> dict:
-    st = state_mod.open(settings)
-    try:
-        return st.variables(space_id)
-    finally:
-        st.close()

@@ -100,7 +100,7 @@ class HubRepos:
         settings = self.settings
 
         def work():
-            admin.delete(settings, space_id, lambda line: None)
+            admin.delete(settings, space_id)
             # the repository is kept where the git account cannot reach it: nothing pushed is lost
             repo = Path(space["repo_path"])
             if repo.exists():
@@ -124,7 +124,7 @@ class HubRepos:
             return error(400, "only the visibility (private or public) can be changed here")
         settings = self.settings
 
-        def work(space, who, echo):
+        def work(space, who):
             st = state_mod.open(settings)
             try:
                 st.set_private(space["id"], private)

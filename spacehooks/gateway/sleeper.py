@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from spacehooks.errors import SpaceError
+from spacehooks.results import SleepTimeSet
 from spacehooks.state import ANSWERING
 from spacehooks.gateway.registry import Registry
 
@@ -154,7 +155,7 @@ class Sleeper:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def set_sleep_time(settings, space_id: str, seconds: int, echo=print) -> None:
+def set_sleep_time(settings, space_id: str, seconds: int) -> SleepTimeSet:
     from spacehooks import queue, state
     if seconds < -1 or seconds == 0:
         raise SpaceError(f"sleep time {seconds}: must be a number of seconds above 0, or -1 for never",
@@ -165,4 +166,4 @@ def set_sleep_time(settings, space_id: str, seconds: int, echo=print) -> None:
         st.update_space(space_id, sleep_seconds=seconds)
     finally:
         st.close()
-    echo(f"{space_id} never sleeps" if seconds == -1 else f"{space_id} sleeps after {seconds}s without requests")
+    return SleepTimeSet(space_id, seconds)
