@@ -22,6 +22,11 @@ class Refused(Exception):
     pass
 
 
+def repo_root(settings) -> Path:
+    # sshd's SetEnv may name it (contrib/ssh/README.md), as the shell wrapper always allowed
+    return Path(os.environ.get("SPACEHOOKS_REPO_ROOT") or settings["repo_root"]).resolve()
+
+
 def decide(settings, user: str, command: str | None, access: dict | None) -> tuple[str, str, str]:
     """(verb, path relative to repo_root, Space id) when the key's user may run `command`."""
     try:
@@ -37,7 +42,7 @@ def decide(settings, user: str, command: str | None, access: dict | None) -> tup
     if len(words) != 2 or words[0] not in VERBS:
         raise Refused("only git push, fetch and clone are served here")
     verb, path = words
-    root = Path(settings["repo_root"]).resolve()
+    root = repo_root(settings)
     rel = path.lstrip("/")
     if path.startswith("/"):
         if not (path.rstrip("/") + "/").startswith(str(root) + "/"):
@@ -53,7 +58,7 @@ def decide(settings, user: str, command: str | None, access: dict | None) -> tup
     space = {"id": space_id, "private": space_id in (access or {}).get("private", ())}
     if not accounts.may(identity, VERBS[verb], space):
         if not accounts.may(identity, accounts.READ, space):  # a private Space is not named to strangers
-            raise Refused(f"repository {parts[0]}/{parts[1]} not found")
+            raise Refused(f"repository {space_id} not found")
         raise Refused(f"{user} may not push to {space_id}: it belongs to {parts[0]}")
     return verb, "/".join(parts), space_id
 
@@ -74,7 +79,7 @@ def main(argv: list[str]) -> int:
     except Refused as exc:
         print(f"spacehooks: {exc}", file=sys.stderr)
         return 1
-    os.chdir(settings["repo_root"])
+    os.chdir(repo_root(settings))
     os.environ["SPACEHOOKS_PUSHER"] = user
     os.execvp("git-shell", ["git-shell", "-c", f"{verb} '{rel}'"])
     return 1
