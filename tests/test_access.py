@@ -180,3 +180,30 @@ def test_sign_in_sets_a_secure_httponly_cookie_for_the_space_hosts(site):
     assert cookie.startswith(f"spacehooks_session={tokens['alice']};")
     for part in ("Domain=localhost", "HttpOnly", "Secure", "SameSite=Lax", "Path=/"):
         assert part in cookie, part
+
+
+def test_a_private_static_space_is_not_served_from_the_relays_files_to_strangers(engine, loops):
+    from test_gateway_static import STATIC_README, fetch, static_space
+    static_space(engine, "alice/site", {"README.md": STATIC_README, "index.html": "<h1>members</h1>\n"})
+    settings = engine.settings
+    from spacehooks import state
+    st = state.open(settings)
+    accounts.add_user(settings, st, "alice")
+    token = accounts.create_token(st, "alice", "read")[1]
+    st.set_private("alice/site", True)
+    st.close()
+    gw = GatewayUnderTest(engine, loops)
+    try:
+        time.sleep(1.05)
+        host = gw.host("alice/site")
+        for _ in range(2):  # the first member request loads the deploy folder the relay answers from
+            status, _, body = fetch(gw, host, "/", {"Authorization": f"Bearer {token}"})
+            assert (status, body) == (200, b"<h1>members</h1>\n")
+        served = gw.listening.relay.static
+        status, _, body = fetch(gw, host, "/")
+        assert status == 404 and b"members" not in body
+        status, _, body = fetch(gw, host, "/index.html", {"Cookie": "spacehooks_session=shk_0000000000_" + "A" * 40})
+        assert status == 404 and b"members" not in body
+        assert gw.listening.relay.static == served
+    finally:
+        gw.stop()
