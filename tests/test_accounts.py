@@ -117,3 +117,21 @@ def test_a_v3_store_is_migrated_to_v4_and_keeps_its_spaces(tmp_path):
     conn.commit()
     assert [r[0] for r in conn.execute("SELECT id FROM spaces ORDER BY id")] == ["alice/a", "bob/b"]
     conn.close()
+
+
+def test_create_private_records_the_space_as_private_before_any_push(server):
+    import subprocess
+    from conftest import VENV_BIN
+    server.configure()
+    run = subprocess.run([str(VENV_BIN / "spacehooks"), "create", "--private", "acme/tool"], env=server.env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout
+    assert run.stdout.splitlines()[-1] == "acme/tool is private: only its owner's members see it"
+    settings = config.load(server.config, server.home)
+    st = state.open(settings)
+    try:
+        space = st.get_space("acme/tool")
+        assert (space["private"], space["stage"], space["commit"]) == (1, "NO_APP_FILE", None)
+    finally:
+        st.close()
+    assert json.loads((server.home / accounts.ACCESS_FILE).read_text())["private"] == ["acme/tool"]

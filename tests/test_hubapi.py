@@ -4,7 +4,6 @@ front of the app) and a real state store."""
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
-from gateway_support import GatewayUnderTest
 from spacehooks import accounts
 
 OLD_CLIENT = "0.25.2"
