@@ -30,5 +30,10 @@ def clean_bytes(name: bytes, value: bytes) -> bytes | None:
     return None if cleaned is None else cleaned.encode("latin-1")
 
 
-def carries(name: bytes) -> bool:
-    return name.lower() in (b"cookie", *(h.encode() for h in BEARER_HEADERS))
+# header names (lower case) that may carry our credentials: the relay looks only at these
+CARRIERS = frozenset((b"cookie", *(h.encode() for h in BEARER_HEADERS)))
+
+
+def may_carry(value: bytes) -> bool:
+    """A cheap first look (substring searches) before a header is parsed."""
+    return b"shk_" in value or b"spacehooks_session" in value

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httptools
 
-from spacehooks.gateway.credentials import carries, clean_bytes
+from spacehooks.gateway.credentials import CARRIERS, clean_bytes, may_carry
 from spacehooks.gateway.upstream import HOP_BY_HOP
 
 FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
@@ -76,7 +76,7 @@ def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool
             else:
                 forwarded_host = forwarded_host or value
             continue
-        if carries(name):
+        if low in CARRIERS and may_carry(value):
             cleaned = clean_bytes(name, value)
             if cleaned != value:
                 full = full if full is not None else list(lines)
