@@ -172,3 +172,21 @@ def test_an_old_client_works_too(hub, old_client):
     assert out == {"version": OLD_CLIENT, "whoami": "alice", "info": ["alice/app", "a" * 40, "docker", False],
                    "runtime": "RUNNING", "created_private": True, "variables": {"V": "1"}, "sleep": 120,
                    "list": ["alice/app", "alice/old"], "deleted": True}
+
+
+def test_a_space_created_through_the_api_takes_pushes_and_factory_reboots(hub, tmp_path):
+    from helpers import push, work_repo
+    gw, tokens = hub
+    api = HfApi(endpoint=gw.url, token=tokens["alice"])
+    api.create_repo("alice/site", repo_type="space", space_sdk="static")
+    assert api.get_space_runtime("alice/site").stage == "NO_APP_FILE"
+    readme = "---\ntitle: Site\nsdk: static\n---\n"
+    work = work_repo(tmp_path / "work", {"README.md": readme, "index.html": "<p>hi</p>\n"})
+    pushed = push(work, str(Path(gw.settings["repo_root"]) / "alice" / "site.git"))
+    assert pushed.returncode == 0, pushed.stdout
+    builds = len(gw.state.builds("alice/site"))
+    assert builds == 1
+    api.restart_space("alice/site", factory_reboot=True)
+    queued = gw.state.builds("alice/site")
+    assert len(queued) == 2 and queued[0]["no_cache"] == 1
+    assert gw.state.audit(space_id="alice/site")[-1]["action"] == "factory-reboot"
