@@ -191,3 +191,17 @@ def key_identity(access: dict | None, user: str) -> Identity:
     key's user owns only their own namespace."""
     entry = (access or {}).get("users", {}).get(user) or {}
     return Identity(user, bool(entry.get("admin")), frozenset(entry.get("orgs", ())), "write", "key")
+
+
+def restore(settings, st, access: dict) -> None:
+    """After `state rebuild`: the accounts, memberships and private Spaces the access file names."""
+    for name, entry in (access.get("users") or {}).items():
+        st.add_account(check_name(name), USER, bool(entry.get("admin")))
+    for name in access.get("orgs") or []:
+        st.add_account(check_name(name), ORG)
+    for name, entry in (access.get("users") or {}).items():
+        for org in entry.get("orgs") or []:
+            st.add_member(org, name)
+    for space_id in access.get("private") or []:
+        st.set_private(space_id, True)
+    write_access_file(settings, st)

@@ -135,3 +135,30 @@ def test_create_private_records_the_space_as_private_before_any_push(server):
     finally:
         st.close()
     assert json.loads((server.home / accounts.ACCESS_FILE).read_text())["private"] == ["acme/tool"]
+
+
+def test_a_rebuilt_store_keeps_private_spaces_private_and_its_users(server):
+    import subprocess
+    from conftest import VENV_BIN
+
+    def cli(*args):
+        run = subprocess.run([str(VENV_BIN / "spacehooks"), *args], env=server.env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout
+        return run.stdout
+    server.configure()
+    cli("create", "--private", "acme/tool")
+    cli("create", "acme/open")
+    cli("users", "add", "alice")
+    cli("orgs", "add", "acme")
+    cli("orgs", "member", "add", "acme", "alice")
+    cli("tokens", "create", "alice")
+    out = cli("state", "rebuild", "--force")
+    assert ("restored 1 users, 1 organisations and 1 private Spaces from access.json; tokens must be created again"
+            in out)
+    st = state.open(config.load(server.config, server.home))
+    try:
+        assert st.private_spaces() == ["acme/tool"]
+        assert st.orgs_of("alice") == ["acme"] and st.tokens() == []
+    finally:
+        st.close()
