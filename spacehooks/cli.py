@@ -1,5 +1,6 @@
 """Command-line wiring only: each command parses its options and calls one function. The Space
-commands are in cliadmin.py, the host's (gc, doctor, state, limits, hardware, gpu) in clihost.py."""
+commands are in cliadmin.py, the host's (gc, doctor, state, limits, hardware, gpu) in clihost.py,
+those on people and access (users, orgs, tokens, visibility, audit) in clipeople.py."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from spacehooks import cliadmin, clihost
+from spacehooks import cliadmin, clihost, clipeople
 from spacehooks import config as config_mod
 from spacehooks.cliadmin import pass_ctx
 from spacehooks.errors import SpaceError, internal_error_message
@@ -19,7 +20,7 @@ def cli():
     """Self-hosted Hugging Face Spaces: validate on push, build with Podman, serve."""
 
 
-for _command in (*cliadmin.COMMANDS, *clihost.COMMANDS):
+for _command in (*cliadmin.COMMANDS, *clihost.COMMANDS, *clipeople.COMMANDS):
     cli.add_command(_command)
 
 
@@ -171,11 +172,12 @@ def base_image_list(ctx):
 
 @cli.command()
 @click.argument("space", metavar="OWNER/NAME")
+@click.option("--private", is_flag=True, help="Only members of OWNER see the Space (gallery, lists, its address, logs).")
 @pass_ctx
-def create(ctx, space):
+def create(ctx, space, private):
     """Create the bare repository OWNER/NAME under repo_root with the hooks installed."""
-    from spacehooks import install as mod
-    mod.create_repo(ctx.settings, space, echo=click.echo)
+    from spacehooks import people
+    people.create(ctx.settings, space, private, echo=click.echo)
 
 
 @cli.command("git-template")

@@ -124,6 +124,7 @@ CHECKS = {
     "run.gc_interval_seconds": _at_least(0, "set 0 (only by hand) or a number of seconds"),
     "hardware": _hardware,
     "secret_scan.allow_paths": _strings,
+    "api.hardware_flavors": _strings,
     "build.image_aliases": lambda v, _: _image_aliases(v),
     "lfs.layout": lambda v, _: None if v in ("auto", "plain", "gitea", "gitlab") else (
         f"must be auto, plain, gitea or gitlab, found {v!r}", "set the git server's layout, or auto"),

@@ -6,7 +6,9 @@ What cannot be read back is set to the safe side (README, "Recovering the state 
   starts by itself; `spacehooks resume` or `rebuild` brings it up);
 - hardware is run.default_hardware, per-Space limits and sleep time are the server defaults
   (no GPU is handed out again by guess);
-- variables are empty (secrets are files and are kept); build history is gone (logs stay).
+- variables are empty (secrets are files and are kept); build history is gone (logs stay);
+- users, organisations and private Spaces come back from SPACEHOOKS_HOME/access.json (a private
+  Space never turns public); tokens and the audit log do not.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import builder, podman, runspec
+from spacehooks import accounts, builder, podman, runspec
 from spacehooks import queue as queue_mod
 from spacehooks import stages
 from spacehooks import state as state_mod
@@ -31,9 +33,17 @@ def rebuild(settings, echo, force: bool = False) -> dict[str, str]:
     _move_aside(settings, force, echo)
     found = _containers(settings)
     repos = repositories(settings)
+    access = accounts.read_access_file(settings.home)  # before anything rewrites it
     st = state_mod.open(settings)
     try:
-        return _fill(settings, st, found, repos, echo)
+        done = _fill(settings, st, found, repos, echo)
+        if access is not None:
+            # users, organisations and private Spaces come back from the access file; tokens
+            # cannot (only their hashes were kept): they are made again
+            accounts.restore(settings, st, access)
+            echo(f"restored {len(access.get('users', {}))} users, {len(access.get('orgs', []))} organisations and "
+                 f"{len(access.get('private', []))} private Spaces from {accounts.ACCESS_FILE}; tokens must be created again")
+        return done
     finally:
         st.close()
 

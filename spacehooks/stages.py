@@ -85,6 +85,7 @@ MOVES = (
     Move("restore", STARTED, BUILDING, "after a restart or reboot its image is gone: built again"),
     Move("state rebuild", (NEW,), RUNNING, "`state rebuild` found its container running"),
     Move("state rebuild", (NEW,), PAUSED, "`state rebuild` found no running container"),
+    Move("create", (NEW,), NO_APP_FILE, "`create` or the API's create_repo: a repository with no commit yet"),
     Move("pause", ALIVE, PAUSED, "`spacehooks pause`"),
     Move("stop", ALIVE, STOPPED, "the runner stops it (no command does today; `resume` starts it)"),
     Move("sleep", STARTED, SLEEPING, "no request for its sleep time; the next request wakes it"),

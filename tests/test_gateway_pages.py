@@ -143,7 +143,9 @@ def test_runtime_api_and_log_streams(gw, upstream):
         "sleepTime": -1, "commit": "c" * 40, "sdk": "gradio",
         "domains": [{"domain": "alice-chat.localhost", "stage": "READY"}]}
     missing = requests.get(gw.url + "/api/spaces/alice/none/runtime", timeout=10)
-    assert (missing.status_code, missing.json()) == (404, {"error": "Space alice/none does not exist"})
+    assert (missing.status_code, missing.headers["X-Error-Code"]) == (404, "RepoNotFound")
+    assert missing.json() == {"error": "Repository Not Found for url: /api/spaces/alice/none. Make sure the Space "
+                                       "exists and that you have access to it."}
     with requests.get(gw.url + "/api/spaces/alice/chat/logs/build", stream=True, timeout=10) as stream:
         assert stream.headers["Content-Type"] == "text/event-stream"
         text = b""
@@ -155,6 +157,12 @@ def test_runtime_api_and_log_streams(gw, upstream):
     run_log = gw.state.run_log_path("alice/chat")
     run_log.parent.mkdir(parents=True, exist_ok=True)
     run_log.write_text("Running on local URL:  http://0.0.0.0:7860\n")
-    with requests.get(gw.url + "/api/spaces/alice/chat/logs/run", stream=True, timeout=10) as stream:
+    # run logs are for the Space's members (issue 13): anyone else is told it is not there
+    assert requests.get(gw.url + "/api/spaces/alice/chat/logs/run", timeout=10).status_code == 404
+    from spacehooks import accounts
+    accounts.add_user(gw.settings, gw.state, "alice")
+    token = accounts.create_token(gw.state, "alice", "read")[1]
+    with requests.get(gw.url + "/api/spaces/alice/chat/logs/run", stream=True, timeout=10,
+                      headers={"Authorization": f"Bearer {token}"}) as stream:
         text = next(stream.iter_content(None)).decode()
     assert log_lines(text) == ["Running on local URL:  http://0.0.0.0:7860"]

@@ -62,7 +62,7 @@ def test_a_v1_store_is_migrated_and_keeps_every_space(tmp_path):
     before = [tuple(r) for r in before_conn.execute("SELECT * FROM spaces ORDER BY id")]
     before_conn.close()
     st = state.open(settings)
-    assert state.schema_version(st) == state.SCHEMA_VERSION == 3
+    assert state.schema_version(st) == state.SCHEMA_VERSION == 4
     assert [b["attempts"] for s in st.list_spaces() for b in st.builds(s["id"])] == [0, 0, 0]
     assert [s["restarts"] for s in st.list_spaces()] == [0, 0, 0]
     after = [tuple(r)[:len(before[0])] for r in st.conn.execute("SELECT * FROM spaces ORDER BY id")]
@@ -86,7 +86,7 @@ def test_the_previous_release_opens_a_migrated_store_without_losing_a_space(tmp_
     old.update_space("alice/s0", stage="RUNNING_BUILDING")
     old.close()
     st = state.open(settings)  # and forward again
-    assert state.schema_version(st) == 3
+    assert state.schema_version(st) == 4
     assert [b["attempts"] for b in st.builds("carol/x")] == [0]
     assert st.get_space("carol/x")["restarts"] == 0
     assert [b["attempts"] for b in st.builds("bob/new")] == [2]
@@ -113,7 +113,7 @@ def test_processes_migrating_at_once_do_not_trip(tmp_path):
         thread.join(60)
     assert failed == []
     st = state.open(settings)
-    assert state.schema_version(st) == 3
+    assert state.schema_version(st) == 4
     st.close()
 
 

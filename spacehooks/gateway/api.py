@@ -1,4 +1,5 @@
-"""The Hub-style status API: `/api/spaces/<owner>/<name>/runtime` and logs as server-sent events."""
+"""The runtime as the Hub's client reads it, and logs as server-sent events (routes and the
+owner rules: hubapi.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -36,15 +37,6 @@ def runtime(settings, space: dict) -> dict:
     }
 
 
-async def runtime_handler(request: web.Request) -> web.Response:
-    registry: Registry = request.app[REGISTRY]
-    space_id = f"{request.match_info['owner']}/{request.match_info['name']}"
-    space = await registry.space(space_id)
-    if space is None:
-        return web.json_response({"error": f"Space {space_id} does not exist"}, status=404)
-    return web.json_response(runtime(request.app[SETTINGS], space), headers={"Cache-Control": "no-store"})
-
-
 def _event(line: str) -> bytes:
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
     return f"data: {json.dumps({'data': line, 'timestamp': stamp})}\n\n".encode()
@@ -60,7 +52,8 @@ async def _log_path(registry: Registry, space_id: str, kind: str) -> Path | None
 
 
 async def logs_handler(request: web.Request) -> web.StreamResponse:
-    """Send the log so far, then follow it (new build, rotation) until the client goes away."""
+    """Send the log so far, then follow it (new build, rotation) until the client goes away.
+    Only through HubApi.logs, which checks who may read it."""
     registry: Registry = request.app[REGISTRY]
     space_id = f"{request.match_info['owner']}/{request.match_info['name']}"
     kind = request.match_info["kind"]

@@ -8,8 +8,9 @@ from pathlib import Path
 from aiohttp import web
 from multidict import CIMultiDict
 
-from spacehooks import stages
-from spacehooks.gateway import api, pages
+from spacehooks import accounts, stages
+from spacehooks.gateway import api, hubrepos, pages
+from spacehooks.gateway.access import Door
 from spacehooks.gateway.metrics import Metrics
 from spacehooks.gateway.proxy import NotRepeated, Proxy, Unreachable
 from spacehooks.gateway.registry import Registry
@@ -77,14 +78,24 @@ class Gateway:
         self.proxy = Proxy()
         self.sites = Sites(settings)
         self.static = StaticFiles(self.sites)
+        self.door = Door(settings, registry)
 
     async def space_request(self, request: web.Request, label: str) -> web.StreamResponse:
         settings = self.settings
         space_id = await self.registry.resolve_host(label)
         if space_id is None:
             return pages.not_found(settings, f"Nothing is served at {request.host}.")
-        request[SPACE_ID] = space_id
         space = await self.registry.space(space_id)
+        if space is not None and space.get("private"):
+            # members only; to anyone else it is not there (the relay sends every request to a
+            # private Space here: one admission point for all kinds of request)
+            try:
+                who = await self.door.identity(request, ours_only=True)
+            except web.HTTPUnauthorized:
+                who = None  # a stale cookie or token: not a member
+            if not accounts.may(who, accounts.READ, space):
+                return pages.not_found(settings, f"Nothing is served at {request.host}.")
+        request[SPACE_ID] = space_id
         if space is not None and (space.get("stage") not in ANSWERING or not (space.get("port") or is_static(space))):
             # the snapshot may predate a deploy that has just finished: ask the store before saying no
             space = await self.registry.space(space_id, fresh=True) or space
@@ -188,17 +199,25 @@ class Gateway:
 
     # -- the main domain -------------------------------------------------------------------
     async def gallery(self, request: web.Request) -> web.Response:
-        return pages.gallery(self.settings, await self.registry.spaces())
+        who = await self._visitor(request)
+        return pages.gallery(self.settings, [s for s in await self.registry.spaces()
+                                             if accounts.may(who, accounts.READ, s)])
+
+    async def _visitor(self, request: web.Request):
+        try:
+            return await self.door.identity(request)
+        except web.HTTPUnauthorized:
+            return None  # a stale cookie: shown what anyone sees
 
     async def space_page(self, request: web.Request) -> web.Response:
         space_id = f"{request.match_info['owner']}/{request.match_info['name']}"
         space = await self.registry.space(space_id)
+        if space is not None and not accounts.may(await self._visitor(request), accounts.READ, space):
+            space = None
         if space is None:
             return pages.not_found(self.settings, f"There is no Space {space_id} on this server.")
         return pages.space_page(self.settings, space)
 
-    async def spaces_api(self, request: web.Request) -> web.Response:
-        return web.json_response([api.runtime(self.settings, s) for s in await self.registry.spaces()])
 
 
 def _count(metrics: Metrics, request: web.Request, response, status: int, seconds: float) -> None:
@@ -241,9 +260,7 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
     app[METRICS] = metrics
     app.router.add_get("/", gateway.gallery)
     app.router.add_get("/spaces/{owner}/{name}", gateway.space_page)
-    app.router.add_get("/api/spaces", gateway.spaces_api)
-    app.router.add_get("/api/spaces/{owner}/{name}/runtime", api.runtime_handler)
-    app.router.add_get("/api/spaces/{owner}/{name}/logs/{kind:build|run}", api.logs_handler)
+    hubrepos.add_routes(app, settings, registry, gateway.door)
     app.router.add_static("/static/", STATIC)
 
     async def lifecycle(app):

@@ -165,8 +165,11 @@ class Downstream(Pausable):
         method = parser.get_method()
         upgrade = parser.should_upgrade()
         self.head_started_at, self.head_started = self.head_started or self.last_active, None
-        head, host, accept, chunked, has_body = rewrite(method, self._url, self._headers, self.peer.encode(), upgrade)
+        head, host, accept, chunked, has_body, app_head = rewrite(method, self._url, self._headers,
+                                                                  self.peer.encode(), upgrade)
         target = self.relay.route(host, upgrade, accept, method, has_body or chunked)
+        if app_head is not None and target is self.relay.app_target:
+            head = app_head  # the app checks a private Space's members by these, and strips them itself
         # HTTP/1.0 clients get their answer framed by the end of the connection
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
         exchange = Exchange(target, head, keep_alive, chunked, method == b"HEAD", upgrade,

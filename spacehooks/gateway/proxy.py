@@ -19,6 +19,8 @@ import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
+from spacehooks.gateway import credentials
+
 log = logging.getLogger("spacehooks.gateway")
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -60,7 +62,9 @@ def upstream_headers(request: web.Request, drop: set[str] = frozenset()) -> CIMu
     for key, value in request.headers.items():
         lower = key.lower()
         if lower not in HOP_BY_HOP and lower not in drop:
-            headers.add(key, value)
+            value = credentials.clean(lower, value)  # a member's token never reaches Space code
+            if value is not None:
+                headers.add(key, value)
     if not request.raw_path.startswith("/"):
         # RFC 9112 3.2.2: the authority in an absolute-form target is the host (aiohttp routes by it)
         target = yarl.URL(request.raw_path, encoded=True)

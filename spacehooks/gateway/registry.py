@@ -51,6 +51,12 @@ class Registry:
             return getattr(self._state_obj(), method)(*args, **kw)
         return await asyncio.get_running_loop().run_in_executor(self._thread, job)
 
+    async def run(self, function: Callable, *args, **kw):
+        """function(state, *args) on the state thread (accounts.identify, accounts.audit)."""
+        def job():
+            return function(self._state_obj(), *args, **kw)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, job)
+
     def close(self) -> None:
         for pool, attr in ((self._thread, "_state"), (self._writer, "_writer_state")):
             def job(attr=attr):

@@ -118,6 +118,10 @@ class Relay:
         space = self.registry.cached(label)
         if space is None:  # unknown, or the snapshot is stale (the sweeper could not read the store)
             return self.app_target
+        if space.get("private"):
+            # the one admission point: every request to a private Space, of whatever kind, goes
+            # to the app, which answers 404 to non-members (gateway/access.py)
+            return self.app_target
         if is_static(space):
             # the app loads a newly deployed commit's files; from then on the relay answers
             site = self.sites.cached(space) if self.sites is not None else None

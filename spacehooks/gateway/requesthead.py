@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httptools
 
+from spacehooks.gateway.credentials import CARRIERS, clean_bytes, may_carry
 from spacehooks.gateway.upstream import HOP_BY_HOP
 
 FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
@@ -40,10 +41,13 @@ def origin_form(url: bytes) -> tuple[bytes, bytes | None]:
 
 
 def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool):
-    """(head bytes for the upstream, host, Accept value, whether the body is chunked, whether
-    a Content-Length announces a body)."""
+    """(head bytes for a Space, host, Accept value, whether the body is chunked, whether a
+    Content-Length announces a body, the head for the app or None when it is the same). The
+    head for a Space has the gateway's own credentials taken out (credentials.py); the app
+    needs them to let members into private Spaces, and takes them out itself."""
     host = accept = forwarded_for = proto = forwarded_host = None
     chunked = has_body = False
+    full: list | None = None  # lines with our credentials, once one is seen
     target, authority = origin_form(url)
     lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
     for name, value in headers:
@@ -72,7 +76,18 @@ def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool
             else:
                 forwarded_host = forwarded_host or value
             continue
+        if low in CARRIERS and may_carry(value):
+            cleaned = clean_bytes(name, value)
+            if cleaned != value:
+                full = full if full is not None else list(lines)
+                full.append(b"%s: %s\r\n" % (name, value))
+                if cleaned is not None:
+                    lines.append(b"%s: %s\r\n" % (name, cleaned))
+                continue
         lines.append(b"%s: %s\r\n" % (name, value))
+        if full is not None:
+            full.append(lines[-1])
+    tail_from = len(lines)  # what follows is the same in both heads
     if authority is not None:
         host = authority
         lines.append(b"Host: %s\r\n" % authority)
@@ -82,4 +97,5 @@ def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     lines.append(b"\r\n")
-    return b"".join(lines), host, accept, chunked, has_body
+    app_head = None if full is None else b"".join(full + lines[tail_from:])
+    return b"".join(lines), host, accept, chunked, has_body, app_head

@@ -38,6 +38,12 @@
         pane.appendChild(document.createTextNode(line.replace(/\n?$/, "\n")));
         if (stick) pane.scrollTop = pane.scrollHeight;
       };
+      source.onerror = function () {
+        // run logs are for the Space's members: a visitor's stream is refused (404), not retried
+        if (source.readyState === EventSource.CLOSED && kind === "run" && !pane.textContent) {
+          pane.textContent = "Container logs are shown to the Space's members: sign in with a token (top right).\n";
+        }
+      };
       source.addEventListener("empty", function (event) {
         var note = document.createElement("span");
         note.className = "dim";

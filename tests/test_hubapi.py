@@ -1,0 +1,192 @@
+"""The Hub-compatible API (issue 13, item 2) driven by the unmodified huggingface_hub client,
+the current release in-process and 0.25.2 in a subprocess, against a real gateway (relay in
+front of the app) and a real state store."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+from gateway_support import *  # noqa: F401,F403 - fixtures
+from spacehooks import accounts
+
+OLD_CLIENT = "0.25.2"
+
+
+def people(gw):
+    st, settings = gw.state, gw.settings
+    for name in ("alice", "bob"):
+        accounts.add_user(settings, st, name)
+    accounts.add_user(settings, st, "root", admin=True)
+    accounts.add_org(settings, st, "acme")
+    accounts.set_member(settings, st, "acme", "alice", True)
+    return {who: accounts.create_token(st, who, scope)[1]
+            for who, scope in (("alice", "write"), ("bob", "write"), ("root", "write"))} | \
+        {"alice-read": accounts.create_token(st, "alice", "read")[1]}
+
+
+@pytest.fixture
+def hub(gw, upstream):
+    tokens = people(gw)
+    gw.add_space("alice/app", port=upstream.port, hardware="cpu-basic", commit="a" * 40,
+                 config={"sdk": "docker", "title": "App", "tags": ["demo"]})
+    return gw, tokens
+
+
+def test_the_current_client_reads_and_manages_a_space(hub, tmp_path):
+    gw, tokens = hub
+    api = HfApi(endpoint=gw.url, token=tokens["alice"])
+    assert api.whoami()["name"] == "alice"
+    assert [o["name"] for o in api.whoami()["orgs"]] == ["acme"]
+    info = api.space_info("alice/app")
+    assert (info.id, info.author, info.sha, info.sdk, info.private, info.host) == (
+        "alice/app", "alice", "a" * 40, "docker", False, f"http://alice-app.localhost:{gw.port}")
+    assert info.runtime.stage == "RUNNING"
+    assert api.get_space_runtime("alice/app").hardware == "cpu-basic"
+
+    url = api.create_repo("acme/tool", repo_type="space", space_sdk="static", private=True)
+    assert url == f"{gw.url}/spaces/acme/tool"
+    assert (Path(gw.settings["repo_root"]) / "acme" / "tool.git" / "HEAD").exists()
+    api.create_repo("acme/tool", repo_type="space", space_sdk="static", exist_ok=True)
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_repo("acme/tool", repo_type="space", space_sdk="static")
+    assert err.value.response.status_code == 409
+    assert api.space_info("acme/tool").private is True
+
+    api.add_space_variable("alice/app", "GREETING", "hi")
+    assert {k: v.value for k, v in api.get_space_variables("alice/app").items()} == {"GREETING": "hi"}
+    api.delete_space_variable("alice/app", "GREETING")
+    assert api.get_space_variables("alice/app") == {}
+    api.add_space_secret("alice/app", "API_KEY", "s3cr3t-value")
+    assert list(api.get_space_secrets("alice/app")) == ["API_KEY"]
+    assert "s3cr3t-value" not in requests.get(gw.url + "/api/spaces/alice/app/secrets", timeout=10,
+                                              headers={"Authorization": f"Bearer {tokens['alice']}"}).text
+    api.delete_space_secret("alice/app", "API_KEY")
+    assert api.get_space_secrets("alice/app") == {}
+
+    assert api.set_space_sleep_time("alice/app", 3600).sleep_time == 3600
+    with pytest.raises(HfHubHTTPError) as err:
+        api.request_space_hardware("alice/app", "a100-large")
+    assert err.value.response.status_code == 403
+    assert "hardware a100-large is granted by the admin; you may pick: cpu-basic" in str(err.value)
+    assert api.pause_space("alice/app").stage == "PAUSED"
+    assert api.request_space_hardware("alice/app", "cpu-basic").requested_hardware == "cpu-basic"
+    # a restart needs a built image: the server's own reason comes back to the client
+    with pytest.raises(HfHubHTTPError) as err:
+        api.restart_space("alice/app")
+    assert err.value.response.status_code == 400 and "alice/app has no successful build yet" in str(err.value)
+
+    api.update_repo_settings("acme/tool", private=False, repo_type="space")
+    assert api.space_info("acme/tool").private is False
+    api.delete_repo("acme/tool", repo_type="space")
+    with pytest.raises(RepositoryNotFoundError):
+        api.space_info("acme/tool")
+    assert list((Path(gw.settings.home) / "deleted").iterdir())  # the repository is kept aside
+
+    actions = [(r["actor"], r["credential"].split(":")[0], r["action"], r["space_id"]) for r in gw.state.audit()]
+    assert ("alice", "token", "create", "acme/tool") in actions
+    assert ("alice", "token", "secret-set", "alice/app") in actions
+    assert ("alice", "token", "hardware", "alice/app") in actions
+    assert ("alice", "token", "delete", "acme/tool") in actions
+    audit_cli = subprocess.run([sys.executable, "-m", "spacehooks", "audit", "--space", "alice/app"],
+                               env={"SPACEHOOKS_CONFIG": str(gw.settings.path), "SPACEHOOKS_HOME": str(gw.settings.home),
+                                    "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, text=True, timeout=60)
+    assert " alice (token:" in audit_cli.stdout and " secret-set alice/app API_KEY" in audit_cli.stdout
+
+
+def test_list_spaces_filters_and_pages(hub):
+    gw, tokens = hub
+    for i in range(5):
+        gw.state.ensure_space(f"bob/s{i}", "/nonexistent")
+    gw.add_space("acme/hidden", private=1)
+    anonymous = HfApi(endpoint=gw.url, token=False)
+    ids = [s.id for s in anonymous.list_spaces()]
+    assert ids == ["alice/app", "bob/s0", "bob/s1", "bob/s2", "bob/s3", "bob/s4"]
+    assert [s.id for s in anonymous.list_spaces(author="bob", limit=3)] == ["bob/s0", "bob/s1", "bob/s2"]
+    assert [s.id for s in anonymous.list_spaces(search="s4")] == ["bob/s4"]
+    page = requests.get(gw.url + "/api/spaces?author=bob&limit=10", timeout=10)
+    assert "Link" not in page.headers
+    first = requests.get(gw.url + "/api/spaces?author=bob", params={"limit": ""}, timeout=10)
+    assert len(first.json()) == 5
+    from spacehooks.gateway import hubapi
+    hubapi.PAGE, saved = 2, hubapi.PAGE
+    try:
+        assert [s.id for s in anonymous.list_spaces(author="bob")] == [f"bob/s{i}" for i in range(5)]
+        link = requests.get(gw.url + "/api/spaces?author=bob", timeout=10).headers["Link"]
+        assert link.endswith('cursor=2>; rel="next"')
+    finally:
+        hubapi.PAGE = saved
+    member = HfApi(endpoint=gw.url, token=tokens["alice"])
+    assert "acme/hidden" in [s.id for s in member.list_spaces()]
+
+
+OLD_SCRIPT = r"""
+import json, sys
+import huggingface_hub
+from huggingface_hub import HfApi
+from huggingface_hub.utils import RepositoryNotFoundError
+endpoint, token = sys.argv[1], sys.argv[2]
+api = HfApi(endpoint=endpoint, token=token)
+out = {"version": huggingface_hub.__version__, "whoami": api.whoami()["name"]}
+info = api.space_info("alice/app")
+out["info"] = [info.id, info.sha, info.sdk, info.private]
+out["runtime"] = api.get_space_runtime("alice/app").stage
+api.create_repo("alice/old", repo_type="space", space_sdk="gradio", private=True)
+out["created_private"] = api.space_info("alice/old").private
+api.add_space_secret("alice/app", "K", "v")
+api.add_space_variable("alice/app", "V", "1")
+out["variables"] = {k: v.value for k, v in api.get_space_variables("alice/app").items()}
+out["sleep"] = api.set_space_sleep_time("alice/app", 120).sleep_time
+out["list"] = [s.id for s in api.list_spaces(author="alice")]
+api.delete_repo("alice/old", repo_type="space")
+try:
+    api.space_info("alice/old")
+    out["deleted"] = False
+except RepositoryNotFoundError:
+    out["deleted"] = True
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="session")
+def old_client(tmp_path_factory):
+    target = tmp_path_factory.mktemp("hf-old")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--target", str(target), f"huggingface_hub=={OLD_CLIENT}"], check=True, timeout=300,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return target
+
+
+def test_an_old_client_works_too(hub, old_client):
+    gw, tokens = hub
+    run = subprocess.run([sys.executable, "-c", OLD_SCRIPT, gw.url, tokens["alice"]], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=120,
+                         env={"PYTHONPATH": str(old_client), "PATH": "/usr/bin:/bin", "HF_HUB_DISABLE_TELEMETRY": "1",
+                              "HF_HOME": str(old_client / "home")})
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out == {"version": OLD_CLIENT, "whoami": "alice", "info": ["alice/app", "a" * 40, "docker", False],
+                   "runtime": "RUNNING", "created_private": True, "variables": {"V": "1"}, "sleep": 120,
+                   "list": ["alice/app", "alice/old"], "deleted": True}
+
+
+def test_a_space_created_through_the_api_takes_pushes_and_factory_reboots(hub, tmp_path):
+    from helpers import push, work_repo
+    gw, tokens = hub
+    api = HfApi(endpoint=gw.url, token=tokens["alice"])
+    api.create_repo("alice/site", repo_type="space", space_sdk="static")
+    assert api.get_space_runtime("alice/site").stage == "NO_APP_FILE"
+    readme = "---\ntitle: Site\nsdk: static\n---\n"
+    work = work_repo(tmp_path / "work", {"README.md": readme, "index.html": "<p>hi</p>\n"})
+    pushed = push(work, str(Path(gw.settings["repo_root"]) / "alice" / "site.git"))
+    assert pushed.returncode == 0, pushed.stdout
+    builds = len(gw.state.builds("alice/site"))
+    assert builds == 1
+    api.restart_space("alice/site", factory_reboot=True)
+    queued = gw.state.builds("alice/site")
+    assert len(queued) == 2 and queued[0]["no_cache"] == 1
+    assert gw.state.audit(space_id="alice/site")[-1]["action"] == "factory-reboot"
