@@ -47,6 +47,7 @@ SETTINGS = [
     Setting("python_version_fallback", "nearest", str, "A README `python_version` this server lacks: `nearest` builds on the nearest version in `python_versions` (the newer of two equally near) and warns at push naming both; `refuse` refuses the push."),
     Setting("default_python_version", "3.11", str, "Python used when a README sets none (the Hub uses 3.10)."),
     Setting("podman_url", "unix:///run/spacehooks/podman.sock", str, "Podman REST service the builder and runner talk to."),
+    Setting("engine", "podman", str, "Where Spaces are built and run: `podman` (the service at podman_url) or `kubernetes` (a cluster)."),
     Setting("build.concurrency", 1, int, "Builds run at once (always one at a time per Space)."),
     Setting("build.push_log_seconds", 30, int, "How long a push streams its build log (`git push -o wait` streams to the end)."),
     Setting("build.timeout_seconds", 3600, int, "A build running longer is stopped and fails."),
@@ -270,6 +271,8 @@ _CHECKS = {
     "default_python_version": _default_python,
     "podman_url": lambda v, _: None if v.startswith("unix://") and len(v) > 7 else (
         f"must be a unix:// socket URL, found {v!r}", "write it like unix:///run/spacehooks/podman.sock"),
+    "engine": lambda v, _: None if v in ("podman", "kubernetes") else (
+        f"must be podman or kubernetes, found {v!r}", "set engine: podman"),
     "build.concurrency": _at_least(1, "set 1 or more"),
     "build.push_log_seconds": _at_least(0, "set 0 or more"),
     "build.timeout_seconds": _at_least(1, "set the seconds a build may take"),
