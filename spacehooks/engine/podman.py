@@ -112,9 +112,13 @@ class PodmanEngine(podman_images.Images, Engine):
 
     def __init__(self, url: str, home: Path):
         self.url, self.home = url, home
+        self._client: PodmanClient | None = None
 
     def client(self) -> PodmanClient:
-        return PodmanClient(base_url=self.url, timeout=120)
+        """One per engine: a start's state polls reuse its connection pool."""
+        if self._client is None:
+            self._client = PodmanClient(base_url=self.url, timeout=120)
+        return self._client
 
     def ping(self) -> str:
         return rest.ping(self.url)
