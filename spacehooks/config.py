@@ -53,6 +53,7 @@ SETTINGS = [
     Setting("lfs.gitea_path", "/var/lib/gitea/data/lfs", str, "LFS store of the `gitea` layout (Gitea/Forgejo's `[lfs] PATH`), objects at `<path>/aa/bb/<oid[4:]>`; `{repo}` is the bare repository's folder."),
     Setting("lfs.gitlab_path", "/var/opt/gitlab/gitlab-rails/shared/lfs-objects", str, "LFS store of the `gitlab` layout (GitLab's `lfs_object_store` on disk; object storage is not read), objects at `<path>/aa/bb/<oid[4:]>`; `{repo}` is the bare repository's folder."),
     Setting("podman_url", "unix:///run/spacehooks/podman.sock", str, "Podman REST service the builder and runner talk to."),
+    Setting("engine", "podman", str, "Where Spaces are built and run: `podman` (the service at podman_url) or `kubernetes` (a cluster)."),
     Setting("build.concurrency", 1, int, "Builds run at once (always one at a time per Space)."),
     Setting("build.push_log_seconds", 30, int, "How long a push streams its build log (`git push -o wait` streams to the end)."),
     Setting("build.timeout_seconds", 3600, int, "A build running longer is stopped and fails."),

@@ -109,6 +109,8 @@ CHECKS = {
     "default_python_version": _default_python,
     "podman_url": lambda v, _: None if v.startswith("unix://") and len(v) > 7 else (
         f"must be a unix:// socket URL, found {v!r}", "write it like unix:///run/spacehooks/podman.sock"),
+    "engine": lambda v, _: None if v in ("podman", "kubernetes") else (
+        f"must be podman or kubernetes, found {v!r}", "set engine: podman"),
     "build.concurrency": _at_least(1, "set 1 or more"),
     "build.push_log_seconds": _at_least(0, "set 0 or more"),
     "build.timeout_seconds": _at_least(1, "set the seconds a build may take"),
