@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import builder, netfence, podman, runner
+from spacehooks import builder, engine, netfence, runner
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
@@ -47,7 +47,7 @@ def status(settings, space_id: str, echo: Echo) -> None:
     echo(f"container: {s['container'] or '-'}")
     echo(f"port:      {s['port'] or '-'}")
     echo(f"hardware:  {s['hardware'] or '-'}")
-    if not podman.reachable(settings["podman_url"]):
+    if not engine.get(settings).reachable():
         echo(f"podman:    DOWN: not reachable at {settings['podman_url']}; builds wait in the queue,"
              " app output is not copied, `spacehooks doctor` says more")
     if s["error"]:
@@ -76,14 +76,12 @@ def logs(settings, space_id: str, build: bool, follow: bool, echo: Echo) -> None
         if not path.exists():
             echo(f"{space_id} has no running container ({space['stage']})")
         return
-    from podman.errors import NotFound
-    try:
-        container = podman.client(settings).containers.get(space["container"])
-    except NotFound as exc:
-        raise SpaceError(f"container {space['container']} of {space_id} is gone", hint=f"spacehooks restart {space_id}") from exc
+    eng = engine.get(settings)
+    if eng.state(space["container"]) is None:
+        raise SpaceError(f"container {space['container']} of {space_id} is gone", hint=f"spacehooks restart {space_id}")
     # the worker copies the app's output into the run log: ask Podman only for what is newer
-    since = int(path.stat().st_mtime) if path.exists() else None
-    for chunk in container.logs(stream=follow, follow=follow, stdout=True, stderr=True, since=since):
+    since = int(path.stat().st_mtime) if path.exists() else 0
+    for chunk in eng.follow_logs(space["container"], since=since, follow=follow):
         echo(chunk.decode(errors="replace").rstrip("\n"))
 
 
@@ -154,7 +152,7 @@ def resume(settings, space_id: str, echo: Echo) -> None:
 def delete(settings, space_id: str, echo: Echo) -> None:
     space = _existing(settings, space_id)
     url = settings["podman_url"]
-    if not podman.reachable(url):  # its containers and images would be left behind, unnamed
+    if not engine.get(settings).reachable():  # its containers and images would be left behind, unnamed
         raise SpaceError(f"the Podman service at {url} is not answering; nothing of {space_id} was deleted",
                          hint="start it (contrib/podman/start-service.sh, or systemctl start spacehooks-podman.socket)"
                               " and run the command again")
@@ -163,7 +161,7 @@ def delete(settings, space_id: str, echo: Echo) -> None:
         st.update_space(space_id, stage="DELETING")
         st.cancel_builds(space_id)
         runner.stop(settings, space_id, stage="DELETING")
-        podman.remove_all(settings, f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
+        engine.get(settings).remove_all(f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
         netfence.remove_space(settings, space_id)
         st.delete_space(space_id)
     finally:

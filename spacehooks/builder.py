@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildfence, buildmounts, netfence, podman, pyversions, sdkcompat, staticsite, trust
+from spacehooks import buildfence, buildmounts, engine, netfence, pyversions, sdkcompat, staticsite, trust
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -242,15 +242,16 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
         network = netfence.prepare(settings, space_id)
         with buildfence.BuildCgroup(settings, space_id, build_id) as fence:
             try:
-                podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
-                             secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
-                             should_stop=should_stop, network=network, confine=fence.params())
-            except podman.BuildFailed as exc:
+                request = engine.BuildRequest(
+                    context=context, tag=tag, containerfile=dockerfile, no_cache=no_cache, secrets=build_secrets,
+                    network=network, timeout=settings["build.timeout_seconds"], **fence.confinement())
+                engine.get(settings).build(request, on_line=counter, should_stop=should_stop)
+            except engine.BuildFailed as exc:
                 hit = fence.limit_hit(str(exc))
                 if hit:
-                    raise podman.BuildFailed(f"{hit}: {exc}") from exc
+                    raise engine.BuildFailed(f"{hit}: {exc}") from exc
                 if counter.last_error:  # "exit status 1" alone does not say what pip or apt refused
-                    raise podman.BuildFailed(f"{exc}: {counter.last_error}") from exc
+                    raise engine.BuildFailed(f"{exc}: {counter.last_error}") from exc
                 raise
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
         return tag

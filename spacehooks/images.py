@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from spacehooks import builder, podman, runner, staticsite
+from spacehooks import builder, engine, runner, staticsite
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.admin import Echo, _open, _report_stage
@@ -17,13 +17,13 @@ def gc(settings, echo: Echo) -> int:
     Spaces' deploy folders other than the one served."""
     keep = settings["run.keep_builds"]
     st = _open(settings)
-    client = podman.client(settings)
+    eng = engine.get(settings)
     removed = 0
     try:
         runner.reap(settings, st)
         for space in st.list_spaces():
             tags = []
-            for image in client.images.list(name=builder.image_repo(space["id"])):
+            for image in eng.images(builder.image_repo(space["id"])):
                 for tag in image.tags:
                     if tag.startswith(builder.image_repo(space["id"]) + ":b"):
                         tags.append((int(tag.rsplit(":b", 1)[1]), tag))
@@ -31,7 +31,7 @@ def gc(settings, echo: Echo) -> int:
                 if tag == space["image"]:
                     continue
                 try:
-                    client.images.remove(tag)
+                    eng.remove_image(tag)
                 except Exception as exc:  # an image still used by a container is kept
                     echo(f"kept {tag}: {exc}")
                     continue
@@ -104,7 +104,7 @@ def rollback(settings, space_id: str, build_id: int | None, echo: Echo) -> None:
         target = candidates[0]
     finally:
         st.close()
-    if target["image"] and not podman.client(settings).images.exists(target["image"]):
+    if target["image"] and not engine.get(settings).image_exists(target["image"]):
         raise SpaceError(f"the image of build #{target['id']} was removed by gc",
                          hint=f"rebuild instead: spacehooks rebuild {space_id}")
     echo(f"rolling {space_id} back to build #{target['id']} ({target['commit'][:12]})")

@@ -15,7 +15,7 @@ def order():
 
 def module_of(path: Path) -> str:
     rel = path.relative_to(ROOT / "spacehooks")
-    return rel.parts[0] if rel.parts[0] in ("gateway", "state") else rel.stem
+    return rel.parts[0] if rel.parts[0] in ("gateway", "state", "engine") else rel.stem
 
 
 def imports(path: Path) -> set:
@@ -70,3 +70,20 @@ def test_sql_only_in_the_state_package():
                        if re.search(r"\.(execute|executemany|executescript)\(", p.read_text()))
     assert (importers, executors) == ([], [])
     assert any(re.search(r"^import sqlite3", p.read_text(), re.M) for p in state.glob("*.py"))
+
+
+def _importers(module: str, folders=("spacehooks", "tests", "bench")) -> list[str]:
+    pattern = re.compile(rf"^\s*(import {module}\b|from {module}\b)", re.M)
+    return sorted(str(p.relative_to(ROOT)) for folder in folders for p in (ROOT / folder).rglob("*")
+                  if p.is_file() and (p.suffix == ".py" or p.parent.name == "bench" and not p.suffix)
+                  and pattern.search(p.read_text(errors="replace")))
+
+
+def test_podman_py_only_in_the_podman_engine():
+    # the engine seam: everything else asks engine.get(settings) in plain data, so a second
+    # engine (Kubernetes) needs no change to its callers
+    assert _importers("podman") == ["spacehooks/engine/podman.py"]
+
+
+def test_pygit2_only_in_gitrepo():
+    assert _importers("pygit2", ("spacehooks",)) == ["spacehooks/gitrepo.py"]

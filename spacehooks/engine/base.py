@@ -1,8 +1,9 @@
 """The engine interface: what the builder, runner, supervisor and admin commands ask of a
 container engine, in plain data (engine/spec.py) and plain exceptions (below).
 
-An engine is made per settings by engine.get(settings); it holds no state callers rely on
-between calls, so making one is cheap.
+An engine is made per settings by engine.get(settings), which calls make(settings) of the
+module named for the `engine` setting (spacehooks.engine.podman, spacehooks.engine.kubernetes);
+it holds no state callers rely on between calls, so making one is cheap.
 """
 from __future__ import annotations
 
@@ -117,8 +118,9 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def probe(self, image: str, command: list[str], *, files: tuple[FileMount, ...] = (),
-              env: Mapping[str, str] | None = None) -> tuple[bool, str]:
-        """A short command in a throwaway container: whether it succeeded, and its output."""
+              env: Mapping[str, str] | None = None, devices: tuple[str, ...] = ()) -> tuple[bool, str]:
+        """A short command in a throwaway container (with these GPU devices, CDI names):
+        whether it succeeded, and its output."""
 
     # -- images --------------------------------------------------------------------------
     @abc.abstractmethod
