@@ -25,9 +25,10 @@ TIMEOUT = 30.0
 PATHS = {
     "Deployment": "/apis/apps/v1", "Service": "/api/v1", "Secret": "/api/v1", "Pod": "/api/v1",
     "NetworkPolicy": "/apis/networking.k8s.io/v1", "KnativeService": "/apis/serving.knative.dev/v1",
+    "ReplicaSet": "/apis/apps/v1",
 }
 PLURALS = {"Deployment": "deployments", "Service": "services", "Secret": "secrets", "Pod": "pods",
-           "NetworkPolicy": "networkpolicies", "KnativeService": "services"}
+           "NetworkPolicy": "networkpolicies", "KnativeService": "services", "ReplicaSet": "replicasets"}
 
 
 class ApiError(SpaceError):
@@ -117,6 +118,27 @@ class Api:
                 return False
             raise
         return True
+
+    def stream(self, path: str, params: dict):
+        """The answer's body chunk by chunk as it comes (a followed log); nothing after an error."""
+        conn = self._connection()
+        conn.timeout = None
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            conn.request("GET", self._url.path.rstrip("/") + path + "?" + urllib.parse.urlencode(params),
+                         headers=headers)
+            response = conn.getresponse()
+            if response.status >= 400:
+                return
+            while True:
+                chunk = response.read1(65536)
+                if not chunk:
+                    return
+                yield chunk
+        except (OSError, http.client.HTTPException):
+            return
+        finally:
+            conn.close()
 
     def log(self, pod: str, container: str, lines: int, previous: bool = False) -> str:
         params = {"container": container, "tailLines": str(lines)}
