@@ -1,0 +1,188 @@
+"""The Kubernetes engine for real, as far as this machine allows (no API server can run here):
+an image built by the shared Podman service and pushed by the engine to a real registry
+(Debian's docker-registry, started here on a free port); the engine's requests recorded by the
+in-memory API server; and the very bytes it sent for the Deployment played by `podman kube play`
+(Podman 4.3), which pulls the image back from the registry and runs the Space: it answers HTTP,
+with the fences of the manifest in force. Podman 4.3 plays Deployment, Pod, ConfigMap and Secret
+documents; Service and NetworkPolicy it refuses ("no supported kube kind"), and a Deployment that
+takes a Secret crashes it, so the played Space has no secrets and its Secret is played alone.
+
+Everything made here carries a unique prefix and is removed at the end; nothing else is touched.
+"""
+import json
+import os
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from kube_support import NS, FakeApi, settings, spec
+from spacehooks.engine import kubeapi, kubemanifests as km
+from spacehooks.engine.kubernetes import KubernetesEngine
+from spacehooks.engine.spec import BuildRequest
+
+API = "/v4.0.0/libpod"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def podman(url: str, method: str, path: str, body: bytes | None = None, ctype: str = "application/json"):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(300)
+    sock.connect(url.removeprefix("unix://"))
+    import http.client
+    conn = http.client.HTTPConnection("localhost")
+    conn.sock = sock
+    conn.request(method, path, body=body, headers={"Content-Type": ctype} if body is not None else {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real registry of our own: its config and storage in tmp_path, on a free loopback port."""
+    port = free_port()
+    (tmp_path / "registry").mkdir()
+    config = tmp_path / "registry.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    log = open(tmp_path / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"docker-registry did not start: {(tmp_path / 'registry.log').read_text()}")
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def made(podman_url):
+    """Names this test makes on the shared service, removed at the end (only these)."""
+    things = {"images": [], "pods": [], "secrets": [], "plays": []}
+    yield things
+    for body in things["plays"]:
+        podman(podman_url, "DELETE", f"{API}/play/kube", body, "application/yaml")
+    for pod in things["pods"]:
+        podman(podman_url, "DELETE", f"{API}/pods/{pod}?force=true")
+    for secret in things["secrets"]:
+        podman(podman_url, "DELETE", f"{API}/secrets/{secret}")
+    for image in reversed(things["images"]):
+        podman(podman_url, "DELETE", f"{API}/images/{urllib.parse.quote(image, safe='')}?force=true")
+
+
+def tiny_base(tmp_path, podman_url, prefix: str) -> str:
+    """A few-MB image: busybox (httpd, cp, sh) and the Space user's home, no registry needed."""
+    root = tmp_path / "rootfs"
+    for folder in ("bin", "etc", "tmp", "home/user/app"):
+        (root / folder).mkdir(parents=True)
+    (root / "bin" / "busybox").write_bytes(open("/bin/busybox", "rb").read())
+    (root / "bin" / "busybox").chmod(0o755)
+    for tool in ("sh", "cp", "httpd"):
+        os.symlink("busybox", root / "bin" / tool)
+    (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
+    tarball = tmp_path / "rootfs.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(root, arcname=".")
+    reference = f"localhost/{prefix}/busybox:base"
+    status, body = podman(podman_url, "POST", f"{API}/images/import?" + urllib.parse.urlencode(
+        {"reference": reference, "changes": "ENV PATH=/bin"}), tarball.read_bytes(), "application/x-tar")
+    assert status == 200, body
+    return reference
+
+
+def test_the_engines_deployment_bytes_run_under_podman_kube_play_from_the_registry(
+        tmp_path, podman_url, registry, made):
+    prefix = f"k12t{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    made["images"].append(tiny_base(tmp_path, podman_url, prefix))
+    conf = settings(tmp_path, podman_url=podman_url, **{
+        "kubernetes.registry": registry, "kubernetes.registry_tls_verify": False})
+    api = FakeApi()
+    try:
+        eng = KubernetesEngine(conf, kubeapi.Api(api.url, NS))
+        # built by the Podman service as every Space image is, then pushed by the engine
+        context = tmp_path / "context"
+        context.mkdir()
+        (context / "index.html").write_text("hello from kube play\n")
+        (context / "Containerfile").write_text(
+            f"FROM {made['images'][0]}\nCOPY index.html /home/user/app/index.html\n"
+            f'CMD ["httpd", "-f", "-p", "{port}", "-h", "/home/user/app"]\n')
+        tag = f"localhost/{prefix}/web:1"
+        made["images"].append(tag)
+        lines = []
+        eng.build(BuildRequest(context=context, tag=tag, timeout=300), lines.append)
+        pushed = f"{registry}/{prefix}/web:1"
+        assert f"Pushing {pushed}" in lines
+        tags = json.load(urllib.request.urlopen(f"http://{registry}/v2/{prefix}/web/tags/list", timeout=10))
+        assert tags == {"name": f"{prefix}/web", "tags": ["1"]}
+        made["images"].append(pushed)  # kube play pulls it back into the service's storage
+
+        eng.run(spec(f"{prefix}/web", image=tag, app_port=port, memory_mb=128, cpus=0.5))
+        (sent,) = [c.body for c in api.sent("PATCH") if c.path.endswith(f"/deployments/{km.object_name(f'{prefix}/web')}")]
+    finally:
+        api.close()
+
+    deployment = json.loads(sent)
+    pod_name = deployment["metadata"]["name"] + "-pod-0"
+    made["plays"].append(sent)
+    made["pods"].append(pod_name)
+    status, body = podman(podman_url, "POST", f"{API}/play/kube?tlsVerify=false", sent, "application/yaml")
+    assert status == 200, body
+    deadline, answer = time.monotonic() + 60, None
+    while answer is None:
+        try:
+            answer = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+        except OSError:
+            assert time.monotonic() < deadline, "the played Space never answered HTTP"
+            time.sleep(0.2)
+    assert answer == b"hello from kube play\n"
+
+    status, body = podman(podman_url, "GET", f"{API}/containers/{pod_name}-app/json")
+    assert status == 200, body
+    info = json.loads(body)
+    host = info["HostConfig"]
+    assert info["Config"]["User"] == "1000:1000"
+    assert host["ReadonlyRootfs"] is True
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["CapAdd"] == [] and "CAP_NET_BIND_SERVICE" in host["CapDrop"] and "CAP_CHOWN" in host["CapDrop"]
+    assert (host["Memory"], host["CpuQuota"], host["CpuPeriod"]) == (128 << 20, 50000, 100000)
+    assert info["Config"]["Image"] == pushed  # pulled from the registry, not the local build
+    # home is the emptyDir the init container filled from the image: the app's file is there
+    assert {m["Destination"] for m in info["Mounts"]} >= {"/home/user", "/tmp", "/dev/shm"}
+
+
+def test_the_engines_secret_bytes_play_as_podman_secrets(tmp_path, podman_url, made):
+    prefix = f"k12t{uuid.uuid4().hex[:8]}"
+    api = FakeApi()
+    try:
+        eng = KubernetesEngine(settings(tmp_path, podman_url=podman_url), kubeapi.Api(api.url, NS))
+        eng.run(spec(f"{prefix}/web", secrets={"HF_TOKEN": "hf_value"}))
+        (sent,) = [c.body for c in api.sent("PATCH") if "/secrets/" in c.path]
+    finally:
+        api.close()
+    name = km.object_name(f"{prefix}/web")
+    made["secrets"].append(name)
+    status, body = podman(podman_url, "POST", f"{API}/play/kube", sent, "application/yaml")
+    assert status == 200, body
+    status, body = podman(podman_url, "GET", f"{API}/secrets/{name}/json")
+    assert status == 200 and json.loads(body)["Spec"]["Name"] == name
