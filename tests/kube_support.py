@@ -52,7 +52,8 @@ def _merge(target: dict, patch: dict) -> dict:
 
 
 class FakeApi:
-    def __init__(self):
+    def __init__(self, *, tls: tuple | None = None, token: str | None = None, client_ca: str | None = None):
+        self.token = token
         self.objects: dict[str, dict] = {}
         self.calls: list[Call] = []
         self.logs: dict[str, str] = {}  # pod name -> its log
@@ -61,6 +62,15 @@ class FakeApi:
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+        if tls:  # (cert, key) for localhost; client_ca: client certificates are then required
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            if client_ca:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(client_ca)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -109,6 +119,8 @@ class FakeApi:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with api._lock:
                     api.calls.append(Call(self.command, url.path, query, self.headers.get("Content-Type", ""), body))
+                    if api.token and self.headers.get("Authorization") != f"Bearer {api.token}":
+                        return self._status(401, "Unauthorized")
                     if url.path in api.denied:
                         return self._status(403, f"forbidden: {url.path}")
                     self._route(url.path, query, body)

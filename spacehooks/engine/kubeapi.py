@@ -86,10 +86,10 @@ class Api:
         base = f"{PATHS[kind]}/namespaces/{self.namespace}/{PLURALS[kind]}"
         return base + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
 
-    def apply(self, kind: str, name: str, body: bytes) -> dict:
+    def apply(self, kind: str, name: str, body: bytes, *, dry_run: bool = False) -> dict:
         """Server-side apply of one manifest, sent as these very bytes (JSON is YAML)."""
-        return self.request("PATCH", self.path(kind, name), body,
-                            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        params = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
+        return self.request("PATCH", self.path(kind, name), body, params=params,
                             content_type="application/apply-patch+yaml")
 
     def get(self, kind: str, name: str) -> dict | None:
