@@ -103,7 +103,7 @@ def test_a_crash_loop_is_a_runtime_error_with_the_exit_and_the_previous_logs_tai
     log_call = [c for c in api.calls if c.path.endswith("/p1/log")][-1]
     assert log_call.query == {"container": "app", "tailLines": "30", "previous": "true"}
     state = eng.state("c1")
-    assert (state.running, state.exit_code, state.oom_killed, state.status) == (False, 3, False, "CrashLoopBackOff")
+    assert (state.running, state.exit_code, state.oom_killed, state.status) == (False, 3, False, "exited")
 
 
 def test_an_oom_kill_says_what_the_podman_engine_says(api, tmp_path):
@@ -220,3 +220,15 @@ def test_the_gateway_address_is_the_service_in_the_cluster_or_a_fixed_one(api, t
     eng = engine(api, tmp_path, **{"kubernetes.addresses": {"alice/demo": "192.0.2.7:31000"},
                                    "kubernetes.service_type": "NodePort"})
     assert eng.address("alice/demo") == "192.0.2.7:31000"
+
+
+def test_engine_get_makes_it_from_the_settings_and_a_kubeconfig(api, tmp_path):
+    from spacehooks import engine as engine_pkg
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"current-context: t\nclusters: [{{name: c, cluster: {{server: '{api.url}'}}}}]\n"
+                      "users: [{name: u, user: {token: abc}}]\ncontexts: [{name: t, context: {cluster: c, user: u}}]\n")
+    eng = engine_pkg.get(settings(tmp_path, **{"kubernetes.kubeconfig": str(config)}))
+    assert isinstance(eng, KubernetesEngine) and eng.ping() == "Kubernetes v1.30.0-fake"
+    with pytest.raises(SpaceError) as caught:
+        engine_pkg.get(settings(tmp_path, **{"kubernetes.kubeconfig": str(config), "kubernetes.registry": ""}))
+    assert caught.value.message == "engine kubernetes needs a registry the cluster pulls Space images from"

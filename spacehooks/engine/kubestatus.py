@@ -49,9 +49,10 @@ def state(pod: dict) -> ContainerState:
     app = _app(pod)
     now = app.get("state") or {}
     ended = _terminated(app)
-    word = "running" if "running" in now else (
-        (now.get("waiting") or now.get("terminated") or {}).get("reason") or (pod.get("status") or {}).get("phase")
-        or "Pending")
+    reason = (now.get("waiting") or {}).get("reason")
+    # a crashed app is "exited", as the Podman engine says, so the runner and supervisor see it
+    word = "running" if "running" in now else "exited" if "terminated" in now or reason == "CrashLoopBackOff" else (
+        reason or (pod.get("status") or {}).get("phase") or "Pending")
     prefix = kubemanifests.ANNOTATION
     meta = pod.get("metadata") or {}
     labels = {k[len(prefix):]: v for k, v in (meta.get("annotations") or {}).items()
