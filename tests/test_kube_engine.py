@@ -232,3 +232,12 @@ def test_engine_get_makes_it_from_the_settings_and_a_kubeconfig(api, tmp_path):
     with pytest.raises(SpaceError) as caught:
         engine_pkg.get(settings(tmp_path, **{"kubernetes.kubeconfig": str(config), "kubernetes.registry": ""}))
     assert caught.value.message == "engine kubernetes needs a registry the cluster pulls Space images from"
+
+
+def test_an_image_without_cp_fails_at_the_home_copy_and_says_so(api, tmp_path):
+    eng = engine(api, tmp_path)
+    _pod(api, "p1", "c1", {"phase": "Pending", "initContainerStatuses": [
+        {"name": "home", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+         "lastState": {"terminated": {"exitCode": 127, "reason": "Error"}}, "restartCount": 2}]})
+    assert eng.verdict("c1").reason.splitlines()[0] == (
+        "the step that copies the app's home exited with code 127 (restarted 2 times by the cluster)")

@@ -25,6 +25,7 @@ from kube_support import NS, FakeApi, settings, spec
 from spacehooks.engine import kubeapi, kubemanifests as km
 from spacehooks.engine.kubernetes import KubernetesEngine
 from spacehooks.engine.spec import BuildRequest
+from spacehooks.errors import SpaceError
 
 API = "/v4.0.0/libpod"
 
@@ -186,3 +187,25 @@ def test_the_engines_secret_bytes_play_as_podman_secrets(tmp_path, podman_url, m
     assert status == 200, body
     status, body = podman(podman_url, "GET", f"{API}/secrets/{name}/json")
     assert status == 200 and json.loads(body)["Spec"]["Name"] == name
+
+
+def test_a_push_the_registry_refuses_fails_with_its_words_and_tls_is_verified_unless_told(
+        tmp_path, podman_url, registry, made):
+    prefix = f"k12t{uuid.uuid4().hex[:8]}"
+    image = tiny_base(tmp_path, podman_url, prefix)
+    made["images"].append(image)
+    closed = free_port()
+    for registry_name, verify, expected in (
+            (f"127.0.0.1:{closed}", False, f"dial tcp 127.0.0.1:{closed}: connect: connection refused"),
+            # the test registry speaks plain HTTP: with verification on, the push must fail
+            (registry, True, "http: server gave HTTP response to HTTPS client")):
+        conf = settings(tmp_path, podman_url=podman_url, **{
+            "kubernetes.registry": registry_name, "kubernetes.registry_tls_verify": verify})
+        eng = KubernetesEngine(conf, kubeapi.Api("http://127.0.0.1:1", NS))
+        with pytest.raises(SpaceError) as caught:
+            eng.push(image)
+        assert caught.value.message.startswith(
+            f"pushing the image to {registry_name}/{prefix}/busybox:base failed: "), caught.value.message
+        assert expected in caught.value.message
+        assert caught.value.hint.startswith("check `kubernetes.registry`")
+    assert urllib.request.urlopen(f"http://{registry}/v2/_catalog", timeout=10).read() == b'{"repositories":[]}\n'
