@@ -64,6 +64,8 @@ def test_a_new_version_updates_the_same_deployment_and_drops_secrets_the_space_n
 def test_sleep_scales_to_zero_and_wake_scales_back(api, tmp_path):
     eng = engine(api, tmp_path)
     name = eng.run(spec())
+    # before the cluster made its Pod the version exists, starting (not "removed")
+    assert (eng.state(name).status, eng.state(name).running) == ("created", False)
     eng.stop(name)
     patch = api.sent("PATCH")[-1]
     assert (patch.content_type, json.loads(patch.body)) == ("application/merge-patch+json", {"spec": {"replicas": 0}})
@@ -241,3 +243,19 @@ def test_an_image_without_cp_fails_at_the_home_copy_and_says_so(api, tmp_path):
          "lastState": {"terminated": {"exitCode": 127, "reason": "Error"}}, "restartCount": 2}]})
     assert eng.verdict("c1").reason.splitlines()[0] == (
         "the step that copies the app's home exited with code 127 (restarted 2 times by the cluster)")
+
+
+def test_logs_follow_from_the_versions_pod_and_remove_all_takes_every_matching_space(api, tmp_path):
+    eng = engine(api, tmp_path)
+    _pod(api, "p1", "c1", _app({"running": {}}, ready=True))
+    api.logs["p1"] = "started\nserving\n"
+    assert b"".join(eng.follow_logs("c1", since=1767225600.5)) == b"started\nserving\n"
+    call = [c for c in api.calls if c.path.endswith("/p1/log")][-1]
+    assert call.query == {"container": "app", "follow": "true", "sinceTime": "2026-01-01T00:00:00Z"}
+    assert list(eng.follow_logs("gone")) == []
+    eng.run(spec())
+    eng.run(spec("bob/other"))
+    eng._images = type("NoImages", (), {"remove_all": lambda self, label, repo: None})()
+    eng.remove_all("spacehooks.space=alice/demo", "localhost/spaces/alice/demo")
+    assert [d["metadata"]["name"] for d in api.of_kind("deployments")] == [km.object_name("bob/other")]
+    assert [s["metadata"]["name"] for s in api.of_kind("services")] == [km.object_name("bob/other")]

@@ -133,3 +133,5 @@ def test_knative_scales_to_zero_after_the_sleep_time(tmp_path):
     assert annotations["autoscaling.knative.dev/scale-to-zero-pod-retention-period"] == "7200s"
     never = km.knative_service(settings(tmp_path), spec(), "reg/x:1", -1)
     assert never["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
+    app = service["spec"]["template"]["spec"]["containers"][0]
+    assert app["ports"] == [{"name": "http1", "containerPort": 7860, "protocol": "TCP"}]

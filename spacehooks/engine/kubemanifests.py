@@ -161,7 +161,12 @@ def knative_service(settings, spec: RunSpec, image: str, sleep_seconds: int) -> 
     """Knative scales it to zero when idle and its activator holds a request until it wakes."""
     name = object_name(spec.space_id)
     pod = pod_spec(settings, spec, image)
+    # Knative's PodSpec subset: its own grace period, a port named http1, probes by number
     pod.pop("enableServiceLinks", None)
+    pod.pop("terminationGracePeriodSeconds", None)
+    app = pod["containers"][0]
+    app["ports"] = [{"name": "http1", "containerPort": int(spec.app_port), "protocol": "TCP"}]
+    app["readinessProbe"]["tcpSocket"] = {"port": int(spec.app_port)}
     scale = {"autoscaling.knative.dev/min-scale": "0", "autoscaling.knative.dev/max-scale": "1",
              CONTAINER: spec.name}
     if sleep_seconds > 0:

@@ -164,12 +164,14 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
         for pod in sorted(self._pods(), key=lambda p: p["metadata"].get("creationTimestamp") or ""):
             state = kubestatus.state(pod)
             out[state.name] = state
-        for kind, obj in self._owners():  # asleep: no Pod, but the Space is there
+        for kind, obj in self._owners():  # no Pod (yet): asleep, or the cluster is about to make it
             name = _template_annotations(obj).get(km.CONTAINER)
-            if name and name not in out and not (obj.get("spec") or {}).get("replicas", 1):
+            if name and name not in out:
+                asleep = not (obj.get("spec") or {}).get("replicas", 1)
                 labels = {k[len(km.ANNOTATION):]: v for k, v in _template_annotations(obj).items()
                           if k.startswith(km.ANNOTATION) and k != km.CONTAINER}
-                out[name] = ContainerState(name=name, status="stopped", running=False, labels=labels)
+                out[name] = ContainerState(name=name, status="stopped" if asleep else "created", running=False,
+                                           labels=labels)
         return out
 
     def states(self, label: str) -> dict[str, ContainerState]:
