@@ -87,3 +87,13 @@ def test_podman_py_only_in_the_podman_engine():
 
 def test_pygit2_only_in_gitrepo():
     assert _importers("pygit2", ("spacehooks",)) == ["spacehooks/gitrepo.py"]
+
+
+def test_callers_use_the_engine_interface_not_the_podman_engine():
+    # engine.get(settings) picks the engine; a module naming the Podman one would tie itself to it
+    engine = ROOT / "spacehooks" / "engine"
+    pattern = re.compile(r"^\s*(from spacehooks\.engine(\.podman\w*)? import .*\bpodman\w*|import spacehooks\.engine\.podman)",
+                         re.M)
+    users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spacehooks").rglob("*.py")
+                   if engine not in p.parents and pattern.search(p.read_text()))
+    assert users == []
