@@ -24,7 +24,6 @@ import pytest
 from kube_support import NS, FakeApi, settings, spec
 from spacehooks.engine import kubeapi, kubemanifests as km
 from spacehooks.engine.kubernetes import KubernetesEngine
-from spacehooks.engine.spec import BuildRequest
 from spacehooks.errors import SpaceError
 
 API = "/v4.0.0/libpod"
@@ -80,6 +79,9 @@ def registry(tmp_path):
 def made(podman_url):
     """Names this test makes on the shared service, removed at the end (only these)."""
     things = {"images": [], "pods": [], "secrets": [], "plays": []}
+    # kube play makes Podman's default kube network when it is missing: ours to remove then
+    kube_network = f"{API}/networks/podman-default-kube-network"
+    network_was_there = podman(podman_url, "GET", kube_network + "/json")[0] == 200
     yield things
     for body in things["plays"]:
         podman(podman_url, "DELETE", f"{API}/play/kube", body, "application/yaml")
@@ -89,6 +91,8 @@ def made(podman_url):
         podman(podman_url, "DELETE", f"{API}/secrets/{secret}")
     for image in reversed(things["images"]):
         podman(podman_url, "DELETE", f"{API}/images/{urllib.parse.quote(image, safe='')}?force=true")
+    if not network_was_there:
+        podman(podman_url, "DELETE", kube_network)  # refused while another pod uses it: then it stays
 
 
 def tiny_base(tmp_path, podman_url, prefix: str) -> str:
@@ -111,35 +115,56 @@ def tiny_base(tmp_path, podman_url, prefix: str) -> str:
     return reference
 
 
-def test_the_engines_deployment_bytes_run_under_podman_kube_play_from_the_registry(
-        tmp_path, podman_url, registry, made):
+def kubeconfig(path, url: str):
+    path.write_text(f"current-context: t\nclusters: [{{name: c, cluster: {{server: '{url}'}}}}]\n"
+                    "users: [{name: u, user: {token: t}}]\ncontexts: [{name: t, context: {cluster: c, user: u}}]\n")
+    return str(path)
+
+
+def test_a_docker_space_built_by_the_builder_is_pushed_and_its_deployment_bytes_run_under_kube_play(
+        tmp_path, server, podman_url, registry, made):
+    """The worker's path with `engine: kubernetes`: builder.build (the Space's Dockerfile, build
+    fence and all) -> the engine builds on Podman and pushes; runspec.spec -> engine.run sends
+    the manifests; podman kube play runs the Deployment's bytes, pulling from the registry."""
+    from helpers import git, work_repo
+    from spacehooks import builder, config, engine as engine_pkg, runspec, state
     prefix = f"k12t{uuid.uuid4().hex[:8]}"
     port = free_port()
     made["images"].append(tiny_base(tmp_path, podman_url, prefix))
-    conf = settings(tmp_path, podman_url=podman_url, **{
-        "kubernetes.registry": registry, "kubernetes.registry_tls_verify": False})
     api = FakeApi()
     try:
-        eng = KubernetesEngine(conf, kubeapi.Api(api.url, NS))
-        # built by the Podman service as every Space image is, then pushed by the engine
-        context = tmp_path / "context"
-        context.mkdir()
-        (context / "index.html").write_text("hello from kube play\n")
-        (context / "Containerfile").write_text(
-            f"FROM {made['images'][0]}\nCOPY index.html /home/user/app/index.html\n"
-            f'CMD ["httpd", "-f", "-p", "{port}", "-h", "/home/user/app"]\n')
-        tag = f"localhost/{prefix}/web:1"
-        made["images"].append(tag)
+        server.configure(engine="kubernetes", kubernetes={
+            "kubeconfig": kubeconfig(tmp_path / "kubeconfig", api.url), "namespace": NS,
+            "registry": registry, "registry_tls_verify": False})
+        settings_ = config.load(path=server.config, home=server.home)
+        space_id = f"{prefix}/web"
+        work = work_repo(tmp_path / "work", {
+            "README.md": f"---\ntitle: web\nsdk: docker\napp_port: {port}\n---\n",
+            "index.html": "hello from kube play\n",
+            "Dockerfile": f"FROM {made['images'][0]}\nCOPY index.html /home/user/app/index.html\n"
+                          f'CMD ["httpd", "-f", "-p", "{port}", "-h", "/home/user/app"]\n'})
+        commit = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+        conf = {"sdk": "docker", "app_port": port}
         lines = []
-        eng.build(BuildRequest(context=context, tag=tag, timeout=300), lines.append)
-        pushed = f"{registry}/{prefix}/web:1"
+        tag = builder.build(settings_, space_id, work, commit, 1, conf, secrets={}, no_cache=False,
+                            write=lines.append, should_stop=lambda: False)
+        made["images"].append(tag)
+        pushed = f"{registry}/{tag.removeprefix('localhost/')}"
         assert f"Pushing {pushed}" in lines
-        tags = json.load(urllib.request.urlopen(f"http://{registry}/v2/{prefix}/web/tags/list", timeout=10))
-        assert tags == {"name": f"{prefix}/web", "tags": ["1"]}
+        repo = tag.removeprefix("localhost/").rpartition(":")[0]
+        tags = json.load(urllib.request.urlopen(f"http://{registry}/v2/{repo}/tags/list", timeout=10))
+        assert tags == {"name": repo, "tags": [tag.rpartition(":")[2]]}
         made["images"].append(pushed)  # kube play pulls it back into the service's storage
 
-        eng.run(spec(f"{prefix}/web", image=tag, app_port=port, memory_mb=128, cpus=0.5))
-        (sent,) = [c.body for c in api.sent("PATCH") if c.path.endswith(f"/deployments/{km.object_name(f'{prefix}/web')}")]
+        st = state.open(settings_)
+        try:
+            spec_ = runspec.spec(settings_, st, {"id": space_id, "repo_path": str(work)}, tag, conf, 1, 0)
+        finally:
+            st.close()
+        eng = engine_pkg.get(settings_)
+        assert isinstance(eng, KubernetesEngine)
+        eng.run(spec_)
+        (sent,) = [c.body for c in api.sent("PATCH") if c.path.endswith(f"/deployments/{km.object_name(space_id)}")]
     finally:
         api.close()
 
@@ -166,7 +191,9 @@ def test_the_engines_deployment_bytes_run_under_podman_kube_play_from_the_regist
     assert host["ReadonlyRootfs"] is True
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["CapAdd"] == [] and "CAP_NET_BIND_SERVICE" in host["CapDrop"] and "CAP_CHOWN" in host["CapDrop"]
-    assert (host["Memory"], host["CpuQuota"], host["CpuPeriod"]) == (128 << 20, 50000, 100000)
+    limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert (host["Memory"], host["CpuQuota"]) == (int(limits["memory"].removesuffix("Mi")) << 20,
+                                                  int(limits["cpu"].removesuffix("m")) * 100)
     assert info["Config"]["Image"] == pushed  # pulled from the registry, not the local build
     # home is the emptyDir the init container filled from the image: the app's file is there
     assert {m["Destination"] for m in info["Mounts"]} >= {"/home/user", "/tmp", "/dev/shm"}

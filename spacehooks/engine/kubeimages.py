@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 
 from spacehooks.engine import kubemanifests as km, podman_rest as rest
 from spacehooks.engine.base import Engine
-from spacehooks.engine.spec import BuildRequest, BuildResult, FileMount, ImageInfo
+from spacehooks.engine.spec import BuildRequest, BuildResult, FileMount, ImageInfo, NetworkInfo
 from spacehooks.errors import SpaceError
 
 PUSH_TIMEOUT = 1800.0  # a first push of a large image crosses the network whole
@@ -51,7 +51,9 @@ def _message(body: bytes) -> str:
 
 
 class PodmanImages:
-    """The Kubernetes engine's builds, images and probes: the Podman service's, plus the push."""
+    """The Kubernetes engine's builds, images, probes and networks: the Podman service's, plus
+    the push. Networks are the build fence's (RUN steps still run on the Podman service); a
+    running Space is fenced by its NetworkPolicy instead."""
     settings = None
     _images: Engine | None = None
 
@@ -102,3 +104,12 @@ class PodmanImages:
     def probe(self, image: str, command: list[str], *, files: tuple[FileMount, ...] = (),
               env: Mapping[str, str] | None = None) -> tuple[bool, str]:
         return self.images_engine.probe(image, command, files=files, env=env)
+
+    def ensure_network(self, name: str, interface: str, labels: Mapping[str, str]) -> NetworkInfo:
+        return self.images_engine.ensure_network(name, interface, labels)
+
+    def networks(self, label: str) -> list[NetworkInfo]:
+        return self.images_engine.networks(label)
+
+    def remove_network(self, name: str) -> None:
+        self.images_engine.remove_network(name)

@@ -14,7 +14,7 @@ from typing import Iterator, Mapping
 
 from spacehooks.engine import kubeapi, kubeimages, kubemanifests as km, kubestatus
 from spacehooks.engine.base import Engine, NotFound, Unreachable
-from spacehooks.engine.spec import ContainerState, ContainerStats, EngineInfo, NetworkInfo, RunSpec
+from spacehooks.engine.spec import ContainerState, ContainerStats, EngineInfo, RunSpec
 from spacehooks.errors import SpaceError
 
 MANAGED = "app.kubernetes.io/managed-by=spacehooks"
@@ -239,16 +239,6 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
             service = self.api.get("Service", base) or {}
             node_port = str(((service.get("spec") or {}).get("ports") or [{}])[0].get("nodePort", ""))
         return template.format(service=base, namespace=self.api.namespace, node_port=node_port)
-
-    # -- networks: a Space's NetworkPolicy comes with run() ------------------------------
-    def ensure_network(self, name: str, interface: str, labels: Mapping[str, str]) -> NetworkInfo:
-        return NetworkInfo(name=name, labels=dict(labels))
-
-    def networks(self, label: str) -> list[NetworkInfo]:
-        return []
-
-    def remove_network(self, name: str) -> None:
-        return None
 
 
 def _template_annotations(obj: dict) -> dict:
