@@ -193,13 +193,22 @@ def test_removing_a_version_that_never_took_over_rolls_back_to_the_one_still_ser
     assert api.of_kind("services") and api.of_kind("networkpolicies")
 
 
-def test_removing_the_serving_version_deletes_the_space_and_an_old_name_is_a_no_op(api, tmp_path):
+def test_the_runners_sleep_scales_to_zero_its_wake_scales_up_and_an_old_name_is_a_no_op(api, tmp_path):
+    """The runner sleeps a Space by removing its version and wakes it by running a new one."""
     eng = engine(api, tmp_path)
     eng.run(spec(secrets={"A": "b"}))
     eng.run(spec(build=2, secrets={"A": "b"}))
     eng.remove("spacehooks-alice-demo-1-1")  # replaced already: the rollout removed its Pod
-    assert len(api.of_kind("deployments")) == 1
+    assert api.of_kind("deployments")[0]["spec"]["replicas"] == 1
     eng.remove("spacehooks-alice-demo-2-1")
+    assert api.of_kind("deployments")[0]["spec"]["replicas"] == 0
+    assert eng.state("spacehooks-alice-demo-2-1").status == "stopped"
+    assert [len(api.of_kind(k)) for k in ("services", "secrets", "networkpolicies")] == [1, 1, 1]
+    eng.run(spec(build=2, secrets={"A": "b"}))
+    assert api.of_kind("deployments")[0]["spec"]["replicas"] == 1
+    # deleting a Space (admin delete: remove_all) takes every object
+    eng._images = type("NoImages", (), {"remove_all": lambda self, label, repo: None})()
+    eng.remove_all("spacehooks.space=alice/demo", "localhost/spaces/alice/demo")
     assert [api.of_kind(k) for k in ("deployments", "services", "secrets", "networkpolicies")] == [[], [], [], []]
 
 

@@ -128,7 +128,12 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
         kind, obj = owner
         if kind == "Deployment" and self._roll_back(obj, name):
             return
-        self._delete_space(obj["metadata"]["name"], kind)
+        if kind == "Deployment":
+            # the runner removes the serving version to sleep or stop a Space: scaled to zero,
+            # its objects stay for the wake; remove_all() deletes a Space
+            self.api.merge_patch(kind, obj["metadata"]["name"], {"spec": {"replicas": 0}})
+            return
+        self._delete_space(obj["metadata"]["name"], kind)  # Knative makes it anew on the wake
 
     def _roll_back(self, deployment: dict, name: str) -> bool:
         """A new version removed before it took over: the old one, still serving, stays."""
