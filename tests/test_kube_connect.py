@@ -85,3 +85,28 @@ def test_a_kubeconfig_spacehooks_cannot_use_says_why(tmp_path):
     with pytest.raises(SpaceError) as caught:
         kubeapi.from_kubeconfig(bad, "", NS)
     assert caught.value.message == "Kubernetes API server 'ftp://k.example' is not an http(s) URL"
+
+
+def test_in_a_pod_the_service_account_token_and_ca_are_used(tmp_path, monkeypatch):
+    from kube_support import settings
+    cert, key = certificate(tmp_path, "localhost")
+    api = FakeApi(tls=(cert, key), token="pod-token")
+    try:
+        account = tmp_path / "serviceaccount"
+        account.mkdir()
+        (account / "token").write_text("pod-token\n")
+        (account / "ca.crt").write_bytes(cert.read_bytes())
+        monkeypatch.setattr(kubeapi, "IN_CLUSTER", account)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "localhost")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.server.server_port))
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+        client = kubeapi.connect(settings(tmp_path))
+        assert client.request("GET", "/version")["gitVersion"] == "v1.30.0-fake"
+        assert client.namespace == NS
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+        with pytest.raises(SpaceError) as caught:
+            kubeapi.connect(settings(tmp_path))
+        assert caught.value.message == "engine kubernetes: no kubeconfig and not running in a cluster"
+    finally:
+        api.close()
