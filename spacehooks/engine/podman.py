@@ -168,6 +168,11 @@ class PodmanEngine(podman_images.Images, Engine):
                 client.containers.get(name).remove(force=True)
         except NotFound:
             pass
+        except EngineError as exc:
+            # removed meanwhile by another remover (reap in the worker and in a command at once):
+            # Podman 4.3 answers 500 when the container goes between its lookup and its removal
+            if "no such container" not in str(exc):
+                raise
 
     def state(self, name: str) -> ContainerState | None:
         try:
