@@ -24,8 +24,9 @@ ANNOTATION = "spacehooks/"  # prefix of the RunSpec's labels kept verbatim as an
 CONTAINER = "spacehooks/container"  # the RunSpec's name, on the Pod template
 ROLLOUT = "spacehooks/rollout"
 APP = "app"
-# inert in a cluster; `podman kube play` 4.3 runs a "once" init container and then fails to
-# remove it ("container state improper"), while "always" runs it at each start, as home needs
+# inert in a cluster; `podman kube play` 4.3 (which reads it from the Deployment's own
+# annotations) runs a "once" init container and then, racing its exit, may fail to remove it
+# ("container state improper"), while "always" runs it at each start, as home needs
 PODMAN_INIT = {"io.podman.annotations.init.container.type": "always"}
 GATEWAY_POD = {"app.kubernetes.io/name": "spacehooks-gateway"}
 
@@ -145,12 +146,12 @@ def pod_spec(settings, spec: RunSpec, image: str) -> dict:
 def deployment(settings, spec: RunSpec, image: str, *, replicas: int = 1, recreate: bool = False) -> dict:
     name = object_name(spec.space_id)
     meta = _meta(settings, spec, name)
-    meta["annotations"][ROLLOUT] = "recreate" if recreate else "rolling"
+    meta["annotations"].update({ROLLOUT: "recreate" if recreate else "rolling", **PODMAN_INIT})
     # a new version starts beside the old one, which serves until the new one is ready (blue-
     # green); a GPU Space on a cluster with no spare GPU is replaced instead (down meanwhile)
     strategy = {"type": "Recreate"} if recreate else {
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    template_meta = {"labels": labels(spec), "annotations": {**annotations(spec), CONTAINER: spec.name, **PODMAN_INIT}}
+    template_meta = {"labels": labels(spec), "annotations": {**annotations(spec), CONTAINER: spec.name}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
             "spec": {"replicas": replicas, "revisionHistoryLimit": 2, "strategy": strategy,
                      "selector": {"matchLabels": {SPACE_LABEL: name}},
