@@ -168,6 +168,8 @@ def test_a_gpu_space_rolls_out_by_replacement_when_the_cluster_has_no_spare_gpu(
     assert deployment["metadata"]["annotations"][km.ROLLOUT] == "recreate"
     assert eng.notes["alice/demo"] == ("no spare nvidia.com/gpu in the cluster for a second copy: the new version "
                                        "replaces the old one, and the Space is down while it starts")
+    # a fresh engine (engine.get makes one per call) reads the note back from the cluster
+    assert engine(api, tmp_path).rollout_note("alice/demo") == eng.notes["alice/demo"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -175,6 +177,7 @@ def test_a_gpu_space_rolls_out_by_replacement_when_the_cluster_has_no_spare_gpu(
     eng.run(spec(build=3, **gpu))
     assert api.of_kind("deployments")[0]["spec"]["strategy"]["type"] == "RollingUpdate"
     assert "alice/demo" not in eng.notes
+    assert eng.rollout_note("alice/demo") is None
 
 
 def test_removing_a_version_that_never_took_over_rolls_back_to_the_one_still_serving(api, tmp_path):

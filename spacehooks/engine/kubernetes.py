@@ -19,7 +19,6 @@ from spacehooks.errors import SpaceError
 
 MANAGED = "app.kubernetes.io/managed-by=spacehooks"
 LOG_TAIL = 30
-OWNER_KINDS = ("Deployment", "KnativeService")
 
 
 def make(settings) -> "KubernetesEngine":
@@ -76,8 +75,7 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
         spare = self.spare_gpus(resource, self.settings["kubernetes.node_selectors"].get(spec.gpu_kind or resource) or {})
         if spare >= spec.gpus:
             return False
-        self.notes[spec.space_id] = (f"no spare {resource} in the cluster for a second copy: the new version "
-                                     "replaces the old one, and the Space is down while it starts")
+        self.notes[spec.space_id] = _replace_note(resource)
         return True
 
     def spare_gpus(self, resource: str, node_labels: Mapping[str, str]) -> int:
@@ -95,6 +93,16 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
                    for p in pods.get("items", []) if (p.get("spec") or {}).get("nodeName") in usable
                    for c in p["spec"].get("containers", []))
         return sum(usable.values()) - used
+
+    def rollout_note(self, space_id: str) -> str | None:
+        """What the Space's page says when its last rollout replaced the old Pod (read back from
+        the Deployment: engines are made per call, the cluster remembers)."""
+        deployment = self.api.get("Deployment", km.object_name(space_id)) or {}
+        if (deployment.get("metadata") or {}).get("annotations", {}).get(km.ROLLOUT) != "recreate":
+            return None
+        limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        resource = next((r for r in limits if r not in ("cpu", "memory", "ephemeral-storage")), "GPU")
+        return _replace_note(resource)
 
     def _owners(self) -> list[tuple[str, dict]]:
         kinds = ("KnativeService",) if self.settings["kubernetes.knative"] else ("Deployment",)
@@ -244,6 +252,11 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
             service = self.api.get("Service", base) or {}
             node_port = str(((service.get("spec") or {}).get("ports") or [{}])[0].get("nodePort", ""))
         return template.format(service=base, namespace=self.api.namespace, node_port=node_port)
+
+
+def _replace_note(resource: str) -> str:
+    return (f"no spare {resource} in the cluster for a second copy: the new version replaces the old one, "
+            "and the Space is down while it starts")
 
 
 def _template_annotations(obj: dict) -> dict:
