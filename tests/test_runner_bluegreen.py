@@ -124,3 +124,18 @@ def test_the_run_spec_allocates_no_gpu(fake):
         st.close()
     assert (spec.gpus, spec.gpu_kind, spec.gpu_devices) == (1, "fake.spacehooks.dev/gpu", ())
     assert gpu.allocations(fake.settings) == []
+
+
+def test_the_engine_setting_picks_the_engine(server, monkeypatch):
+    from spacehooks.engine import base
+    from spacehooks.engine.podman import PodmanEngine
+    from spacehooks.errors import SpaceError
+    assert isinstance(base.get(config.load()), PodmanEngine)
+    server.configure(engine="kubernetes")
+    # as on a server whose spacehooks has no Kubernetes engine
+    monkeypatch.setitem(base.ENGINES, "kubernetes", "spacehooks.engine.kubernetes_absent")
+    with pytest.raises(SpaceError) as err:
+        base.get(config.load())
+    assert err.value.format_message() == (
+        "engine 'kubernetes' is not installed (spacehooks.engine.kubernetes_absent is missing)\n"
+        "  fix: set engine to podman, or install a spacehooks that has it")
