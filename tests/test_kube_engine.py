@@ -271,3 +271,20 @@ def test_logs_follow_from_the_versions_pod_and_remove_all_takes_every_matching_s
     eng.remove_all("spacehooks.space=alice/demo", "localhost/spaces/alice/demo")
     assert [d["metadata"]["name"] for d in api.of_kind("deployments")] == [km.object_name("bob/other")]
     assert [s["metadata"]["name"] for s in api.of_kind("services")] == [km.object_name("bob/other")]
+
+
+def test_the_interfaces_promises_for_what_is_not_there(api, tmp_path, podman_url):
+    """As tests/test_engine_contract.py asks of the Podman engine and FakeEngine; images go to
+    the real Podman service."""
+    from spacehooks import engine as engine_pkg
+    eng = engine(api, tmp_path, podman_url=podman_url)
+    assert eng.state("spacehooks-contract-none") is None
+    eng.remove("spacehooks-contract-none")  # gone already is fine
+    assert eng.log_tail("spacehooks-contract-none", 5) == ""
+    assert list(eng.follow_logs("spacehooks-contract-none", follow=False)) == []
+    assert eng.image("localhost/spacehooks/contract-none:1") is None
+    assert not eng.image_exists("localhost/spacehooks/contract-none:1")
+    with pytest.raises(engine_pkg.NotFound):
+        eng.remove_image("localhost/spacehooks/contract-none:1")
+    with pytest.raises(engine_pkg.NotFound):
+        eng.stop("spacehooks-contract-none")
