@@ -125,6 +125,9 @@ CHECKS = {
     "run.keep_builds": _at_least(1, "keep at least the image that serves: 1 or more"),
     "run.gc_interval_seconds": _at_least(0, "set 0 (only by hand) or a number of seconds"),
     "hardware": _hardware,
+    "kubernetes.service_type": lambda v, _: None if v in ("ClusterIP", "NodePort") else (
+        f"must be ClusterIP or NodePort, found {v!r}", "set kubernetes.service_type: ClusterIP"),
+    "kubernetes.gateway_cidrs": _strings,
     "secret_scan.allow_paths": _strings,
     "api.hardware_flavors": _strings,
     "build.image_aliases": lambda v, _: _image_aliases(v),
