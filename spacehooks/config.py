@@ -88,6 +88,8 @@ SETTINGS = [
     Setting("gateway.max_connections", 0, int, "Most client connections open at once. When full, a new connection first closes the longest-idle kept-alive one; when none is idle it gets `503` and is closed. 0: a quarter of the open-file limit minus 128, at most 16384 (`serve` and `gateway` raise their own soft open-file limit to the hard limit at start)."),
     Setting("metrics.listen", "", str, "Address (HOST:PORT) of the Prometheus metrics endpoint, `GET /metrics`, served by `serve` and `gateway` beside the gateway; empty: off. It is for admins only: keep it on loopback or a private address (it cannot be the gateway's own address), e.g. `127.0.0.1:9464`."),
     Setting("api.hardware_flavors", ["cpu-basic"], list, "Flavors Space owners may pick themselves through the Hub-compatible API (`request_space_hardware`, `create_repo(space_hardware=)`); admins may pick any flavor in `hardware`."),
+    Setting("api.upload_max_bytes", 100 * 1024 * 1024, int, "Largest body of one upload commit (`upload_file`, `upload_folder`, `hf upload`; base64 makes it a third larger than the files); a larger one gets `413`."),
+    Setting("api.upload_max_files", 1000, int, "Most files (added or deleted) in one upload commit; more gets `400`."),
     Setting("api.auth_failures_per_minute", 10, int, "Failed sign-ins and requests with an unknown, revoked or expired token allowed per client address per minute; past it that address gets `429` with `Retry-After` until the minute is over."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),
@@ -290,6 +292,8 @@ _CHECKS = {
     "secret_scan.allow_paths": _strings,
     "gpu.cdi_dirs": _strings,
     "api.hardware_flavors": _strings,
+    "api.upload_max_bytes": _at_least(1, "set a size in bytes"),
+    "api.upload_max_files": _at_least(1, "set 1 or more"),
     "gateway.listen": _listen,
     "metrics.listen": _metrics_listen,
     "gateway.sleep_check_seconds": lambda v, _: None if v > 0 else (

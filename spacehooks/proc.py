@@ -21,12 +21,17 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict:
 
 def run(args: Sequence[str], *, cwd: str | Path | None = None, env: Mapping[str, str] | None = None,
         input: bytes | None = None, timeout: float | None = None, check: bool = True,
-        capture: bool = True) -> subprocess.CompletedProcess:
+        capture: bool = True, user: int | None = None) -> subprocess.CompletedProcess:
+    """`user`: run as that account (its own group, no supplementary groups) when it is not ours."""
     from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+    switch = {}
+    if user is not None and user != os.geteuid():
+        import pwd
+        switch = {"user": user, "group": pwd.getpwuid(user).pw_gid, "extra_groups": []}
     try:
         result = subprocess.run(list(args), cwd=cwd, env=env, input=input, timeout=timeout,
                                 stdout=subprocess.PIPE if capture else None,
-                                stderr=subprocess.PIPE if capture else None)
+                                stderr=subprocess.PIPE if capture else None, **switch)
     except FileNotFoundError as exc:
         raise SpaceError(f"{args[0]}: command not found", hint=f"install {args[0]}") from exc
     except subprocess.TimeoutExpired as exc:

@@ -13,6 +13,7 @@ from spacehooks import accounts, admin, install, people
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gateway.access import client_address
+from spacehooks.gateway import hubupload
 from spacehooks.gateway.hubapi import HubApi, error, not_found
 
 SDKS = ("gradio", "streamlit", "docker", "static")
@@ -155,6 +156,7 @@ def add_routes(app: web.Application, settings, registry, door) -> None:
     app.router.add_put(space + "/settings", repos.update_settings)
     app.router.add_post("/api/repos/create", repos.create)
     app.router.add_delete("/api/repos/delete", repos.delete)
+    hubupload.add_routes(app, hub)
     app.router.add_get("/signin", door.signin_page)
     app.router.add_post("/signin", door.signin)
     app.router.add_post("/signout", door.signout)
