@@ -90,6 +90,8 @@ SETTINGS = [
     Setting("api.hardware_flavors", ["cpu-basic"], list, "Flavors Space owners may pick themselves through the Hub-compatible API (`request_space_hardware`, `create_repo(space_hardware=)`); admins may pick any flavor in `hardware`."),
     Setting("api.upload_max_bytes", 100 * 1024 * 1024, int, "Largest body of one upload commit (`upload_file`, `upload_folder`, `hf upload`; base64 makes it a third larger than the files); a larger one gets `413`."),
     Setting("api.upload_max_files", 1000, int, "Most files (added or deleted) in one upload commit; more gets `400`."),
+    Setting("git_http.anonymous_clone", True, bool, "Whether anyone may clone a public Space over HTTPS without a token (`/spaces/OWNER/NAME`); a private Space always needs a member's token, and a push always needs a write token."),
+    Setting("git_http.lfs_max_bytes", 5 * 1024 ** 3, int, "Largest Git LFS object the gateway's LFS endpoint takes (`<repo>.git/info/lfs`); a larger one is refused in the batch answer."),
     Setting("api.auth_failures_per_minute", 10, int, "Failed sign-ins and requests with an unknown, revoked or expired token allowed per client address per minute; past it that address gets `429` with `Retry-After` until the minute is over."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),
@@ -294,6 +296,7 @@ _CHECKS = {
     "api.hardware_flavors": _strings,
     "api.upload_max_bytes": _at_least(1, "set a size in bytes"),
     "api.upload_max_files": _at_least(1, "set 1 or more"),
+    "git_http.lfs_max_bytes": _at_least(0, "set a size in bytes"),
     "gateway.listen": _listen,
     "metrics.listen": _metrics_listen,
     "gateway.sleep_check_seconds": lambda v, _: None if v > 0 else (

@@ -110,3 +110,16 @@ def wait_forked(pid: int, msg_fd: int) -> tuple[int, str]:
     os.close(msg_fd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+
+async def start(args: Sequence[str], *, env: Mapping[str, str], user: int | None = None, cwd: str | Path | None = None):
+    """An asyncio child with pipes on all three streams (the gateway streams git's CGI
+    through it), as `user` (its own group, no supplementary groups) when not ours."""
+    import asyncio
+    switch = {}
+    if user is not None and user != os.geteuid():
+        import pwd
+        switch = {"user": user, "group": pwd.getpwuid(user).pw_gid, "extra_groups": []}
+    return await asyncio.create_subprocess_exec(*args, env=dict(env), cwd=cwd, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                **switch)

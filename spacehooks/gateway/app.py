@@ -9,7 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from spacehooks import accounts
-from spacehooks.gateway import api, hubrepos, pages
+from spacehooks.gateway import api, githttp, hubrepos, pages
 from spacehooks.gateway.access import Door
 from spacehooks.gateway.metrics import Metrics
 from spacehooks.gateway.proxy import NotRepeated, Proxy, Unreachable
@@ -261,6 +261,7 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
     app.router.add_get("/", gateway.gallery)
     app.router.add_get("/spaces/{owner}/{name}", gateway.space_page)
     hubrepos.add_routes(app, settings, registry, gateway.door)
+    githttp.add_routes(app, settings, registry, gateway.door)
     app.router.add_static("/static/", STATIC)
 
     async def lifecycle(app):
