@@ -103,3 +103,71 @@ def test_private_spaces_and_the_anonymous_clone_setting(site, tmp_path):
     closed = git("clone", "-q", url(gw, "alice/site"), str(tmp_path / "d"), check=False)
     assert closed.returncode != 0 and not (tmp_path / "d" / "index.html").exists()
     git("clone", "-q", url(gw, "alice/site", tokens["bob"]), str(tmp_path / "e"))  # any user reads a public Space
+
+
+def lfs_work(work: Path, content: bytes) -> str:
+    git("lfs", "install", "--local", cwd=work)
+    git("lfs", "track", "*.bin", cwd=work)
+    (work / "model.bin").write_bytes(content)
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", "weights", cwd=work)
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_git_lfs_push_stores_objects_in_the_repository(site, tmp_path):
+    gw, tokens, repo, work = site
+    content = os.urandom(300_000)
+    oid = lfs_work(work, content)
+    refused = git("lfs", "push", "--all", url(gw, "alice/site", tokens["bob"]), cwd=work, check=False)
+    assert refused.returncode != 0 and "Authorization error" in refused.stdout, refused.stdout  # git-lfs on 403
+    stored = repo / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+    assert not stored.exists()
+    git("lfs", "push", "--all", url(gw, "alice/site", tokens["alice"]), cwd=work)
+    assert stored.read_bytes() == content
+    assert ("alice", "lfs-upload") in [(r["actor"], r["action"]) for r in gw.state.audit(space_id="alice/site")]
+    git("push", url(gw, "alice/site", tokens["alice"]), "HEAD:main", cwd=work)
+    clone = tmp_path / "clone"
+    git("clone", "-q", url(gw, "alice/site"), str(clone))  # anonymous: a public Space
+    git("lfs", "install", "--local", cwd=clone)
+    git("lfs", "pull", cwd=clone)
+    assert (clone / "model.bin").read_bytes() == content
+
+
+def test_the_lfs_endpoint_checks_what_it_stores(site):
+    import requests
+    gw, tokens, repo, work = site
+    auth = {"Authorization": f"Bearer {tokens['alice']}"}
+    base = f"{gw.url}/spaces/alice/site.git/info/lfs/objects"
+    content = b"weights\n"
+    oid = hashlib.sha256(content).hexdigest()
+    wrong = requests.put(f"{base}/{'0' * 64}", data=content, headers=auth, timeout=30)
+    assert wrong.status_code == 422 and "sha256" in wrong.json()["message"]
+    assert not list((repo / "lfs" / "objects").rglob("*0000*"))
+    assert not [p for p in (repo / "lfs" / "objects").rglob("*") if p.is_file()]  # no partial file left
+    for bad in ("../../../etc/passwd", "A" * 64, "0" * 63):
+        assert requests.put(f"{base}/{bad}", data=content, headers=auth, timeout=30).status_code in (404, 405)
+    gw.settings._values["git_http.lfs_max_bytes"] = 4
+    batch = requests.post(f"{base}/batch", headers={**auth, "Accept": "application/vnd.git-lfs+json"}, timeout=30,
+                          json={"operation": "upload", "objects": [{"oid": oid, "size": len(content)},
+                                                                   {"oid": "../x", "size": 1}]})
+    errors = [o["error"]["message"] for o in batch.json()["objects"]]
+    assert errors == [f"{len(content)} bytes is over this server's limit of 4 (setting git_http.lfs_max_bytes)",
+                      "an oid is 64 lowercase hex digits (sha256)"]
+    over = requests.put(f"{base}/{oid}", data=content, headers=auth, timeout=30)
+    assert over.status_code == 413
+    gw.settings._values["git_http.lfs_max_bytes"] = 1000
+    read = {"Authorization": f"Bearer {tokens['alice-read']}"}
+    assert requests.put(f"{base}/{oid}", data=content, headers=read, timeout=30).status_code == 403
+    assert requests.put(f"{base}/{oid}", data=content, headers=auth, timeout=30).status_code == 200
+    assert requests.get(f"{base}/{oid}", timeout=30).content == content
+    # a link planted in the store is read as the repository's owner, never as the gateway's account
+    other = hashlib.sha256(b"x").hexdigest()
+    planted = repo / "lfs" / "objects" / other[:2] / other[2:4] / other
+    planted.parent.mkdir(parents=True)
+    secret = repo.parent / "root-only.txt"
+    secret.write_text("root only\n")
+    os.chmod(secret, 0o600)
+    planted.symlink_to(secret)
+    os.chown(repo / "objects", 65534, 65534)  # the repository's owner is now an unprivileged account
+    followed = requests.get(f"{base}/{other}", timeout=30)
+    assert followed.status_code == 404 and b"root only" not in followed.content

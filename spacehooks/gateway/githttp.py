@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from spacehooks import accounts, proc
+from spacehooks.gateway import gitlfs
 from spacehooks.gateway.access import Door, client_address
 from spacehooks.gateway.registry import Registry
 
@@ -95,8 +96,7 @@ class GitHttp:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         rest = request.match_info["rest"]
         if rest.startswith("info/lfs/"):
-            from spacehooks.gateway.gitlfs import serve_lfs
-            return await serve_lfs(self, request, rest[len("info/lfs/"):])
+            return await gitlfs.serve_lfs(self, request, rest[len("info/lfs/"):])
         if rest == "info/refs" and request.method == "GET":
             service = request.query.get("service", "")
         elif rest in SERVICES and request.method == "POST":
