@@ -9,7 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from spacehooks import accounts
-from spacehooks.gateway import api, githttp, hubrepos, pages
+from spacehooks.gateway import api, githttp, hubrepos, pages, settingspage
 from spacehooks.gateway.access import Door
 from spacehooks.gateway.metrics import Metrics
 from spacehooks.gateway.proxy import NotRepeated, Proxy, Unreachable
@@ -212,11 +212,12 @@ class Gateway:
     async def space_page(self, request: web.Request) -> web.Response:
         space_id = f"{request.match_info['owner']}/{request.match_info['name']}"
         space = await self.registry.space(space_id)
-        if space is not None and not accounts.may(await self._visitor(request), accounts.READ, space):
+        who = await self._visitor(request)
+        if space is not None and not accounts.may(who, accounts.READ, space):
             space = None
         if space is None:
             return pages.not_found(self.settings, f"There is no Space {space_id} on this server.")
-        return pages.space_page(self.settings, space)
+        return pages.space_page(self.settings, space, member=accounts.may(who, accounts.LOGS, space))
 
 
 
@@ -260,7 +261,7 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
     app[METRICS] = metrics
     app.router.add_get("/", gateway.gallery)
     app.router.add_get("/spaces/{owner}/{name}", gateway.space_page)
-    hubrepos.add_routes(app, settings, registry, gateway.door)
+    settingspage.add_routes(app, hubrepos.add_routes(app, settings, registry, gateway.door))
     githttp.add_routes(app, settings, registry, gateway.door)
     app.router.add_static("/static/", STATIC)
 
