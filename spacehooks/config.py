@@ -92,6 +92,7 @@ SETTINGS = [
     Setting("api.upload_max_files", 1000, int, "Most files (added or deleted) in one upload commit; more gets `400`."),
     Setting("git_http.anonymous_clone", True, bool, "Whether anyone may clone a public Space over HTTPS without a token (`/spaces/OWNER/NAME`); a private Space always needs a member's token, and a push always needs a write token."),
     Setting("git_http.lfs_max_bytes", 5 * 1024 ** 3, int, "Largest Git LFS object the gateway's LFS endpoint takes (`<repo>.git/info/lfs`); a larger one is refused in the batch answer."),
+    Setting("ssh.auth_log", "", str, "sshd's own log file (`sshd -E FILE`, LogLevel INFO or VERBOSE), which only sshd may write: SSH commands for authors (`ssh git@host restart OWNER/NAME`) find the key that logged in there. Empty: SSH commands are off (git push and clone work either way). Never a syslog file other programs can write to."),
     Setting("api.auth_failures_per_minute", 10, int, "Failed sign-ins and requests with an unknown, revoked or expired token allowed per client address per minute; past it that address gets `429` with `Retry-After` until the minute is over."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
     Setting("logs.max_bytes", 5 * 1024 * 1024, int, "A Space's run log is rotated at this size; a longer build log keeps its first and last half."),

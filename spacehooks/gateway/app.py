@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from spacehooks import accounts
+from spacehooks import accounts, sshcommands
 from spacehooks.gateway import api, githttp, hubrepos, pages, settingspage
 from spacehooks.gateway.access import Door
 from spacehooks.gateway.metrics import Metrics
@@ -267,11 +268,18 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
 
     async def lifecycle(app):
         await gateway.proxy.start()
+        commands = None
+        if settings["ssh.auth_log"]:  # authors' SSH commands (sshcommands.py): answered by this server
+            commands = sshcommands.listen(settings)
+            threading.Thread(target=sshcommands.serve, args=(settings, commands), daemon=True,
+                             name="ssh-commands").start()
         stop = asyncio.Event()
         task = asyncio.get_running_loop().create_task(
             sleeper.loop(stop, settings["gateway.sleep_check_seconds"])) if run_sleeper else None
         yield
         stop.set()
+        if commands is not None:
+            commands.close()
         if task:
             await task
         await gateway.proxy.close()
