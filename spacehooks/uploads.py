@@ -21,9 +21,7 @@ from spacehooks.errors import SpaceError
 from spacehooks.treewriter import name_problem
 
 MAX_PATH = 4096
-# who pushed is read from these (hooks.pusher_identity): only SPACEHOOKS_PUSHER may reach the hook
-_PUSHER_VARS = ("GITEA_PUSHER_NAME", "GL_USERNAME", "GL_USER", "REMOTE_USER", "GL_PROJECT_PATH", "GL_REPO",
-                "GITEA_REPO_USER_NAME", "GITEA_REPO_NAME")
+KEPT_ENV = ("PATH", "LANG", "SPACEHOOKS_CONFIG", "SPACEHOOKS_HOME", "SPACEHOOKS_REPO_ROOT")
 
 
 class Stale(SpaceError):
@@ -104,9 +102,20 @@ def _owner(repo: Path) -> int:
         raise SpaceError(f"the Space's repository {repo} is missing", hint="ask the admin") from None
 
 
+def hook_env(home: str | Path, pusher: str | None) -> dict:
+    """The environment of git and the Space's hooks run for an upload or an HTTPS push: only
+    what they need of the server's (nothing else of root's environment reaches the git
+    account), and the pusher as SPACEHOOKS_PUSHER alone."""
+    env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
+    env["HOME"] = str(home)
+    if pusher:
+        env["SPACEHOOKS_PUSHER"] = pusher
+    return env
+
+
 def _env(home: Path, pusher: str) -> dict:
-    env = {k: v for k, v in proc.clean_env().items() if k not in _PUSHER_VARS}
-    env.update({"HOME": str(home), "SPACEHOOKS_PUSHER": pusher, "GIT_TERMINAL_PROMPT": "0",
+    env = hook_env(home, pusher)
+    env.update({"GIT_TERMINAL_PROMPT": "0",
                 "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C.UTF-8"})
     return env
 

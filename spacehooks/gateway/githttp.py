@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from spacehooks import accounts, proc
+from spacehooks import accounts, proc, uploads
 from spacehooks.gateway import gitlfs
 from spacehooks.gateway.access import Door, client_address
 from spacehooks.gateway.registry import Registry
@@ -27,8 +27,6 @@ from spacehooks.gateway.registry import Registry
 log = logging.getLogger("spacehooks.gateway")
 SERVICES = {"git-upload-pack": accounts.READ, "git-receive-pack": accounts.WRITE}
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="spacehooks", charset="UTF-8"'}
-# passed to git and its hooks from the gateway's environment; nothing else of it is
-KEPT_ENV = ("PATH", "LANG", "SPACEHOOKS_CONFIG", "SPACEHOOKS_HOME", "SPACEHOOKS_REPO_ROOT")
 HOP = {"connection", "transfer-encoding", "keep-alive", "content-length", "status"}
 
 
@@ -117,12 +115,12 @@ class GitHttp:
             uid = os.stat(repo / "objects").st_uid
         except OSError:
             return text(404, "The Space's repository is missing; ask the admin")
-        env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
         try:
             home = pwd.getpwuid(uid).pw_dir
         except KeyError:
             home = "/nonexistent"
-        env.update({"HOME": home, "GIT_PROJECT_ROOT": str(repo.parent), "PATH_INFO": f"/{repo.name}/{rest}",
+        env = uploads.hook_env(home, None)
+        env.update({"GIT_PROJECT_ROOT": str(repo.parent), "PATH_INFO": f"/{repo.name}/{rest}",
                     "REQUEST_METHOD": request.method, "QUERY_STRING": request.query_string,
                     "CONTENT_TYPE": request.headers.get("Content-Type", ""), "GIT_HTTP_EXPORT_ALL": "1",
                     "REMOTE_ADDR": client_address(request), "GIT_TERMINAL_PROMPT": "0"})

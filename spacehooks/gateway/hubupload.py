@@ -140,7 +140,11 @@ class HubUpload:
             status = 412 if isinstance(exc, uploads.Stale) else 404 if isinstance(exc, uploads.Missing) \
                 else 422 if isinstance(exc, uploads.Declined) else 400
             await self.registry.run(accounts.audit, who, "upload", space_id, f"refused: {exc.message[:200]}")
-            return error(status, exc.message, "EntryNotFound" if status == 404 else None)
+            headers = None
+            if isinstance(exc, uploads.Declined):  # the header holds the problems, the body all the gate said
+                problems = [l.strip(" !") for l in exc.message.splitlines() if l.startswith(" !")]
+                headers = {"X-Error-Message": "; ".join(problems[1:] or problems)[:500] or "refused by the Space's gate"}
+            return error(status, exc.message, "EntryNotFound" if status == 404 else None, headers)
         detail = f"{oid[:12]} +{len(change.files)} -{len(change.deleted_files) + len(change.deleted_folders)}"
         await self.registry.run(accounts.audit, who, "upload", space_id, detail)
         await self.registry.space(space_id, fresh=True)
