@@ -52,6 +52,9 @@ def take_in(settings, st: state_mod.State, rec: dict) -> dict:
         build_id = latest[0]["id"]  # the same record again: one build is enough
     else:
         build_id = queue.enqueue(settings, st, space_id, repo.path, commit, pusher, no_cache=no_cache, config=config)
+        # the audit log has pushes beside API changes: the git server names the pusher (an SSH
+        # key's user, a forge account)
+        st.audit_add(pusher, "git", "push", space_id, f"{commit[:12]} build #{build_id}")
     return {"state": "queued", "no_cache": no_cache, "build": _build_view(st.get_build(build_id))}
 
 

@@ -68,6 +68,13 @@ def test_keys_push_and_clone_only_what_their_user_may(ssh_site, tmp_path):
         result = push(work, url.format(space), env=env("alice"))
         assert result.returncode == 0, result.stdout
         assert [b["pusher"] for b in site.builds(space)] == ["alice"]
+    from spacehooks import state
+    st = state.open(site.settings)
+    try:
+        assert [(r["actor"], r["credential"], r["action"], r["space_id"]) for r in st.audit()][1:] == [
+            ("alice", "git", "push", "alice/demo"), ("alice", "git", "push", "acme/app")]
+    finally:
+        st.close()
     # another user's Space: refused before git runs, nothing changes
     before = refs_and_objects(root / "bob" / "tool.git")
     refused = push(work, url.format("bob/tool"), env=env("alice"))
