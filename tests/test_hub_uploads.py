@@ -4,7 +4,6 @@ deploy branch that goes through the Space's own gate and queues a build like a p
 refusal comes back as the client's error, and nothing else reaches the repository."""
 import base64
 import json
-import os
 import subprocess
 import sys
 import time

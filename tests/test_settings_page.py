@@ -3,7 +3,6 @@ secrets, variables, hardware, sleep time, pauses and resumes, flips visibility a
 with a typed confirmation; other users get 404; a form sent from another site is refused."""
 import time
 
-import pytest
 import requests
 
 from gateway_support import *  # noqa: F401,F403 - fixtures

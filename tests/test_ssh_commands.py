@@ -6,13 +6,13 @@ from __future__ import annotations
 import grp
 import shlex
 import subprocess
-import threading
 
 import pytest
 import yaml
 
 import servers
-from spacehooks import admin, config, sshcommands
+from gateway_support import LoopThread, free_port
+from spacehooks import admin, config
 from spacehooks import state as state_mod
 from test_servers_spacehooks import python  # noqa: F401 - fixture
 from test_ssh_owner_rules import ssh_site  # noqa: F401 - fixture
@@ -22,18 +22,25 @@ from test_ssh_owner_rules import ssh_site  # noqa: F401 - fixture
 def commands(ssh_site):
     site, server, keys, root = ssh_site
     data = yaml.safe_load(site.config.read_text())
+    port = free_port()
     data["ssh"] = {"auth_log": str(server.log)}
+    data["gateway"] = {"public_url": f"http://{{host}}:{port}", "listen": f"127.0.0.1:{port}"}
     site.config.write_text(yaml.safe_dump(data))
     settings = config.load(path=site.config, home=site.home)
     st = state_mod.open(settings)
     for space in ("alice/demo", "bob/tool"):
         st.ensure_space(space, root / f"{space}.git")
     st.close()
-    sock = sshcommands.listen(settings)
-    thread = threading.Thread(target=sshcommands.serve, args=(settings, sock), daemon=True)
-    thread.start()
-    yield site, server, keys, root, settings
-    sock.close()
+    # the gateway answers SSH commands when ssh.auth_log is set, as `spacehooks serve` runs it
+    from spacehooks.gateway import serve
+    from spacehooks.gateway.app import make_app
+    loops = LoopThread()
+    listening = loops.run(serve.listen(settings, make_app(settings), "127.0.0.1", port, shutdown_timeout=1))
+    try:
+        yield site, server, keys, root, settings
+    finally:
+        loops.run(listening.close())
+        loops.stop()
 
 
 def ssh(server, key, *words, stdin: str = ""):
