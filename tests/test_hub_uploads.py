@@ -60,6 +60,13 @@ def test_uploads_commit_through_the_gate_and_queue_a_build(site, tmp_path):
     assert git(repo, "log", "-1", "--format=%an|%s", "main") == "alice|first upload"
     builds = gw.state.builds("alice/site")
     assert [(b["commit"], b["pusher"]) for b in builds] == [(tip, "alice")]
+    # and it deploys like a push: the worker builds it, the gateway serves it
+    from spacehooks import worker
+    while worker.Worker(gw.settings).run_once():
+        pass
+    time.sleep(1.05)  # past the gateway's one-second snapshot
+    served = requests.get(gw.url + "/", headers={"Host": f"{gw.host('alice/site')}:{gw.port}"}, timeout=30)
+    assert (served.status_code, served.text) == (200, "<p>hi</p>\n")
 
     second = api.upload_file(path_or_fileobj=b"<p>new</p>\n", path_in_repo="index.html", repo_id="alice/site",
                              repo_type="space")
