@@ -269,7 +269,9 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
     async def lifecycle(app):
         await gateway.proxy.start()
         commands = None
-        if settings["ssh.auth_log"]:  # authors' SSH commands (sshcommands.py): answered by this server
+        # authors' SSH commands (sshcommands.py): answered by the main gateway only (an extra
+        # `gateway --no-sleep` on the same state would take the socket from it)
+        if settings["ssh.auth_log"] and run_sleeper:
             commands = sshcommands.listen(settings)
             threading.Thread(target=sshcommands.serve, args=(settings, commands), daemon=True,
                              name="ssh-commands").start()
