@@ -226,6 +226,8 @@ def answer(settings, conn: socket.socket) -> None:
             code, text = run(settings, user, args, stdin)
     except Unproven as exc:
         code, text = 1, str(exc)
+    except OSError:  # a process of the chain gone, or /proc unreadable: nothing is proven
+        code, text = 1, "this command could not be tied to an SSH login"
     except (ValueError, KeyError, TypeError):
         code, text = 1, "bad request"
     conn.sendall(json.dumps({"code": code, "text": text}).encode() + b"\n")
