@@ -128,6 +128,9 @@ CHECKS = {
     "kubernetes.service_type": lambda v, _: None if v in ("ClusterIP", "NodePort") else (
         f"must be ClusterIP or NodePort, found {v!r}", "set kubernetes.service_type: ClusterIP"),
     "kubernetes.gateway_cidrs": _strings,
+    "api.upload_max_bytes": _at_least(1, "set a size in bytes"),
+    "api.upload_max_files": _at_least(1, "set 1 or more"),
+    "git_http.lfs_max_bytes": _at_least(0, "set a size in bytes"),
     "secret_scan.allow_paths": _strings,
     "api.hardware_flavors": _strings,
     "build.image_aliases": lambda v, _: _image_aliases(v),

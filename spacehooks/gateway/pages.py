@@ -111,10 +111,10 @@ def gallery(settings, spaces: list[dict]) -> web.Response:
                   home_url="/", page_title="Spaces")
 
 
-def space_page(settings, space: dict) -> web.Response:
+def space_page(settings, space: dict, member: bool = False) -> web.Response:
     v = view(settings, space)
     return render("space.html", space=v, home_url="/", page_title=f"{v['title']} - a Hugging Face Space by {v['owner']}",
-                  main_origin=public_url(settings, settings["gateway.domain"]))
+                  main_origin=public_url(settings, settings["gateway.domain"]), member=member)
 
 
 def not_found(settings, what: str) -> web.Response:
