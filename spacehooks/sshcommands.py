@@ -20,7 +20,7 @@ import struct
 from pathlib import Path
 
 from spacehooks import accounts, stages
-from spacehooks.sshgate import SOCKET
+from spacehooks.accounts import SSH_SOCKET as SOCKET
 from spacehooks.errors import SpaceError
 
 KEYS_FILE = "ssh-keys.json"

@@ -66,7 +66,7 @@ def decide(settings, user: str, command: str | None, access: dict | None) -> tup
 
 
 COMMANDS = ("help", "spaces", "status", "logs", "restart", "secrets")
-SOCKET = "ssh-commands.sock"  # in SPACEHOOKS_HOME; the server listens (sshcommands.listen)
+SOCKET = accounts.SSH_SOCKET  # the server listens (sshcommands.listen)
 
 
 def ask(home, user: str, args: list, stdin: str) -> tuple[int, str]:
