@@ -85,6 +85,7 @@ SETTINGS = [
     Setting("gateway.relay", True, bool, "Serve plain requests to running Spaces through the fast relay (httptools) in front of the aiohttp app; false: the app alone takes every request (slower, for comparison or trouble-shooting)."),
     Setting("gateway.body_timeout_seconds", 300, (int, float), "A request body must arrive whole within this many seconds after its head (time spent waiting for the app to read it does not count); a client that is slower gets `408` and its connection closed."),
     Setting("gateway.idle_seconds", 75, (int, float), "A client's kept-alive connection with no request in progress is closed after this many idle seconds."),
+    Setting("gateway.stream_idle_seconds", 300, (int, float), "A WebSocket or a streamed answer (server-sent events, any answer still arriving) through the relay is closed after this many seconds without a byte in either direction; one that sends anything stays open however long it lasts. 0: never closed for idleness (an idle WebSocket then holds its place under `gateway.max_connections` until either side closes it)."),
     Setting("gateway.max_connections", 0, int, "Most client connections open at once. When full, a new connection first closes the longest-idle kept-alive one; when none is idle it gets `503` and is closed. 0: a quarter of the open-file limit minus 128, at most 16384 (`serve` and `gateway` raise their own soft open-file limit to the hard limit at start)."),
     Setting("metrics.listen", "", str, "Address (HOST:PORT) of the Prometheus metrics endpoint, `GET /metrics`, served by `serve` and `gateway` beside the gateway; empty: off. It is for admins only: keep it on loopback or a private address (it cannot be the gateway's own address), e.g. `127.0.0.1:9464`."),
     Setting("gateway.sleep_check_seconds", 30, (int, float), "How often the gateway looks for Spaces idle past their sleep time."),
@@ -288,6 +289,7 @@ _CHECKS = {
     "secret_scan.allow_paths": _strings,
     "gpu.cdi_dirs": _strings,
     "gateway.listen": _listen,
+    "gateway.stream_idle_seconds": _at_least(0, "set 0 (never) or a number of seconds, like 300"),
     "metrics.listen": _metrics_listen,
     "gateway.sleep_check_seconds": lambda v, _: None if v > 0 else (
         f"must be more than 0, found {v!r}", "set a number of seconds, like 30"),

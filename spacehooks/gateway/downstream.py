@@ -97,6 +97,11 @@ class Downstream(Pausable):
                 seconds = settings["gateway.body_timeout_seconds"]
                 self.refuse("408 Request Timeout", f"408: the request body did not arrive within {seconds:g} s\n")
                 return
+        current = self.current
+        if current is not None and current.answered and now - self.last_active > settings["gateway.stream_idle_seconds"] > 0:
+            # a WebSocket, or an answer still arriving (an event stream), with nothing sent either way
+            self.close()
+            return
         if self.head_started is not None:
             if now - self.head_started > HEAD_SECONDS:
                 self.refuse("408 Request Timeout", f"408: no whole request head within {HEAD_SECONDS:g} s\n")
@@ -165,8 +170,8 @@ class Downstream(Pausable):
         method = parser.get_method()
         upgrade = parser.should_upgrade()
         self.head_started_at, self.head_started = self.head_started or self.last_active, None
-        head, host, accept, chunked, has_body = rewrite(method, self._url, self._headers, self.peer.encode(), upgrade)
-        target = self.relay.route(host, upgrade, accept, method, has_body or chunked)
+        head, host, protocol, chunked, has_body = rewrite(method, self._url, self._headers, self.peer.encode(), upgrade)
+        target = self.relay.route(host, protocol, method, has_body or chunked)
         # HTTP/1.0 clients get their answer framed by the end of the connection
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
         exchange = Exchange(target, head, keep_alive, chunked, method == b"HEAD", upgrade,

@@ -4,12 +4,14 @@ A request through aiohttp's server and then its client costs about 0.2 ms of Pyt
 capped the gateway at a seventh of nginx's throughput. Here llhttp (httptools) parses each
 request and answer once, and bytes are copied between two sockets. Only requests whose route
 is certain take this path: a Space that is running, known from a snapshot younger than a
-second, with a plain (not upgraded, not event-stream) request; and a bodiless GET or HEAD to a
-static Space whose deploy folder is loaded, answered here from its files (`staticsend.py`).
-Everything else -- the gallery, the API, the first request after a static deploy, sleeping,
-building or unknown Spaces, WebSockets, event streams, and any request whose container did not
-take it -- is relayed to the aiohttp application on a private Unix socket, which knows how to
-wake, retry, load and explain.
+second, with a plain request, a WebSocket upgrade (after the container's `101` the two sockets
+are spliced both ways, each side read only while the other keeps up) or one whose answer is an
+event stream (passed on as it arrives); and a bodiless GET or HEAD to a static Space whose
+deploy folder is loaded, answered here from its files (`staticsend.py`). Everything else --
+the gallery, the API, the first request after a static deploy, sleeping, building or unknown
+Spaces, upgrades to other protocols, and any request whose container did not take it -- is
+relayed to the aiohttp application on a private Unix socket, which knows how to wake, retry,
+load and explain. `Relay.route` is the one place where every request is admitted.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ class Relay:
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)
         self.static = 0  # requests answered from a static Space's files
         self._headers: dict[str, tuple] = {}
+        # loop time, to a sweep's precision: enough for idle timeouts, and cheaper per packet
+        self.clock = 0.0
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
 
@@ -79,14 +83,14 @@ class Relay:
         """Keep the snapshot fresh (so that a quiet Space's next request can take the fast path)
         and close idle client connections."""
         loop = asyncio.get_running_loop()
-        next_idle_check = loop.time()
+        next_idle_check = self.clock = loop.time()
         while True:
             try:
                 await self.registry.refresh(force=True)
             except Exception:  # the state store is busy or gone: the app path copes, try again
                 log.exception("gateway relay: cannot read the state store")
             await asyncio.sleep(REFRESH_SECONDS)
-            now = loop.time()
+            now = self.clock = loop.time()
             if now >= next_idle_check:
                 next_idle_check = now + 1
                 for conn in list(self.connections):
@@ -107,9 +111,12 @@ class Relay:
         min(idle, key=lambda c: c.last_active).close()
         return True
 
-    def route(self, host: bytes | None, upgrade: bool, accept: bytes | None, method: bytes = b"GET",
+    def route(self, host: bytes | None, upgrade: bytes | None = None, method: bytes = b"GET",
               has_body: bool = False) -> Target:
-        if host is None or upgrade or (accept and b"text/event-stream" in accept):
+        """Where a request goes: the one admission point of every request the gateway takes
+        (plain, WebSocket upgrade, event stream, static file). `upgrade`: the protocol an
+        upgrade asks for, None for a plain request."""
+        if host is None or (upgrade is not None and upgrade != b"websocket"):
             return self.app_target
         label = space_label(self.settings, host.decode("latin-1"))
         if label is None:
@@ -120,7 +127,7 @@ class Relay:
         if is_static(space):
             # the app loads a newly deployed commit's files; from then on the relay answers
             site = self.sites.cached(space) if self.sites is not None else None
-            if site is None or method not in (b"GET", b"HEAD") or has_body \
+            if site is None or method not in (b"GET", b"HEAD") or has_body or upgrade is not None \
                     or space.get("stage") in ("PAUSED", "STOPPED", "DELETING"):
                 return self.app_target
             self.static += 1

@@ -40,9 +40,10 @@ def origin_form(url: bytes) -> tuple[bytes, bytes | None]:
 
 
 def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool):
-    """(head bytes for the upstream, host, Accept value, whether the body is chunked, whether
-    a Content-Length announces a body)."""
-    host = accept = forwarded_for = proto = forwarded_host = None
+    """(head bytes for the upstream, host, the protocol an upgrade asks for (lower case; None
+    when `upgrade` is false), whether the body is chunked, whether a Content-Length announces
+    a body)."""
+    host = protocol = forwarded_for = proto = forwarded_host = None
     chunked = has_body = False
     target, authority = origin_form(url)
     lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
@@ -55,8 +56,8 @@ def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool
             host = value
             if authority is not None:
                 continue  # replaced by the target's authority, below
-        elif low == b"accept":
-            accept = value
+        elif low == b"upgrade" and upgrade:
+            protocol = value.strip().lower()
         elif low == b"transfer-encoding":
             chunked = b"chunked" in value.lower()
             continue
@@ -82,4 +83,4 @@ def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     lines.append(b"\r\n")
-    return b"".join(lines), host, accept, chunked, has_body
+    return b"".join(lines), host, protocol, chunked, has_body

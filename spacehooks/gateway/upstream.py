@@ -145,8 +145,10 @@ class Upstream(Pausable):
         self.down.resume("upstream-full")
 
     def data_received(self, data: bytes) -> None:
+        down = self.down
+        down.last_active = down.relay.clock  # a stream that is sending is not idle
         if self.tunnel:
-            self.down.transport.write(data)
+            down.transport.write(data)
             return
         try:
             self.parser.feed_data(data)
@@ -225,6 +227,8 @@ class Upstream(Pausable):
             exchange.status = status
         exchange.replay = None
         down.transport.write(b"".join(lines))
+        if status == 101 and self.target[1] is not None:  # a WebSocket spliced: counted as it starts
+            down.relay.metrics.answered(self.target[1], 101, 0, None)
         if exchange.head_only and not interim:
             # llhttp cannot be told that a HEAD answer has no body: end it here, parse the next anew
             self._status = -1
