@@ -38,6 +38,7 @@ class Downstream(Pausable):
         self.queue: deque[Exchange] = deque()
         self.paused: set[str] = set()
         self.tunnel = False
+        self.streaming: str | None = None  # the Space whose WebSocket or event stream is open
         self.closed = False
         self.last_active = 0.0
         self.head_started: float | None = None
@@ -69,6 +70,8 @@ class Downstream(Pausable):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.relay.connections.discard(self)
+        if self.streaming is not None:
+            self.stream_closed()
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
@@ -78,9 +81,20 @@ class Downstream(Pausable):
             self.closed = True
             self.relay.connections.discard(self)  # its room is free now, not when the loop gets to it
             self.transport.close()
+            if self.streaming is not None:
+                self.stream_closed()
             if self.upstream is not None:
                 self.upstream.close()
                 self.upstream = None
+
+    def stream_opened(self, space_id: str) -> None:
+        if self.streaming is None:
+            self.streaming = space_id
+            self.relay.registry.stream_opened(space_id)
+
+    def stream_closed(self) -> None:
+        space_id, self.streaming = self.streaming, None
+        self.relay.registry.stream_closed(space_id)
 
     def idle(self) -> bool:
         """Kept alive between requests: closing it loses nothing."""
@@ -259,6 +273,8 @@ class Downstream(Pausable):
     def finished(self, exchange: Exchange, upstream_keeps: bool) -> None:
         """The answer to `exchange` was relayed whole."""
         now = asyncio.get_running_loop().time()
+        if self.streaming is not None:
+            self.stream_closed()
         if exchange.target[1] is not None:  # a Space's answer; the app counts those it makes itself
             self.relay.metrics.answered(exchange.target[1], exchange.status, exchange.nbytes, now - exchange.started)
         if not upstream_keeps and self.upstream is not None:

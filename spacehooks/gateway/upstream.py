@@ -197,11 +197,13 @@ class Upstream(Pausable):
         interim = 100 <= status < 200 and status != 101
         _, _, extra, replaced = self.target
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, self._reason)]
-        length = chunked = False
+        length = chunked = stream = False
         for name, value in self._headers:
             low = name.lower()
             if low == b"content-length":
                 length = True
+            elif low == b"content-type":
+                stream = value.startswith(b"text/event-stream")
             elif low == b"transfer-encoding":
                 chunked = True
                 continue
@@ -227,8 +229,11 @@ class Upstream(Pausable):
             exchange.status = status
         exchange.replay = None
         down.transport.write(b"".join(lines))
-        if status == 101 and self.target[1] is not None:  # a WebSocket spliced: counted as it starts
-            down.relay.metrics.answered(self.target[1], 101, 0, None)
+        if (status == 101 or stream) and self.target[1] is not None:
+            # a WebSocket or event stream keeps its Space awake while open, however quiet
+            down.stream_opened(self.target[1])
+            if status == 101:  # counted as it starts: it has no end that a latency could measure
+                down.relay.metrics.answered(self.target[1], 101, 0, None)
         if exchange.head_only and not interim:
             # llhttp cannot be told that a HEAD answer has no body: end it here, parse the next anew
             self._status = -1
