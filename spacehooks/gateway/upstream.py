@@ -81,6 +81,7 @@ class Upstream(Pausable):
         self.closed = False
         self.paused: set[str] = set()
         self._headers: list = []
+        self._body: list[bytes] = []  # the pieces of body one read brought, sent on as one
         self._reason = b""
         self._status = 0
         self._rechunk = False  # the body goes to the client chunk-encoded by us
@@ -152,6 +153,8 @@ class Upstream(Pausable):
             return
         try:
             self.parser.feed_data(data)
+            if self._body:
+                self._flush()
         except httptools.HttpParserUpgrade as upgrade:
             self.tunnel = True
             rest = data[upgrade.args[0]:]
@@ -244,15 +247,24 @@ class Upstream(Pausable):
         if self.exchange is None:
             return
         self.exchange.nbytes += len(body)
+        self._body.append(body)
+
+    def _flush(self) -> None:
+        # an event stream's many small chunks in one read leave as one chunk: one write, not one each
+        body = self._body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
         if self._rechunk:
-            self.down.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            self.down.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            self.down.transport.write(body)
+            self.down.transport.write(data)
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
         if exchange is None or 100 <= self._status < 200:
             return  # an interim answer (100 Continue), a switch (101), or a HEAD answer already finished
+        if self._body:
+            self._flush()
         if self._rechunk:
             self.down.transport.write(b"0\r\n\r\n")
         self.exchange = None
