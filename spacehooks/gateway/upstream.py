@@ -81,7 +81,10 @@ class Upstream(Pausable):
         self.closed = False
         self.paused: set[str] = set()
         self._headers: list = []
-        self._body: list[bytes] = []  # the pieces of body one read brought, sent on as one
+        # what one read of the answer brought for the client (its head, body pieces), sent on in
+        # one write: a small answer costs the client's side one send, not one per callback
+        self._head = b""
+        self._body: list[bytes] = []
         self._reason = b""
         self._status = 0
         self._rechunk = False  # the body goes to the client chunk-encoded by us
@@ -153,14 +156,16 @@ class Upstream(Pausable):
             return
         try:
             self.parser.feed_data(data)
-            if self._body:
+            if self._head or self._body:
                 self._flush()
         except httptools.HttpParserUpgrade as upgrade:
             self.tunnel = True
+            self._flush()
             rest = data[upgrade.args[0]:]
             if rest:
                 self.down.transport.write(rest)
         except httptools.HttpParserError as exc:
+            self._flush()
             self.closed = True
             self.transport.close()
             self.down.upstream_failed(self, self.exchange, f"unreadable answer from {self.target[0]}: {exc}")
@@ -231,7 +236,7 @@ class Upstream(Pausable):
         if not interim:
             exchange.status = status
         exchange.replay = None
-        down.transport.write(b"".join(lines))
+        self._head += b"".join(lines)  # after a 100 Continue the same read may bring
         if (status == 101 or stream) and self.target[1] is not None:
             # a WebSocket or event stream keeps its Space awake while open, however quiet
             down.stream_opened(self.target[1])
@@ -241,6 +246,7 @@ class Upstream(Pausable):
             # llhttp cannot be told that a HEAD answer has no body: end it here, parse the next anew
             self._status = -1
             self.exchange = None
+            self._flush()
             down.finished(exchange, self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
@@ -249,23 +255,27 @@ class Upstream(Pausable):
         self.exchange.nbytes += len(body)
         self._body.append(body)
 
-    def _flush(self) -> None:
-        # an event stream's many small chunks in one read leave as one chunk: one write, not one each
+    def _flush(self, last: bytes = b"") -> None:
+        """Send what is pending, then `last`; an event stream's many small chunks in one read
+        leave as one chunk."""
+        parts = [self._head] if self._head else []
+        self._head = b""
         body = self._body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        if self._rechunk:
-            self.down.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.down.transport.write(data)
+        if body:
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            parts.append(b"%x\r\n%s\r\n" % (len(data), data) if self._rechunk else data)
+        if last:
+            parts.append(last)
+        if len(parts) == 1:
+            self.down.transport.write(parts[0])
+        elif parts:
+            self.down.transport.writelines(parts)  # uvloop: one writev
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
         if exchange is None or 100 <= self._status < 200:
             return  # an interim answer (100 Continue), a switch (101), or a HEAD answer already finished
-        if self._body:
-            self._flush()
-        if self._rechunk:
-            self.down.transport.write(b"0\r\n\r\n")
+        self._flush(b"0\r\n\r\n" if self._rechunk else b"")
         self.exchange = None
         self.down.finished(exchange, self.parser.should_keep_alive())
