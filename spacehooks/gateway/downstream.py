@@ -32,6 +32,7 @@ class Downstream(Pausable):
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.peer = ""
+        self.peer_bytes = b""
         self.upstream: Upstream | StaticAnswer | None = None
         self.current: Exchange | None = None  # being answered
         self.parsing: Exchange | None = None  # being read (may be `current`, or queued behind it)
@@ -54,7 +55,9 @@ class Downstream(Pausable):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
-        self.last_active = asyncio.get_running_loop().time()
+        self.peer_bytes = self.peer.encode()
+        self.now = asyncio.get_running_loop().time
+        self.last_active = self.now()
         if not self.relay.admit(self):
             self.closed = True
             transport.write(text_answer("503 Service Unavailable", "503: the gateway has too many open connections; "
@@ -133,7 +136,7 @@ class Downstream(Pausable):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self.now()
         if self.tunnel:
             if self.current is not None:
                 self.send(self.current, data)
@@ -184,7 +187,7 @@ class Downstream(Pausable):
         method = parser.get_method()
         upgrade = parser.should_upgrade()
         self.head_started_at, self.head_started = self.head_started or self.last_active, None
-        head, host, protocol, chunked, has_body = rewrite(method, self._url, self._headers, self.peer.encode(), upgrade)
+        head, host, protocol, chunked, has_body = rewrite(method, self._url, self._headers, self.peer_bytes, upgrade)
         target = self.relay.route(host, protocol, method, has_body or chunked)
         # HTTP/1.0 clients get their answer framed by the end of the connection
         keep_alive = parser.should_keep_alive() and not upgrade and parser.get_http_version() != "1.0"
@@ -272,7 +275,7 @@ class Downstream(Pausable):
 
     def finished(self, exchange: Exchange, upstream_keeps: bool) -> None:
         """The answer to `exchange` was relayed whole."""
-        now = asyncio.get_running_loop().time()
+        now = self.now()
         if self.streaming is not None:
             self.stream_closed()
         if exchange.target[1] is not None:  # a Space's answer; the app counts those it makes itself

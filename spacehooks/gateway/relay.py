@@ -58,6 +58,7 @@ class Relay:
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)
         self.static = 0  # requests answered from a static Space's files
         self._headers: dict[str, tuple] = {}
+        self._labels: dict[bytes, str | None] = {}  # Host value -> label, so each is read once
         # loop time, to a sweep's precision: enough for idle timeouts, and cheaper per packet
         self.clock = 0.0
         self._server: asyncio.AbstractServer | None = None
@@ -118,7 +119,12 @@ class Relay:
         upgrade asks for, None for a plain request."""
         if host is None or (upgrade is not None and upgrade != b"websocket"):
             return self.app_target
-        label = space_label(self.settings, host.decode("latin-1"))
+        try:
+            label = self._labels[host]
+        except KeyError:
+            if len(self._labels) >= 4096:  # any client can send any Host: bounded
+                self._labels.clear()
+            label = self._labels[host] = space_label(self.settings, host.decode("latin-1"))
         if label is None:
             return self.app_target
         space = self.registry.cached(label)
