@@ -199,7 +199,7 @@ class Downstream(Pausable):
             exchange.complete = True  # no body: the answer may end before llhttp says so
         self._head_size = 0
         self.parsing = exchange
-        self.body_deadline = self.head_started_at + self.relay.settings["gateway.body_timeout_seconds"]
+        self.body_deadline = self.head_started_at + self.relay.body_seconds
         if self.current is None:
             self.start(exchange)
         else:
@@ -291,5 +291,5 @@ class Downstream(Pausable):
         self.last_active = now
         if self.queue:
             self.start(self.queue.popleft())
-        if not self.queue:
+        if not self.queue and self.paused:
             self.resume("queue")

@@ -54,6 +54,7 @@ class Relay:
         self.connections: set[Downstream] = set()
         self.metrics = metrics if metrics is not None else Metrics()
         self.max_connections = max_connections(settings)
+        self.body_seconds = settings["gateway.body_timeout_seconds"]  # read once: per request otherwise
         self.refused = 0  # connections answered 503 because all were busy
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)
         self.static = 0  # requests answered from a static Space's files

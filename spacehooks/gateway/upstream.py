@@ -123,8 +123,9 @@ class Upstream(Pausable):
         self._status = 0
         waiting, exchange.waiting, exchange.waiting_size = exchange.waiting, [], 0
         exchange.sent = True
-        self.transport.write(b"".join(waiting))
-        self.down.resume("upstream")
+        self.transport.write(waiting[0] if len(waiting) == 1 else b"".join(waiting))
+        if self.down.paused:
+            self.down.resume("upstream")
 
     def reusable(self, exchange: Exchange) -> bool:
         # a request that must not be sent twice gets a fresh connection: on a kept-alive one the
