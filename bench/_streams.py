@@ -88,6 +88,8 @@ def targets_up(server, args_seconds=None):
         cleanup()
         raise
     host = server.host("bench/streams")
+    # the proxies' processes, for their CPU per message (nginx's worker counted with its master)
+    targets_up.pids = {"gateway": server.gateway.pid, "relay off": server.extra[0].pid, "nginx": procs[0].pid}
     targets = {
         "app alone": (f"http://127.0.0.1:{upstream}", None),
         "gateway": (f"http://127.0.0.1:{server.gateway_port}", host),
@@ -104,24 +106,39 @@ def measure(kind: str, url: str, host: str | None, connections: int, seconds: fl
 
 
 def run_rounds(kind: str, targets: dict, connections: int, seconds: float, rounds: int) -> dict:
+    from _common import cpu_seconds
+    pids = getattr(targets_up, "pids", {})
     results = {k: [] for k in targets}
     for url, host in targets.values():  # warm-up
         measure(kind, url, host, connections, 1)
     for _ in range(rounds):  # interleaved so drift hits all targets alike
         for name, (url, host) in targets.items():
-            results[name].append(measure(kind, url, host, connections, seconds))
+            cpu = cpu_seconds(pids[name]) if name in pids else None
+            result = measure(kind, url, host, connections, seconds)
+            if cpu is not None and result["rate"]:
+                # CPU of the proxy per message over the whole run of the load process (its
+                # start and the 0.2 s before counting included: the same for every target)
+                result["cpu_us"] = (cpu_seconds(pids[name]) - cpu) * 1e6 / (result["rate"] * seconds)
+            results[name].append(result)
     return results
 
 
 def report(results: dict, unit: str, header: str) -> None:
     print(header)
-    print(f"{'target':<10} {unit:>12} {'failed':>7}")
-    medians = {}
+    print(f"{'target':<10} {unit:>12} {'failed':>7} {'CPU us each':>12}")
+    medians, cpu = {}, {}
     for name, rounds in results.items():
         medians[name] = statistics.median(r["rate"] for r in rounds)
-        print(f"{name:<10} {medians[name]:>12.0f} {sum(r['failed'] for r in rounds):>7}")
+        shown = ""
+        if all("cpu_us" in r for r in rounds):
+            cpu[name] = statistics.median(r["cpu_us"] for r in rounds)
+            shown = f"{cpu[name]:.1f}"
+        print(f"{name:<10} {medians[name]:>12.0f} {sum(r['failed'] for r in rounds):>7} {shown:>12}")
     load = os.getloadavg()
     print(f"load average during the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} ({os.cpu_count()} cores)")
+    if "gateway" in cpu and "nginx" in cpu:
+        # one process each: with a core to itself, a proxy's rate is 1 / its CPU per message
+        print(f"gateway/nginx by CPU per message (nginx's / the gateway's): {cpu['nginx'] / cpu['gateway']:.2f}")
     ratios = sorted(g["rate"] / n["rate"] for g, n in zip(results["gateway"], results["nginx"]))
     print(f"gateway/nginx per round: {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"gateway/app alone: {medians['gateway'] / medians['app alone']:.2f}; "

@@ -60,8 +60,6 @@ class Relay:
         self.static = 0  # requests answered from a static Space's files
         self._headers: dict[str, tuple] = {}
         self._labels: dict[bytes, str | None] = {}  # Host value -> label, so each is read once
-        # loop time, to a sweep's precision: enough for idle timeouts, and cheaper per packet
-        self.clock = 0.0
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
 
@@ -85,14 +83,14 @@ class Relay:
         """Keep the snapshot fresh (so that a quiet Space's next request can take the fast path)
         and close idle client connections."""
         loop = asyncio.get_running_loop()
-        next_idle_check = self.clock = loop.time()
+        next_idle_check = loop.time()
         while True:
             try:
                 await self.registry.refresh(force=True)
             except Exception:  # the state store is busy or gone: the app path copes, try again
                 log.exception("gateway relay: cannot read the state store")
             await asyncio.sleep(REFRESH_SECONDS)
-            now = self.clock = loop.time()
+            now = loop.time()
             if now >= next_idle_check:
                 next_idle_check = now + 1
                 for conn in list(self.connections):

@@ -151,7 +151,7 @@ class Upstream(Pausable):
 
     def data_received(self, data: bytes) -> None:
         down = self.down
-        down.last_active = down.relay.clock  # a stream that is sending is not idle
+        down.last_active = down.now()  # a stream that is sending is not idle
         if self.tunnel:
             down.transport.write(data)
             return
