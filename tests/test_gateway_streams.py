@@ -198,12 +198,14 @@ def test_a_websocket_wakes_a_sleeping_space(streams, loops):
 
     try:
         deadline = time.monotonic() + 30
-        while streams.space("alice/streams")["stage"] != "SLEEPING" and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert streams.space("alice/streams")["port"] is None
+        while streams.space("alice/streams")["port"] is not None and time.monotonic() < deadline:
+            time.sleep(0.3)  # the stage changes first, then the container goes
+        assert (streams.space("alice/streams")["stage"], streams.space("alice/streams")["port"]) == ("SLEEPING", None)
         assert run(echo()) == "wake up"  # the app behind the relay woke it and carried the first one
         assert streams.space("alice/streams")["stage"] == "RUNNING"
-        time.sleep(1.1)  # the relay's snapshot sees it running
+        while (gw.listening.relay.registry.cached("alice-streams") or {}).get("stage") != "RUNNING":
+            assert time.monotonic() < deadline + 30, "the relay's snapshot never saw it running"
+            time.sleep(0.1)
         before = direct(gw)
         # quiet for longer than its sleep time: an open WebSocket keeps its Space awake
         assert run(echo(quiet=4)) == "wake up"
