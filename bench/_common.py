@@ -185,3 +185,22 @@ def wrk(url: str, host: str | None, seconds: float, concurrency: int) -> dict:
             # line starts only: "89.50%" in the +/- Stdev column is not the median
             "median_ms": _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)),
             "p99_ms": _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)), "failed": failed}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) and its live child processes
+    (nginx's worker): on a loaded machine, CPU per request is what a proxy costs, whatever
+    the others running meanwhile took from it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids.extend(int(p) for p in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total

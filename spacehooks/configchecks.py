@@ -131,6 +131,7 @@ CHECKS = {
     "api.upload_max_bytes": _at_least(1, "set a size in bytes"),
     "api.upload_max_files": _at_least(1, "set 1 or more"),
     "git_http.lfs_max_bytes": _at_least(0, "set a size in bytes"),
+    "gateway.stream_idle_seconds": _at_least(0, "set 0 (never) or a number of seconds, like 300"),
     "secret_scan.allow_paths": _strings,
     "api.hardware_flavors": _strings,
     "build.image_aliases": lambda v, _: _image_aliases(v),

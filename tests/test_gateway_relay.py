@@ -93,11 +93,15 @@ def test_plain_requests_take_the_relay_and_others_the_app(gw, upstream):
     assert relayed(gw) == before + 1
     # traffic on the fast path keeps the Space awake like any other
     assert gw.listening.relay.registry.last_seen["alice/demo"] >= sent
-    # event streams, the gallery and unknown hosts go to the app behind the relay
-    requests.get(gw.url + "/sse", headers={"Host": host, "Accept": "text/event-stream"}, timeout=10)
+    # event streams and WebSockets take the relay too
+    answer = requests.get(gw.url + "/sse", headers={"Host": host, "Accept": "text/event-stream"}, timeout=10)
+    assert answer.text.count("data: tick") == 3
+    assert relayed(gw) == before + 2
+    # the gallery, unknown hosts and upgrades to other protocols go to the app behind the relay
     requests.get(gw.url + "/", timeout=10)
     requests.get(gw.url + "/", headers={"Host": "nobody-here.localhost"}, timeout=10)
-    assert relayed(gw) == before + 1
+    requests.get(gw.url + "/", headers={"Host": host, "Connection": "Upgrade", "Upgrade": "h2c"}, timeout=10)
+    assert relayed(gw) == before + 2
 
 
 def test_keep_alive_connection_follows_a_port_switch(gw, loops, upstream):

@@ -32,12 +32,14 @@ class Downstream(Pausable):
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.peer = ""
+        self.peer_bytes = b""
         self.upstream: Upstream | StaticAnswer | None = None
         self.current: Exchange | None = None  # being answered
         self.parsing: Exchange | None = None  # being read (may be `current`, or queued behind it)
         self.queue: deque[Exchange] = deque()
         self.paused: set[str] = set()
         self.tunnel = False
+        self.streaming: str | None = None  # the Space whose WebSocket or event stream is open
         self.closed = False
         self.last_active = 0.0
         self.head_started: float | None = None
@@ -53,7 +55,9 @@ class Downstream(Pausable):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
-        self.last_active = asyncio.get_running_loop().time()
+        self.peer_bytes = self.peer.encode()
+        self.now = asyncio.get_running_loop().time
+        self.last_active = self.now()
         if not self.relay.admit(self):
             self.closed = True
             transport.write(text_answer("503 Service Unavailable", "503: the gateway has too many open connections; "
@@ -69,6 +73,8 @@ class Downstream(Pausable):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.relay.connections.discard(self)
+        if self.streaming is not None:
+            self.stream_closed()
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
@@ -78,9 +84,20 @@ class Downstream(Pausable):
             self.closed = True
             self.relay.connections.discard(self)  # its room is free now, not when the loop gets to it
             self.transport.close()
+            if self.streaming is not None:
+                self.stream_closed()
             if self.upstream is not None:
                 self.upstream.close()
                 self.upstream = None
+
+    def stream_opened(self, space_id: str) -> None:
+        if self.streaming is None:
+            self.streaming = space_id
+            self.relay.registry.stream_opened(space_id)
+
+    def stream_closed(self) -> None:
+        space_id, self.streaming = self.streaming, None
+        self.relay.registry.stream_closed(space_id)
 
     def idle(self) -> bool:
         """Kept alive between requests: closing it loses nothing."""
@@ -97,6 +114,11 @@ class Downstream(Pausable):
                 seconds = settings["gateway.body_timeout_seconds"]
                 self.refuse("408 Request Timeout", f"408: the request body did not arrive within {seconds:g} s\n")
                 return
+        current = self.current
+        if current is not None and current.answered and now - self.last_active > settings["gateway.stream_idle_seconds"] > 0:
+            # a WebSocket, or an answer still arriving (an event stream), with nothing sent either way
+            self.close()
+            return
         if self.head_started is not None:
             if now - self.head_started > HEAD_SECONDS:
                 self.refuse("408 Request Timeout", f"408: no whole request head within {HEAD_SECONDS:g} s\n")
@@ -114,7 +136,7 @@ class Downstream(Pausable):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self.now()
         if self.tunnel:
             if self.current is not None:
                 self.send(self.current, data)
@@ -165,9 +187,9 @@ class Downstream(Pausable):
         method = parser.get_method()
         upgrade = parser.should_upgrade()
         self.head_started_at, self.head_started = self.head_started or self.last_active, None
-        head, host, accept, chunked, has_body, app_head = rewrite(method, self._url, self._headers,
-                                                                  self.peer.encode(), upgrade)
-        target = self.relay.route(host, upgrade, accept, method, has_body or chunked)
+        head, host, protocol, chunked, has_body, app_head = rewrite(method, self._url, self._headers, self.peer_bytes,
+                                                                    upgrade)
+        target = self.relay.route(host, protocol, method, has_body or chunked)
         if app_head is not None and target is self.relay.app_target:
             head = app_head  # the app checks a private Space's members by these, and strips them itself
         # HTTP/1.0 clients get their answer framed by the end of the connection
@@ -180,7 +202,7 @@ class Downstream(Pausable):
             exchange.complete = True  # no body: the answer may end before llhttp says so
         self._head_size = 0
         self.parsing = exchange
-        self.body_deadline = self.head_started_at + self.relay.settings["gateway.body_timeout_seconds"]
+        self.body_deadline = self.head_started_at + self.relay.body_seconds
         if self.current is None:
             self.start(exchange)
         else:
@@ -256,7 +278,9 @@ class Downstream(Pausable):
 
     def finished(self, exchange: Exchange, upstream_keeps: bool) -> None:
         """The answer to `exchange` was relayed whole."""
-        now = asyncio.get_running_loop().time()
+        now = self.now()
+        if self.streaming is not None:
+            self.stream_closed()
         if exchange.target[1] is not None:  # a Space's answer; the app counts those it makes itself
             self.relay.metrics.answered(exchange.target[1], exchange.status, exchange.nbytes, now - exchange.started)
         if not upstream_keeps and self.upstream is not None:
@@ -270,5 +294,5 @@ class Downstream(Pausable):
         self.last_active = now
         if self.queue:
             self.start(self.queue.popleft())
-        if not self.queue:
+        if not self.queue and self.paused:
             self.resume("queue")

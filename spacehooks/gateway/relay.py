@@ -4,12 +4,14 @@ A request through aiohttp's server and then its client costs about 0.2 ms of Pyt
 capped the gateway at a seventh of nginx's throughput. Here llhttp (httptools) parses each
 request and answer once, and bytes are copied between two sockets. Only requests whose route
 is certain take this path: a Space that is running, known from a snapshot younger than a
-second, with a plain (not upgraded, not event-stream) request; and a bodiless GET or HEAD to a
-static Space whose deploy folder is loaded, answered here from its files (`staticsend.py`).
-Everything else -- the gallery, the API, the first request after a static deploy, sleeping,
-building or unknown Spaces, WebSockets, event streams, and any request whose container did not
-take it -- is relayed to the aiohttp application on a private Unix socket, which knows how to
-wake, retry, load and explain.
+second, with a plain request, a WebSocket upgrade (after the container's `101` the two sockets
+are spliced both ways, each side read only while the other keeps up) or one whose answer is an
+event stream (passed on as it arrives); and a bodiless GET or HEAD to a static Space whose
+deploy folder is loaded, answered here from its files (`staticsend.py`). Everything else --
+the gallery, the API, the first request after a static deploy, sleeping, building or unknown
+Spaces, upgrades to other protocols, and any request whose container did not take it -- is
+relayed to the aiohttp application on a private Unix socket, which knows how to wake, retry,
+load and explain. `Relay.route` is the one place where every request is admitted.
 """
 from __future__ import annotations
 
@@ -53,10 +55,12 @@ class Relay:
         self.connections: set[Downstream] = set()
         self.metrics = metrics if metrics is not None else Metrics()
         self.max_connections = max_connections(settings)
+        self.body_seconds = settings["gateway.body_timeout_seconds"]  # read once: per request otherwise
         self.refused = 0  # connections answered 503 because all were busy
         self.direct = 0  # requests sent straight to a container (for tests and curious admins)
         self.static = 0  # requests answered from a static Space's files
         self._headers: dict[str, tuple] = {}
+        self._labels: dict[bytes, str | None] = {}  # Host value -> label, so each is read once
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
 
@@ -108,11 +112,19 @@ class Relay:
         min(idle, key=lambda c: c.last_active).close()
         return True
 
-    def route(self, host: bytes | None, upgrade: bool, accept: bytes | None, method: bytes = b"GET",
+    def route(self, host: bytes | None, upgrade: bytes | None = None, method: bytes = b"GET",
               has_body: bool = False) -> Target:
-        if host is None or upgrade or (accept and b"text/event-stream" in accept):
+        """Where a request goes: the one admission point of every request the gateway takes
+        (plain, WebSocket upgrade, event stream, static file). `upgrade`: the protocol an
+        upgrade asks for, None for a plain request."""
+        if host is None or (upgrade is not None and upgrade != b"websocket"):
             return self.app_target
-        label = space_label(self.settings, host.decode("latin-1"))
+        try:
+            label = self._labels[host]
+        except KeyError:
+            if len(self._labels) >= 4096:  # any client can send any Host: bounded
+                self._labels.clear()
+            label = self._labels[host] = space_label(self.settings, host.decode("latin-1"))
         if label is None:
             return self.app_target
         space = self.registry.cached(label)
@@ -125,7 +137,7 @@ class Relay:
         if is_static(space):
             # the app loads a newly deployed commit's files; from then on the relay answers
             site = self.sites.cached(space) if self.sites is not None else None
-            if site is None or method not in (b"GET", b"HEAD") or has_body \
+            if site is None or method not in (b"GET", b"HEAD") or has_body or upgrade is not None \
                     or space.get("stage") in stages.SHUT:
                 return self.app_target
             self.static += 1

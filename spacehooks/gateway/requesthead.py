@@ -41,11 +41,12 @@ def origin_form(url: bytes) -> tuple[bytes, bytes | None]:
 
 
 def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool):
-    """(head bytes for a Space, host, Accept value, whether the body is chunked, whether a
-    Content-Length announces a body, the head for the app or None when it is the same). The
-    head for a Space has the gateway's own credentials taken out (credentials.py); the app
-    needs them to let members into private Spaces, and takes them out itself."""
-    host = accept = forwarded_for = proto = forwarded_host = None
+    """(head bytes for a Space, host, the protocol an upgrade asks for (lower case; None when
+    `upgrade` is false), whether the body is chunked, whether a Content-Length announces a body,
+    the head for the app or None when it is the same). The head for a Space has the gateway's own
+    credentials taken out (credentials.py); the app needs them to let members into private
+    Spaces, and takes them out itself."""
+    host = protocol = forwarded_for = proto = forwarded_host = None
     chunked = has_body = False
     full: list | None = None  # lines with our credentials, once one is seen
     target, authority = origin_form(url)
@@ -59,8 +60,8 @@ def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool
             host = value
             if authority is not None:
                 continue  # replaced by the target's authority, below
-        elif low == b"accept":
-            accept = value
+        elif low == b"upgrade" and upgrade:
+            protocol = value.strip().lower()
         elif low == b"transfer-encoding":
             chunked = b"chunked" in value.lower()
             continue
@@ -98,4 +99,4 @@ def rewrite(method: bytes, url: bytes, headers: list, peer: bytes, upgrade: bool
         lines.append(b"Transfer-Encoding: chunked\r\n")
     lines.append(b"\r\n")
     app_head = None if full is None else b"".join(full + lines[tail_from:])
-    return b"".join(lines), host, accept, chunked, has_body, app_head
+    return b"".join(lines), host, protocol, chunked, has_body, app_head

@@ -81,6 +81,10 @@ class Upstream(Pausable):
         self.closed = False
         self.paused: set[str] = set()
         self._headers: list = []
+        # what one read of the answer brought for the client (its head, body pieces), sent on in
+        # one write: a small answer costs the client's side one send, not one per callback
+        self._head = b""
+        self._body: list[bytes] = []
         self._reason = b""
         self._status = 0
         self._rechunk = False  # the body goes to the client chunk-encoded by us
@@ -119,8 +123,9 @@ class Upstream(Pausable):
         self._status = 0
         waiting, exchange.waiting, exchange.waiting_size = exchange.waiting, [], 0
         exchange.sent = True
-        self.transport.write(b"".join(waiting))
-        self.down.resume("upstream")
+        self.transport.write(waiting[0] if len(waiting) == 1 else b"".join(waiting))
+        if self.down.paused:
+            self.down.resume("upstream")
 
     def reusable(self, exchange: Exchange) -> bool:
         # a request that must not be sent twice gets a fresh connection: on a kept-alive one the
@@ -145,17 +150,23 @@ class Upstream(Pausable):
         self.down.resume("upstream-full")
 
     def data_received(self, data: bytes) -> None:
+        down = self.down
+        down.last_active = down.now()  # a stream that is sending is not idle
         if self.tunnel:
-            self.down.transport.write(data)
+            down.transport.write(data)
             return
         try:
             self.parser.feed_data(data)
+            if self._head or self._body:
+                self._flush()
         except httptools.HttpParserUpgrade as upgrade:
             self.tunnel = True
+            self._flush()
             rest = data[upgrade.args[0]:]
             if rest:
                 self.down.transport.write(rest)
         except httptools.HttpParserError as exc:
+            self._flush()
             self.closed = True
             self.transport.close()
             self.down.upstream_failed(self, self.exchange, f"unreadable answer from {self.target[0]}: {exc}")
@@ -195,11 +206,13 @@ class Upstream(Pausable):
         interim = 100 <= status < 200 and status != 101
         _, _, extra, replaced = self.target
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, self._reason)]
-        length = chunked = False
+        length = chunked = stream = False
         for name, value in self._headers:
             low = name.lower()
             if low == b"content-length":
                 length = True
+            elif low == b"content-type":
+                stream = value.startswith(b"text/event-stream")
             elif low == b"transfer-encoding":
                 chunked = True
                 continue
@@ -224,27 +237,46 @@ class Upstream(Pausable):
         if not interim:
             exchange.status = status
         exchange.replay = None
-        down.transport.write(b"".join(lines))
+        self._head += b"".join(lines)  # after a 100 Continue the same read may bring
+        if (status == 101 or stream) and self.target[1] is not None:
+            # a WebSocket or event stream keeps its Space awake while open, however quiet
+            down.stream_opened(self.target[1])
+            if status == 101:  # counted as it starts: it has no end that a latency could measure
+                down.relay.metrics.answered(self.target[1], 101, 0, None)
         if exchange.head_only and not interim:
             # llhttp cannot be told that a HEAD answer has no body: end it here, parse the next anew
             self._status = -1
             self.exchange = None
+            self._flush()
             down.finished(exchange, self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is None:
             return
         self.exchange.nbytes += len(body)
-        if self._rechunk:
-            self.down.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
-        else:
-            self.down.transport.write(body)
+        self._body.append(body)
+
+    def _flush(self, last: bytes = b"") -> None:
+        """Send what is pending, then `last`; an event stream's many small chunks in one read
+        leave as one chunk."""
+        parts = [self._head] if self._head else []
+        self._head = b""
+        body = self._body
+        if body:
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            parts.append(b"%x\r\n%s\r\n" % (len(data), data) if self._rechunk else data)
+        if last:
+            parts.append(last)
+        if len(parts) == 1:
+            self.down.transport.write(parts[0])
+        elif parts:
+            self.down.transport.writelines(parts)  # uvloop: one writev
 
     def on_message_complete(self) -> None:
         exchange = self.exchange
         if exchange is None or 100 <= self._status < 200:
             return  # an interim answer (100 Continue), a switch (101), or a HEAD answer already finished
-        if self._rechunk:
-            self.down.transport.write(b"0\r\n\r\n")
+        self._flush(b"0\r\n\r\n" if self._rechunk else b"")
         self.exchange = None
         self.down.finished(exchange, self.parser.should_keep_alive())
