@@ -111,8 +111,9 @@ def gallery(settings, spaces: list[dict]) -> web.Response:
                   home_url="/", page_title="Spaces")
 
 
-def space_page(settings, space: dict) -> web.Response:
-    v = view(settings, space)
+def space_page(settings, space: dict, rollout_note: str | None = None) -> web.Response:
+    """rollout_note: the engine's word on how the last version rolled out (Engine.rollout_note)."""
+    v = {**view(settings, space), "rollout_note": _text(rollout_note)}
     return render("space.html", space=v, home_url="/", page_title=f"{v['title']} - a Hugging Face Space by {v['owner']}",
                   main_origin=public_url(settings, settings["gateway.domain"]))
 
