@@ -109,6 +109,15 @@ def log_tail(settings, name: str) -> str:
     return hostwait.log_tail(engine.get(settings), name)
 
 
+def where(settings, space: dict) -> str:
+    """` on host:port`, where the gateway reaches the Space (its engine's address), or ''."""
+    try:
+        host, port = engine.get(settings).address(space["id"], space["container"], space["port"])
+        return f" on {host}:{port}"
+    except (SpaceError, engine.EngineError, TypeError):
+        return ""  # no serving version (no address to unpack), or the engine cannot say
+
+
 def remove(settings, name: str) -> None:
     """Stop (10 s, then killed) and remove; gone already is fine."""
     engine.get(settings).remove(name, stop_timeout=10)

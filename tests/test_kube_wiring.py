@@ -104,6 +104,8 @@ def test_a_deploy_is_running_when_the_cluster_says_its_pod_is_ready_with_no_host
     deployment = cluster.of_kind("deployments")[0]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert [n for n in cluster.of_kind("networkpolicies")] != []
+    # what the push says: where the gateway reaches it, the Service
+    assert runner.where(cluster.settings, s) == f" on {km.object_name(SPACE)}.{NS}.svc.cluster.local:80"
 
 
 @pytest.mark.parametrize("last, first_line", [
