@@ -90,6 +90,8 @@ def view(settings, space: dict) -> dict:
         "stage": stage, "stage_label": label, "stage_tone": tone,
         "live": stage in LIVE, "run_log_first": stage == stages.RUNTIME_ERROR,
         "error": _text(space.get("error")),
+        # what a starting version waits for, as its engine said ("waiting for a GPU node: ...")
+        "waiting": _text(space.get("error")) if stage == stages.APP_STARTING else "",
         "commit": _text(space.get("commit"))[:12],
         "host": host, "app_url": app_url,
         # the text shown for copying: escaped once more by the template when it is shown
