@@ -6,7 +6,8 @@ Kubernetes API server can run on the machines this project is built on).
   (default `spacehooks-test`, which must exist);
 - with SPACEHOOKS_TEST_KUBE_IMAGE (an image the cluster can pull that serves HTTP on
   SPACEHOOKS_TEST_KUBE_PORT, default 7860, as uid 1000 with `cp` in it): a Space is deployed,
-  becomes ready (`wait_ready`, as the runner waits), sleeps (scaled to zero), wakes, and is removed with all its objects.
+  becomes ready (`wait_ready`, as the runner waits), sleeps (scaled to zero), wakes, and is
+  removed with all its objects.
 """
 import os
 import time
