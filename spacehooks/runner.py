@@ -10,18 +10,14 @@ import random
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 from spacehooks import engine, logs, netfence, runspec, spaceconfig, stages, staticsite
+from spacehooks.engine import hostwait
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, limits_for, space_host  # noqa: F401 - runner's interface
 
-LOG_TAIL = 30
-POLL = 0.02  # a wake (and a redeploy) waits on this loop: one connect() to the app's port each
-STATE_POLL = 0.25  # how soon a crash or an OOM kill while starting is seen: one Podman inspect each
+LOG_TAIL = hostwait.LOG_TAIL
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -54,6 +50,8 @@ def free_port(settings, st: state_mod.State) -> int:
 
 
 def _release_gpu(settings, space_id: str) -> None:
+    if not engine.get(settings).host_fences:
+        return  # none was allocated: the cluster's scheduler placed it
     try:
         from spacehooks import gpu
     except ImportError:
@@ -75,77 +73,49 @@ def _gpu_devices(settings, space: dict) -> list[str]:
 def _launch(settings, st, space: dict, image: str, config: dict, build_id,
             timeout: float | None = None) -> tuple[str, int]:
     """Start a container beside the current one and wait until it answers HTTP."""
-    port = free_port(settings, st)
-    netfence.prepare(settings, space["id"])
-    devices = _gpu_devices(settings, space)
-    spec = runspec.spec(settings, st, space, image, config, build_id, port, devices)
     eng = engine.get(settings)
+    port = free_port(settings, st)
+    devices: list[str] = []
+    if eng.host_fences:  # else the engine's own placement and fences (a cluster's) stand in
+        netfence.prepare(settings, space["id"])
+        devices = _gpu_devices(settings, space)
+    spec = runspec.spec(settings, st, space, image, config, build_id, port, devices)
     name = eng.run(spec)
+
+    def waiting(note: str) -> None:  # what it waits for ("waiting for a GPU node: ...") shows on its page
+        st.update_space(space["id"], error=note)
     try:
-        wait_http(settings, eng, name, port, timeout or duration_seconds(config.get("startup_duration_timeout")))
+        wait_http(settings, eng, name, port, timeout or duration_seconds(config.get("startup_duration_timeout")),
+                  waiting)
     except BaseException:
         remove(settings, name)
         raise
     return name, port
 
 
-def wait_http(settings, eng: engine.Engine, name: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    oom_before = _oom_kills()
-    inspect_at = 0.0
-    while True:
-        if time.monotonic() < inspect_at:  # a Podman inspect takes longer than a connect()
-            if _answers(port):
-                return
-            time.sleep(POLL)
-            continue
-        inspect_at = time.monotonic() + STATE_POLL
-        state = eng.state(name)
-        if state is None:
-            raise StartFailed(stages.RUNTIME_ERROR, f"the container {name} was removed while the app started")
-        if state.oom_killed:
-            raise StartFailed(stages.RUNTIME_ERROR, "the app was killed for using more memory than its limit "
-                              f"(memory limit reached)\n{log_tail(settings, name)}")
-        # a crash shows as "exited" (restart policy "no": supervise.py restarts deployed apps)
-        if state.status in ("exited", "stopped"):
-            code = state.exit_code
-            reason = ("the app was killed for using more memory than its limit (memory limit reached)"
-                      if code == 137 and (state.oom_killed or _oom_kills() > oom_before)
-                      else f"the app exited with code {code}")
-            raise StartFailed(stages.RUNTIME_ERROR, f"{reason}\n{log_tail(settings, name)}")
-        if _answers(port):
-            return
-        if time.monotonic() > deadline:
-            raise StartFailed(stages.RUNTIME_ERROR, f"the app did not answer HTTP on its port within {timeout:.0f}s "
-                              f"(startup_duration_timeout)\n{log_tail(settings, name)}")
-        time.sleep(POLL)
+def wait_http(settings, eng: engine.Engine, name: str, port: int, timeout: float,
+              on_wait=lambda note: None) -> None:
+    """Until the version answers (the engine says how it knows); raises StartFailed."""
+    found = eng.wait_ready(name, port, timeout, on_wait)
+    if not found.answering:
+        raise StartFailed(found.stage or stages.RUNTIME_ERROR, found.reason)
 
 
-def _oom_kills() -> int:
-    """The kernel's count of OOM kills: runc on cgroup v1 does not always set OOMKilled."""
-    try:
-        for line in Path("/proc/vmstat").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+_oom_kills = hostwait.oom_kills  # the supervisor's count of the kernel's OOM kills
 
 
 def log_tail(settings, name: str) -> str:
     """`log tail:` and the app's last lines."""
-    text = engine.get(settings).log_tail(name, LOG_TAIL).rstrip()
-    return "log tail:\n" + text if text else "log tail: (empty)"
+    return hostwait.log_tail(engine.get(settings), name)
 
 
-def _answers(port: int) -> bool:
+def where(settings, space: dict) -> str:
+    """` on host:port`, where the gateway reaches the Space (its engine's address), or ''."""
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
-        return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer means the app is up
-    except (OSError, ValueError):
-        return False
+        host, port = engine.get(settings).address(space["id"], space["container"], space["port"])
+        return f" on {host}:{port}"
+    except (SpaceError, engine.EngineError, TypeError):
+        return ""  # no serving version (no address to unpack), or the engine cannot say
 
 
 def remove(settings, name: str) -> None:

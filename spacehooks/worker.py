@@ -266,7 +266,7 @@ class Worker:
             runner.deploy(self.settings, space_id, image, build_id, build["commit"], build["config"])
             space = st.get_space(space_id)
             if space["build_id"] == build_id and space["stage"] == stages.RUNNING:
-                write(f"Deployed: {space_id} is RUNNING" + (f" on 127.0.0.1:{space['port']}" if space["port"] else ""))
+                write(f"Deployed: {space_id} is RUNNING" + runner.where(self.settings, space))
             else:
                 write(f"Not deployed: {space.get('error') or space['stage']}")
             # the build row ends last: post-receive waits on it and then reads the Space's stage

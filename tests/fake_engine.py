@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from spacehooks.engine import (BuildFailed, BuildRequest, BuildResult, ContainerState, ContainerStats, Engine,
-                               EngineInfo, FileMount, ImageInfo, NetworkInfo, NotFound, RunSpec)
+                               EngineInfo, FileMount, ImageInfo, NetworkInfo, NotFound, Readiness, RunSpec, hostwait)
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):
@@ -74,6 +74,20 @@ class FakeEngine(Engine):
         self.logs[spec.name] = outcome[2] if len(outcome) > 2 else f"{spec.name} log\n"
         self.containers_[spec.name] = state
         return spec.name
+
+    # serving: versions run on this host, like Podman's
+    host_fences = True
+
+    def wait_ready(self, name: str, host_port: int, timeout: float,
+                   on_wait: Callable[[str], None] = lambda note: None) -> Readiness:
+        self.calls.append(("wait_ready", name))
+        return hostwait.wait(self, name, host_port, timeout)
+
+    def address(self, space_id: str, name: str | None, host_port: int | None) -> tuple[str, int] | None:
+        return ("127.0.0.1", host_port) if host_port else None
+
+    def rollout_note(self, space_id: str) -> str | None:
+        return None
 
     def _get(self, name: str) -> ContainerState:
         if name not in self.containers_:

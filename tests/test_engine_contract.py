@@ -7,7 +7,7 @@ import pytest
 
 from fake_engine import FakeEngine
 from spacehooks import config, engine, netfence, runspec
-from spacehooks.engine import ImageInfo, RunSpec
+from spacehooks.engine import ImageInfo, Readiness, RunSpec
 
 BASE = "localhost/spacehooks/python:3.11"
 
@@ -49,6 +49,16 @@ def test_what_is_not_there(eng):
         e.remove_image("localhost/spacehooks/contract-none:1")
 
 
+def test_versions_on_this_host_are_fenced_here_and_reached_on_loopback(eng):
+    e, _ = eng
+    assert e.host_fences is True  # the runner allocates host GPUs and makes the nftables fence
+    assert e.address("contract/x", "spacehooks-contract-none", 29999) == ("127.0.0.1", 29999)
+    assert e.address("contract/x", None, None) is None
+    assert e.rollout_note("contract/x") is None
+    assert e.wait_ready("spacehooks-contract-none", 29999, 5) == Readiness(
+        False, "RUNTIME_ERROR", "the container spacehooks-contract-none was removed while the app started")
+
+
 def test_images_and_their_labels(eng):
     e, _ = eng
     assert e.image_exists(BASE) and e.image(BASE).labels["io.spacehooks.python"] == "3.11"
@@ -68,6 +78,9 @@ def test_a_run_container_is_seen_by_label_until_removed(eng, server):
     assert state.status in ("exited", "stopped")
     assert (state.name, state.running, state.exit_code, state.oom_killed) == (name, False, 0, False)
     assert state.labels[runspec.LABEL] == space_id and state.host_port == 29999
+    ended = e.wait_ready(name, 29999, 30)  # what the runner waits on: it ended, and says so
+    assert (ended.answering, ended.stage) == (False, "RUNTIME_ERROR")
+    assert ended.reason.startswith("the app exited with code 0\nlog tail:")
     label = f"{runspec.LABEL}={space_id}"
     assert list(e.states(label)) == [name] and e.states(label)[name].exit_code == 0
     assert [c.name for c in e.containers(label)] == [name]

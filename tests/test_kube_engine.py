@@ -230,10 +230,16 @@ def test_cluster_errors_are_space_errors_with_the_servers_words(api, tmp_path):
 
 def test_the_gateway_address_is_the_service_in_the_cluster_or_a_fixed_one(api, tmp_path):
     eng = engine(api, tmp_path)
-    assert eng.address("alice/demo") == f"{NAME}.spaces-test.svc.cluster.local:80"
+    assert eng.address("alice/demo") == (f"{NAME}.spaces-test.svc.cluster.local", 80)
     eng = engine(api, tmp_path, **{"kubernetes.addresses": {"alice/demo": "192.0.2.7:31000"},
                                    "kubernetes.service_type": "NodePort"})
-    assert eng.address("alice/demo") == "192.0.2.7:31000"
+    assert eng.address("alice/demo") == ("192.0.2.7", 31000)
+    eng = engine(api, tmp_path, **{"kubernetes.addresses": {"alice/demo": "[2001:db8::7]:31000"}})
+    assert eng.address("alice/demo", "any-version", 0) == ("2001:db8::7", 31000)
+    eng = engine(api, tmp_path, **{"kubernetes.addresses": {"alice/demo": "192.0.2.7"}})
+    with pytest.raises(SpaceError) as caught:
+        eng.address("alice/demo")
+    assert caught.value.message == "the address '192.0.2.7' for alice/demo is not host:port"
 
 
 def test_engine_get_makes_it_from_the_settings_and_a_kubeconfig(api, tmp_path):

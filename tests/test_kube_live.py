@@ -6,7 +6,8 @@ Kubernetes API server can run on the machines this project is built on).
   (default `spacehooks-test`, which must exist);
 - with SPACEHOOKS_TEST_KUBE_IMAGE (an image the cluster can pull that serves HTTP on
   SPACEHOOKS_TEST_KUBE_PORT, default 7860, as uid 1000 with `cp` in it): a Space is deployed,
-  becomes RUNNING, sleeps (scaled to zero), wakes, and is removed with all its objects.
+  becomes ready (`wait_ready`, as the runner waits), sleeps (scaled to zero), wakes, and is
+  removed with all its objects.
 """
 import os
 import time
@@ -48,11 +49,9 @@ def test_a_space_deploys_sleeps_wakes_and_goes(eng):
     space_id = f"live-test/s{int(time.time())}"
     name = eng.run(spec(space_id, image=image, app_port=int(os.environ.get("SPACEHOOKS_TEST_KUBE_PORT", "7860"))))
     try:
-        deadline = time.monotonic() + 300
-        while (verdict := eng.verdict(name)) is None or verdict.stage != "RUNNING":
-            assert verdict is None or verdict.stage != "RUNTIME_ERROR", verdict.reason
-            assert time.monotonic() < deadline, f"not RUNNING after 300 s: {verdict}"
-            time.sleep(2)
+        waited: list[str] = []
+        ready = eng.wait_ready(name, 0, 300, waited.append)  # what the runner waits on
+        assert ready.answering, f"{ready.stage}: {ready.reason} (waited for: {waited})"
         eng.stop(name)
         deadline = time.monotonic() + 120
         while (state := eng.state(name)) is None or state.status != "stopped":

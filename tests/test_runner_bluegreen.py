@@ -51,6 +51,8 @@ def test_first_deploy_runs_and_serves(fake):
     assert (s["stage"], s["container"], s["error"]) == ("RUNNING", fake.specs[0].name, None)
     assert s["port"] == fake.specs[0].host_port
     assert fake.state(s["container"]).running
+    assert ("wait_ready", s["container"]) in fake.calls  # the runner waits through the engine
+    assert runner.where(fake.settings, s) == f" on 127.0.0.1:{s['port']}"  # what the push says, as before
 
 
 def test_new_version_replaces_the_old_only_after_it_answers(fake):

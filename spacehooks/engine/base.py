@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from spacehooks.engine.spec import (BuildRequest, BuildResult, ContainerState, ContainerStats, EngineInfo,
-                                    FileMount, ImageInfo, NetworkInfo, RunSpec)
+                                    FileMount, ImageInfo, NetworkInfo, Readiness, RunSpec)
 from spacehooks.errors import SpaceError
 
 
@@ -121,6 +121,29 @@ class Engine(abc.ABC):
               env: Mapping[str, str] | None = None, devices: tuple[str, ...] = ()) -> tuple[bool, str]:
         """A short command in a throwaway container (with these GPU devices, CDI names):
         whether it succeeded, and its output."""
+
+    # -- serving: what the runner waits on, where the gateway sends requests -------------
+    # Whether the host's GPU allocation (gpu.py) and nftables fence (netfence.py) apply to this
+    # engine's Spaces. False where something else places and fences them (a cluster's scheduler
+    # and NetworkPolicy): the runner then allocates no host GPU and makes no host network.
+    host_fences = True
+
+    def wait_ready(self, name: str, host_port: int, timeout: float,
+                   on_wait: Callable[[str], None] = lambda note: None) -> Readiness:
+        """Wait until the version `name` answers, fails, or timeout seconds pass. on_wait gets
+        what it waits for when the engine knows more than "starting" ("waiting for a GPU node:
+        ..."). The default: a version on this host, up when it answers HTTP on host_port."""
+        from spacehooks.engine import hostwait
+        return hostwait.wait(self, name, host_port, timeout)
+
+    def address(self, space_id: str, name: str | None, host_port: int | None) -> tuple[str, int] | None:
+        """(host, port) the gateway connects to for the Space's serving version `name`; None
+        when there is none. The default: the port published on this host's loopback."""
+        return ("127.0.0.1", int(host_port)) if host_port else None
+
+    def rollout_note(self, space_id: str) -> str | None:
+        """What the Space's page says about how its last version was rolled out, if anything."""
+        return None
 
     # -- images --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -10,15 +10,18 @@ out to it (the old Pod serves until the new one is ready), and its name sits on 
 from __future__ import annotations
 
 import datetime
-from typing import Iterator, Mapping
+import time
+from typing import Callable, Iterator, Mapping
 
-from spacehooks.engine import kubeapi, kubeimages, kubemanifests as km, kubestatus
+from spacehooks import stages
+from spacehooks.engine import hostwait, kubeapi, kubeimages, kubemanifests as km, kubestatus
 from spacehooks.engine.base import Engine, NotFound, Unreachable
-from spacehooks.engine.spec import ContainerState, ContainerStats, EngineInfo, RunSpec
+from spacehooks.engine.spec import ContainerState, ContainerStats, EngineInfo, Readiness, RunSpec
 from spacehooks.errors import SpaceError
 
 MANAGED = "app.kubernetes.io/managed-by=spacehooks"
 LOG_TAIL = 30
+READY_POLL = 1.0  # one Pod list per second while a version starts: the API server is shared
 
 
 def make(settings) -> "KubernetesEngine":
@@ -35,6 +38,7 @@ def matches(labels: Mapping[str, str], label: str) -> bool:
 
 class KubernetesEngine(kubeimages.PodmanImages, Engine):
     name = "kubernetes"
+    host_fences = False  # the scheduler places GPUs, the Space's NetworkPolicy fences it
 
     def __init__(self, settings, api: kubeapi.Api, images: Engine | None = None):
         self.settings, self.api = settings, api
@@ -240,18 +244,49 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
                 self._delete_space(obj["metadata"]["name"], kind)
         self.images_engine.remove_all(label, image_repo)
 
-    def address(self, space_id: str) -> str:
-        """host:port the gateway connects to for this Space."""
+    def address(self, space_id: str, name: str | None = None, host_port: int | None = None) -> tuple[str, int]:
+        """(host, port) the gateway connects to for this Space: its Service (the version behind
+        it is the Deployment's business, so name and host_port do not matter here)."""
         fixed = self.settings["kubernetes.addresses"].get(space_id)
         if fixed:
-            return str(fixed)
+            return _host_port(str(fixed), space_id)
         base = km.object_name(space_id)
         template = self.settings["kubernetes.address"]
         node_port = ""
         if "{node_port}" in template:
             service = self.api.get("Service", base) or {}
             node_port = str(((service.get("spec") or {}).get("ports") or [{}])[0].get("nodePort", ""))
-        return template.format(service=base, namespace=self.api.namespace, node_port=node_port)
+        return _host_port(template.format(service=base, namespace=self.api.namespace, node_port=node_port), space_id)
+
+    def wait_ready(self, name: str, host_port: int, timeout: float,
+                   on_wait: Callable[[str], None] = lambda note: None) -> Readiness:
+        """Ready is the cluster's word (the readiness probe on the app's port passed): the
+        gateway, not the runner, is where the Service can be reached from."""
+        deadline = time.monotonic() + timeout
+        note = ""
+        while True:
+            found = self.verdict(name)
+            if found is None and self.state(name) is None:
+                return Readiness(False, stages.RUNTIME_ERROR, f"the version {name} was removed while the app started")
+            if found is not None and found.stage == stages.RUNNING:
+                return Readiness(True)
+            if found is not None and found.stage == stages.RUNTIME_ERROR:
+                return Readiness(False, found.stage, found.reason)
+            if found is not None and found.reason and found.reason != note:
+                note = found.reason
+                on_wait(note)
+            if time.monotonic() > deadline:
+                why = f"the app was not ready within {timeout:.0f}s (startup_duration_timeout)"
+                return Readiness(False, stages.RUNTIME_ERROR,
+                                 hostwait.with_log_tail(self, name, why + (f"; {note}" if note else "")))
+            time.sleep(READY_POLL)
+
+def _host_port(text: str, space_id: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SpaceError(f"the address {text!r} for {space_id} is not host:port",
+                         hint="see kubernetes.address and kubernetes.addresses")
+    return host.strip("[]"), int(port)
 
 
 def _replace_note(resource: str) -> str:

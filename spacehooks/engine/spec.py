@@ -132,3 +132,12 @@ class EngineInfo:
     runtime: str = "?"
     cgroup_version: str = "?"
     cgroup_controllers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How a started version's wait ended: answering, or failed in `stage` (RUNTIME_ERROR) with
+    the reason a user reads (the log tail under it where the app ran)."""
+    answering: bool
+    stage: str = ""
+    reason: str = ""

@@ -119,17 +119,18 @@ class Gateway:
     async def _forward(self, request, space, apply_headers) -> web.StreamResponse:
         space_id = space["id"]
 
-        async def ports(tries: int):
-            port = space["port"]
-            yield port
+        async def ports(tries: int):  # the engine's address of the serving version (registry.py)
+            address = space.get("address")
+            if address:
+                yield address
             for pause in RETRY_PAUSES[:tries - 1]:
                 fresh = await self.registry.space(space_id, fresh=True)
-                if not fresh or not fresh.get("port"):
+                if not fresh or not fresh.get("address"):
                     return
-                if fresh["port"] == port:
+                if fresh["address"] == address:
                     await asyncio.sleep(pause)  # same container: give a restarting one a moment
-                port = fresh["port"]
-                yield port
+                address = fresh["address"]
+                yield address
 
         streaming = request.headers.get("Upgrade", "").lower() == "websocket" \
             or "text/event-stream" in request.headers.get("Accept", "")
@@ -218,7 +219,8 @@ class Gateway:
             space = None
         if space is None:
             return pages.not_found(self.settings, f"There is no Space {space_id} on this server.")
-        return pages.space_page(self.settings, space, member=accounts.may(who, accounts.LOGS, space))
+        return pages.space_page(self.settings, space, await self.registry.rollout_note(space_id),
+                                member=accounts.may(who, accounts.LOGS, space))
 
 
 

@@ -90,6 +90,8 @@ def view(settings, space: dict) -> dict:
         "stage": stage, "stage_label": label, "stage_tone": tone,
         "live": stage in LIVE, "run_log_first": stage == stages.RUNTIME_ERROR,
         "error": _text(space.get("error")),
+        # what a starting version waits for, as its engine said ("waiting for a GPU node: ...")
+        "waiting": _text(space.get("error")) if stage == stages.APP_STARTING else "",
         "commit": _text(space.get("commit"))[:12],
         "host": host, "app_url": app_url,
         # the text shown for copying: escaped once more by the template when it is shown
@@ -111,8 +113,9 @@ def gallery(settings, spaces: list[dict]) -> web.Response:
                   home_url="/", page_title="Spaces")
 
 
-def space_page(settings, space: dict, member: bool = False) -> web.Response:
-    v = view(settings, space)
+def space_page(settings, space: dict, rollout_note: str | None = None, member: bool = False) -> web.Response:
+    """rollout_note: the engine's word on how the last version rolled out (Engine.rollout_note)."""
+    v = {**view(settings, space), "rollout_note": _text(rollout_note)}
     return render("space.html", space=v, home_url="/", page_title=f"{v['title']} - a Hugging Face Space by {v['owner']}",
                   main_origin=public_url(settings, settings["gateway.domain"]), member=member)
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from spacehooks.gateway import credentials
+from spacehooks.gateway.registry import authority
 
 log = logging.getLogger("spacehooks.gateway")
 
@@ -100,7 +101,8 @@ class Proxy:
                 await session.close()
 
     async def forward(self, request: web.Request, ports, extra_headers) -> web.StreamResponse:
-        """`ports` is an async iterator factory: first the cached port, then a fresh one."""
+        """`ports` is an async iterator factory of the Space's (host, port): first the cached
+        address, then a fresh one."""
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, ports, extra_headers)
         body: bytes | aiohttp.StreamReader | None = None
@@ -118,7 +120,7 @@ class Proxy:
         # closed here, not by the loop's finalizer hook (a thread-safe wake-up for every request)
         async with contextlib.aclosing(ports(RETRIES if replayable else 1)) as candidates:
             async for port in candidates:
-                url = f"http://127.0.0.1:{port}{origin_form(request)}"
+                url = f"http://{authority(port)}{origin_form(request)}"
                 try:
                     upstream = await session.request(
                         request.method, url, headers=headers, data=body, allow_redirects=False,
@@ -187,7 +189,7 @@ class Proxy:
             async for port in candidates:
                 try:
                     upstream = await self.session.ws_connect(
-                        f"http://127.0.0.1:{port}{origin_form(request)}", headers=headers, protocols=protocols,
+                        f"http://{authority(port)}{origin_form(request)}", headers=headers, protocols=protocols,
                         autoping=True, compress=0, max_msg_size=0)
                     break
                 except aiohttp.WSServerHandshakeError as exc:

@@ -1,7 +1,11 @@
 """What the gateway knows about Spaces: a snapshot of the state store, at most a second old.
 
 State-store reads run on one dedicated thread that owns its own `State` (a slow call must
-never stall the event loop). Traffic is recorded in memory and written in batches by
+never stall the event loop). Each Space row carries `address`, the (host, port) its requests go to, as the engine says
+(`Engine.address`: a loopback port for Podman, the Space's Service for Kubernetes); it is
+worked out on the state thread, once per serving version, since an engine may ask its API.
+
+Traffic is recorded in memory and written in batches by
 `flush_touches` on a second thread with a connection of its own: a write waits for SQLite's
 write lock (another process may hold it for seconds), and reads must not queue behind it, or
 routing would wait too.
@@ -39,6 +43,10 @@ class Registry:
         self.touched: set[str] = set()
         self.last_seen: dict[str, float] = {}
         self.open_streams: dict[str, int] = {}
+        self._engine = None
+        # (Space id, container, port) -> its address; only the state thread touches it
+        self._addresses: dict[tuple, tuple[str, int] | None] = {}
+        self._unaddressed: set[tuple] = set()
 
     # -- the state thread --------------------------------------------------------------
     def _state_obj(self):
@@ -78,8 +86,8 @@ class Registry:
         loop = asyncio.get_running_loop()
         self._refreshing = loop.create_future()
         try:
-            rows = await self.call("list_spaces")
-            spaces = {row["id"]: dict(row) for row in rows}
+            rows = await self.run(lambda st: self._addressed(st.list_spaces(), everything=True))
+            spaces = {row["id"]: row for row in rows}
             by_label: dict[str, str] = {}
             # the oldest Space keeps its address: a newer one sharing the label never takes it
             for space_id in sorted(spaces, key=lambda k: (spaces[k].get("created_at") or 0, k)):
@@ -99,14 +107,49 @@ class Registry:
 
     async def space(self, space_id: str, fresh: bool = False) -> dict | None:
         if fresh:
-            row = await self.call("get_space", space_id)
-            if row is None:
+            row = await self.run(lambda st: self._addressed([r for r in [st.get_space(space_id)] if r]))
+            if not row:
                 self._spaces.pop(space_id, None)
                 return None
-            self._spaces[space_id] = dict(row)
+            self._spaces[space_id] = row[0]
             return self._spaces[space_id]
         await self.refresh()
         return self._spaces.get(space_id)
+
+    def _addressed(self, rows, everything: bool = False) -> list[dict]:
+        """rows as dicts with their `address` (on the state thread). An engine that cannot say
+        (its API away) leaves it None, asked again at the next refresh; the app path explains."""
+        known, out = {}, []
+        for row in rows:
+            space = dict(row)
+            key = (space["id"], space.get("container"), space.get("port"))
+            if key not in self._addresses and space.get("port"):
+                try:
+                    if self._engine is None:
+                        from spacehooks import engine
+                        self._engine = engine.get(self.settings)
+                    self._addresses[key] = self._engine.address(*key)
+                except Exception as exc:  # noqa: BLE001 - one Space's address must not stop routing
+                    if key not in self._unaddressed:  # once per version, not at every refresh
+                        self._unaddressed.add(key)
+                        log.warning("no address for %s: %s", space["id"], exc)
+            space["address"] = known[key] = self._addresses.get(key)
+            out.append(space)
+        if everything:  # versions no longer listed are forgotten
+            self._addresses = {k: v for k, v in self._addresses.items() if k in known}
+        return out
+
+    async def rollout_note(self, space_id: str) -> str | None:
+        """What the engine says about the Space's last rollout (its page shows it); None when
+        the engine cannot be asked."""
+        def job(st):
+            from spacehooks import engine
+            return engine.get(self.settings).rollout_note(space_id)
+        try:
+            return await self.run(job)
+        except Exception as exc:  # noqa: BLE001 - the page shows without it
+            log.warning("no rollout note for %s: %s", space_id, exc)
+            return None
 
     async def spaces(self) -> list[dict]:
         await self.refresh()
@@ -171,3 +214,9 @@ class Registry:
 def _default_open(settings):
     from spacehooks import state
     return state.open(settings)
+
+
+def authority(address: tuple[str, int]) -> str:
+    """host:port for a URL or a message ([v6]:port)."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -142,11 +142,11 @@ class Relay:
                 return self.app_target
             self.static += 1
             return Target((site, space["id"], *self._space_headers(space)))
-        port = space.get("port")
-        if not port or space.get("stage") not in ANSWERING:
+        address = space.get("address")  # the engine's: a loopback port, a Service (registry.py)
+        if not address or space.get("stage") not in ANSWERING:
             return self.app_target
         self.direct += 1
-        return Target((port, space["id"], *self._space_headers(space)))
+        return Target((address, space["id"], *self._space_headers(space)))
 
     def _space_headers(self, space: dict) -> tuple[bytes, frozenset]:
         """The Space's own answer headers as lines, and the names they replace (cached per config)."""

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from spacehooks.gateway.registry import authority
+
 if TYPE_CHECKING:
     from spacehooks.gateway.downstream import Downstream
 
@@ -22,7 +24,7 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"traile
 
 class Target(tuple):
     """(address, space id or None, header lines added to answers, lower-case names they replace);
-    address: a loopback port or the app's socket path."""
+    address: the Space's (host, port) as its engine gives it, or the app's socket path."""
     __slots__ = ()
 
 
@@ -69,7 +71,7 @@ class Pausable(asyncio.Protocol):
 
 
 class Upstream(Pausable):
-    """The connection to a Space's container (a loopback port) or to the app's socket."""
+    """The connection to a Space's container ((host, port)) or to the app's socket."""
 
     def __init__(self, downstream: Downstream, target: Target):
         self.down = downstream
@@ -94,18 +96,22 @@ class Upstream(Pausable):
         self.exchange = exchange
         loop = asyncio.get_running_loop()
         address = self.target[0]
-        if isinstance(address, int):
-            coro = loop.create_connection(lambda: self, "127.0.0.1", address)
+        if isinstance(address, tuple):
+            coro = loop.create_connection(lambda: self, *address)
         else:
             coro = loop.create_unix_connection(lambda: self, address)
         loop.create_task(asyncio.wait_for(coro, CONNECT_SECONDS)).add_done_callback(self._connected)
+
+    def where(self) -> str:
+        address = self.target[0]
+        return authority(address) if isinstance(address, tuple) else str(address)
 
     def _connected(self, task: asyncio.Task) -> None:
         error = None if task.cancelled() else task.exception()
         if (task.cancelled() or error is not None) and not self.closed:
             self.closed = True
             why = "not within %gs" % CONNECT_SECONDS if isinstance(error, asyncio.TimeoutError) else error
-            self.down.upstream_failed(self, self.exchange, f"cannot connect to {self.target[0]}: {why}")
+            self.down.upstream_failed(self, self.exchange, f"cannot connect to {self.where()}: {why}")
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -169,7 +175,7 @@ class Upstream(Pausable):
             self._flush()
             self.closed = True
             self.transport.close()
-            self.down.upstream_failed(self, self.exchange, f"unreadable answer from {self.target[0]}: {exc}")
+            self.down.upstream_failed(self, self.exchange, f"unreadable answer from {self.where()}: {exc}")
 
     def connection_lost(self, exc) -> None:
         was_closed, self.closed = self.closed, True
@@ -186,7 +192,7 @@ class Upstream(Pausable):
             else:
                 self.down.close()
         else:
-            self.down.upstream_failed(self, exchange, f"{self.target[0]} closed the connection: {exc or 'no answer'}")
+            self.down.upstream_failed(self, exchange, f"{self.where()} closed the connection: {exc or 'no answer'}")
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
