@@ -106,7 +106,7 @@ class Server:
 
     def push_and_build(self, work: Path, bare: Path) -> None:
         self.git("push", "-q", str(bare), "HEAD:refs/heads/main", cwd=work)
-        from spacehooks import worker
+        from spacehooks.run import worker
         while worker.Worker(self.settings).run_once():
             pass
 

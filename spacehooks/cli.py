@@ -33,7 +33,7 @@ for _command in (*cliadmin.COMMANDS, *clihost.COMMANDS, *clipeople.COMMANDS):
 @pass_ctx
 def install(ctx, paths, layout):
     """Install the spacehooks hooks into bare repositories (or every one found under PATH)."""
-    from spacehooks import install as mod
+    from spacehooks.admin import install as mod
     mod.install_paths(ctx.settings, [Path(p) for p in paths], layout, echo=click.echo)
 
 
@@ -44,7 +44,7 @@ def install(ctx, paths, layout):
 @pass_ctx
 def uninstall(ctx, paths, layout):
     """Remove the spacehooks hooks and restore the hooks that were there before."""
-    from spacehooks import install as mod
+    from spacehooks.admin import install as mod
     mod.uninstall_paths(ctx.settings, [Path(p) for p in paths], layout, echo=click.echo)
 
 
@@ -53,7 +53,7 @@ def uninstall(ctx, paths, layout):
 @pass_ctx
 def validate(ctx, directory):
     """Run the push checks on a working copy before you push."""
-    from spacehooks import gate
+    from spacehooks.push import gate
     if not gate.validate_directory(ctx.settings, Path(directory)):
         sys.exit(1)
 
@@ -76,7 +76,7 @@ def config_doc():
 @cli.command("schema-doc")
 def schema_doc():
     """Print the README metadata keys and their rules, as a Markdown table."""
-    from spacehooks import spaceconfig
+    from spacehooks.push import spaceconfig
     click.echo(spaceconfig.markdown_table())
 
 
@@ -91,7 +91,7 @@ def fence(ctx, show):
 
     `serve` and `worker` load it at start and whenever it goes missing; run this after
     changing network.* settings, or to see the rules."""
-    from spacehooks import netfence
+    from spacehooks.engine import netfence
     if show:
         click.echo(netfence.ruleset(ctx.settings), nl=False)
         return
@@ -103,7 +103,9 @@ def fence(ctx, show):
 @pass_ctx
 def worker(ctx):
     """Run queued builds and deploy them (blocks; `serve` runs it too)."""
-    from spacehooks import images, state, worker as mod
+    from spacehooks import state
+    from spacehooks.admin import images
+    from spacehooks.run import worker as mod
     state.verify(ctx.settings)  # a damaged store stops here, with the way out
     mod.main_loop(ctx.settings, gc=images.gc)
 
@@ -151,10 +153,10 @@ def base_image():
 @pass_ctx
 def base_image_build(ctx, pythons, force, compat):
     """Build base images, or load them from the cache when the recipe matches."""
-    from spacehooks import baseimage
+    from spacehooks.build import baseimage
     baseimage.build(ctx.settings, sorted(set(pythons) | set(compat)), force, echo=click.echo)
     if compat:
-        from spacehooks import compatimage
+        from spacehooks.build import compatimage
         for python in compat:
             compatimage.build(ctx.settings, python, force, echo=click.echo)
 
@@ -163,7 +165,7 @@ def base_image_build(ctx, pythons, force, compat):
 @pass_ctx
 def base_image_list(ctx):
     """Show each configured python version, its image and whether it is up to date."""
-    from spacehooks import baseimage
+    from spacehooks.build import baseimage
     for python, reference, state in baseimage.listing(ctx.settings):
         click.echo(f"{python:<6} {reference:<40} {state}")
 
@@ -176,7 +178,7 @@ def base_image_list(ctx):
 @pass_ctx
 def create(ctx, space, private):
     """Create the bare repository OWNER/NAME under repo_root with the hooks installed."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.create(ctx.settings, space, private, echo=click.echo)
 
 
@@ -185,7 +187,7 @@ def create(ctx, space, private):
 @pass_ctx
 def git_template(ctx, folder):
     """Write a git template folder (for init.templateDir) whose new repositories get the hooks."""
-    from spacehooks import install as mod
+    from spacehooks.admin import install as mod
     notes = mod.write_git_template(ctx.settings, Path(folder))
     click.echo(f"{folder}: {', '.join(notes) if notes else 'unchanged'}")
 

@@ -51,7 +51,7 @@ def print_key_changed(result: KeyChanged) -> None:
 @pass_ctx
 def spaces(ctx):
     """List Spaces with their stage, commit and port."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     rows = admin.spaces(ctx.settings)
     if not rows:
         click.echo("no Spaces yet: push to a repository with the hooks installed")
@@ -66,7 +66,7 @@ def spaces(ctx):
 @pass_ctx
 def status(ctx, space):
     """Show a Space's stage, container, error and recent builds."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     s = admin.status(ctx.settings, space)
     click.echo(f"space:     {s.id}")
     click.echo(f"stage:     {s.stage}")
@@ -92,7 +92,7 @@ def status(ctx, space):
 @pass_ctx
 def logs(ctx, space, build_log, follow):
     """Print a Space's run log (or its latest build log)."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     admin.logs(ctx.settings, space, build_log, follow, click.echo)
 
 
@@ -102,7 +102,7 @@ def logs(ctx, space, build_log, follow):
 @pass_ctx
 def rebuild(ctx, space, no_cache):
     """Queue a new build of the Space's deploy branch."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     result = admin.rebuild(ctx.settings, space, no_cache)
     click.echo(f"build #{result.build_id} queued for {result.space_id}" + (" (no cache)" if result.no_cache else ""))
 
@@ -112,7 +112,7 @@ def rebuild(ctx, space, no_cache):
 @pass_ctx
 def restart(ctx, space):
     """Restart a Space from its current image (blue-green)."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     print_stage(admin.restart(ctx.settings, space))
 
 
@@ -121,7 +121,7 @@ def restart(ctx, space):
 @pass_ctx
 def pause(ctx, space):
     """Stop a Space until it is resumed."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     result = admin.pause(ctx.settings, space)
     click.echo(f"{result.space_id}: {result.stage} (resume with `spacehooks resume {result.space_id}`)")
 
@@ -131,7 +131,7 @@ def pause(ctx, space):
 @pass_ctx
 def resume(ctx, space):
     """Start a paused or stopped Space again."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     print_stage(admin.resume(ctx.settings, space))
 
 
@@ -141,7 +141,7 @@ def resume(ctx, space):
 @pass_ctx
 def delete(ctx, space):
     """Remove a Space's containers, images, secrets and state (not its git repository)."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     result = admin.delete(ctx.settings, space)
     click.echo(f"{result.space_id} deleted (its git repository {result.repo_path} is left alone)")
 
@@ -152,7 +152,7 @@ def delete(ctx, space):
 @pass_ctx
 def rollback(ctx, space, build):
     """Run an earlier build's image again (default: the one before the current)."""
-    from spacehooks import images
+    from spacehooks.admin import images
     print_stage(images.rollback(ctx.settings, space, build))
 
 
@@ -167,7 +167,7 @@ def secrets():
 @pass_ctx
 def secrets_set(ctx, space, key):
     """Set a secret; the value comes from stdin or a hidden prompt, never an argument."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else click.prompt(f"{key}", hide_input=True)
     print_key_changed(admin.secret_set(ctx.settings, space, key, value))
 
@@ -177,7 +177,7 @@ def secrets_set(ctx, space, key):
 @pass_ctx
 def secrets_list(ctx, space):
     """List a Space's secret names (never values)."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     for key in admin.secret_list(ctx.settings, space):
         click.echo(key)
 
@@ -188,7 +188,7 @@ def secrets_list(ctx, space):
 @pass_ctx
 def secrets_delete(ctx, space, key):
     """Delete a secret (restarts the Space)."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     print_key_changed(admin.secret_delete(ctx.settings, space, key))
 
 
@@ -204,7 +204,7 @@ def variables():
 @pass_ctx
 def variables_set(ctx, space, key, value):
     """Set a variable (value from the argument or stdin; restarts the Space)."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     print_key_changed(admin.variable_set(ctx.settings, space, key,
                                          value if value is not None else sys.stdin.read().rstrip("\n")))
 
@@ -214,7 +214,7 @@ def variables_set(ctx, space, key, value):
 @pass_ctx
 def variables_list(ctx, space):
     """List a Space's variables with their values."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     for key, value in admin.variable_list(ctx.settings, space).items():
         click.echo(f"{key}={value}")
 
@@ -225,7 +225,7 @@ def variables_list(ctx, space):
 @pass_ctx
 def variables_delete(ctx, space, key):
     """Delete a variable (restarts the Space)."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     print_key_changed(admin.variable_delete(ctx.settings, space, key))
 
 

@@ -17,7 +17,7 @@ from spacehooks.results import Check, DoctorReport
 @pass_ctx
 def gc(ctx):
     """Remove Space images older than the last run.keep_builds builds of each Space."""
-    from spacehooks import images
+    from spacehooks.admin import images
     result = images.gc(ctx.settings)
     for tag, why in result.images:
         click.echo(f"removed {tag}" if why is None else f"kept {tag}: {why}")
@@ -45,7 +45,7 @@ def limits():
 @pass_ctx
 def limits_set(ctx, space, memory_mb, cpus, pids, reset):
     """Set SPACE's limits and restart it if it runs."""
-    from spacehooks import limits as mod
+    from spacehooks.admin import limits as mod
     result = mod.set_limits(ctx.settings, space, {"memory_mb": memory_mb, "cpus": cpus, "pids": pids}, reset)
     click.echo(f"{result.space_id}: limits " + (", ".join(f"{k}={v}" for k, v in result.limits.items())
                                                 or "from its hardware flavor"))
@@ -57,7 +57,7 @@ def limits_set(ctx, space, memory_mb, cpus, pids, reset):
 @pass_ctx
 def limits_show(ctx, space):
     """Show SPACE's limits and where each comes from."""
-    from spacehooks import limits as mod
+    from spacehooks.admin import limits as mod
     for row in mod.show(ctx.settings, space):
         click.echo(f"{row.key:10} {row.value!s:8} ({row.source})")
 
@@ -76,7 +76,7 @@ def _print_summary(report: DoctorReport) -> None:
 def doctor(ctx):
     """Check the configuration, state store, Podman service, runtime, cgroups, ulimits and base
     images; print fixes."""
-    from spacehooks import doctor as mod
+    from spacehooks.admin import doctor as mod
     try:
         settings = ctx.settings
     except SpaceError as exc:  # a configuration that does not load is the first thing to report
@@ -112,7 +112,7 @@ def state_rebuild(ctx, force):
 
     Stop serve and worker first. The old files are kept beside as state.db.damaged-<time>.
     Spaces without a running container come back PAUSED; see README "Recovering the state store"."""
-    from spacehooks import rebuild
+    from spacehooks.admin import rebuild
     done = rebuild.rebuild(ctx.settings, click.echo, force=force)
     click.echo(f"state store rebuilt: {len(done)} Space(s); start serve (or worker) again")
 
@@ -126,7 +126,7 @@ def hardware():
 @pass_ctx
 def hardware_list(ctx):
     """Show every flavor with its CPUs, memory, GPUs and availability on this host."""
-    from spacehooks import gpu
+    from spacehooks.run import gpu
     lines = [("flavor", "cpus", "memory", "gpus", "on this host")]
     for row in gpu.hardware_list(ctx.settings):
         gpus = f"{row.gpus} x {row.gpu_kind}" + (" shared" if row.shared else "") if row.gpus else "-"
@@ -142,7 +142,7 @@ def hardware_list(ctx):
 @pass_ctx
 def hardware_set(ctx, space, flavor):
     """Move SPACE (owner/name) to FLAVOR, freeing its old GPUs, and restart it if it runs."""
-    from spacehooks import limits
+    from spacehooks.admin import limits
     result = limits.set_hardware(ctx.settings, space, flavor,
                                  on_restart=lambda r: click.echo(f"{r.space_id}: hardware {r.flavor}; restarting"))
     if not result.restarted:
@@ -158,7 +158,7 @@ def gpu_group():
 @pass_ctx
 def gpu_list(ctx):
     """List the CDI specs and their devices, with problems that keep Podman from loading them."""
-    from spacehooks import gpu
+    from spacehooks.run import gpu
     listing = gpu.gpu_list(ctx.settings)
     if not listing.specs:
         click.echo(f"no CDI specs in {', '.join(listing.cdi_dirs)}; Spaces get no GPU")
@@ -187,7 +187,7 @@ def gpu_list(ctx):
 @pass_ctx
 def gpu_cdi_generate(ctx, dev_root, driver_root, output, cdi_version):
     """Write a CDI spec for the NVIDIA GPUs of this host that the local Podman loads."""
-    from spacehooks import gpu
+    from spacehooks.run import gpu
     result = gpu.cdi_generate(ctx.settings, Path(dev_root), Path(driver_root), output, cdi_version)
     if result.path is None:
         click.echo(json.dumps(result.spec, indent=2))

@@ -20,7 +20,7 @@ def users():
 @pass_ctx
 def users_add(ctx, name, admin):
     """Add user NAME (the name the git server reports as pusher)."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.users_add(ctx.settings, name, admin, click.echo)
 
 
@@ -28,7 +28,7 @@ def users_add(ctx, name, admin):
 @pass_ctx
 def users_list(ctx):
     """Users and organisations, with memberships."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.users_list(ctx.settings, click.echo)
 
 
@@ -37,7 +37,7 @@ def users_list(ctx):
 @pass_ctx
 def users_remove(ctx, name):
     """Remove user or organisation NAME and revoke its tokens (its Spaces stay)."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.remove(ctx.settings, name, click.echo)
 
 
@@ -54,7 +54,7 @@ def users_ssh_key():
 @pass_ctx
 def users_ssh_key_add(ctx, user, keyfile, authorized_keys):
     """Let KEYFILE push and clone as USER, within the owner rules."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.ssh_key_add(ctx.settings, user, keyfile, authorized_keys, click.echo)
 
 
@@ -68,7 +68,7 @@ def orgs():
 @pass_ctx
 def orgs_add(ctx, name):
     """Add organisation NAME."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.orgs_add(ctx.settings, name, click.echo)
 
 
@@ -83,7 +83,7 @@ def orgs_member():
 @pass_ctx
 def orgs_member_add(ctx, org, user):
     """Make USER a member of ORG."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.member(ctx.settings, org, user, True, click.echo)
 
 
@@ -93,7 +93,7 @@ def orgs_member_add(ctx, org, user):
 @pass_ctx
 def orgs_member_remove(ctx, org, user):
     """Remove USER from ORG."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.member(ctx.settings, org, user, False, click.echo)
 
 
@@ -110,7 +110,7 @@ def tokens():
 @pass_ctx
 def tokens_create(ctx, user, scope, expires, name):
     """Create a token for USER; it is printed once and stored only as a hash."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.tokens_create(ctx.settings, user, scope, expires, name, click.echo)
 
 
@@ -119,7 +119,7 @@ def tokens_create(ctx, user, scope, expires, name):
 @pass_ctx
 def tokens_list(ctx, user):
     """Tokens (ids, never the tokens themselves)."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.tokens_list(ctx.settings, user, click.echo)
 
 
@@ -128,7 +128,7 @@ def tokens_list(ctx, user):
 @pass_ctx
 def tokens_revoke(ctx, token_id):
     """Revoke token TOKEN_ID at once."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.tokens_revoke(ctx.settings, token_id, click.echo)
 
 
@@ -138,7 +138,7 @@ def tokens_revoke(ctx, token_id):
 @pass_ctx
 def visibility(ctx, space, which):
     """Make SPACE private (members only) or public."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.visibility(ctx.settings, space, which == "private", click.echo)
 
 
@@ -149,7 +149,7 @@ def visibility(ctx, space, which):
 @pass_ctx
 def audit(ctx, space, user, limit):
     """Who changed what and when (user and token id or key, action, Space)."""
-    from spacehooks import people
+    from spacehooks.admin import people
     people.audit(ctx.settings, space, user, limit, click.echo)
 
 

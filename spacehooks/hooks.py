@@ -36,8 +36,8 @@ def run_hook(path: Path, args: list[str], stdin: bytes) -> int:
 
 
 def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
-    from spacehooks import gate
-    from spacehooks.gitrepo import ZERO, Repo
+    from spacehooks.push import gate
+    from spacehooks.git.repo import ZERO, Repo
     repo_path = Path.cwd()
     chained = _chained(repo_path, "pre-receive")
     if chained:
@@ -50,7 +50,7 @@ def pre_receive(args: list[str], stdin: bytes, out: Out) -> int:
     repo = Repo.open_for_hook(repo_path)
     taken = None
     if any(u.ref == f"refs/heads/{settings['deploy_branch']}" and u.new != ZERO for u in updates):
-        from spacehooks import addresses
+        from spacehooks.push import addresses
         holder = addresses.taken_by(settings, space_id)
         taken = addresses.taken_message(settings, space_id, holder) if holder else None
     env = dict(os.environ)
@@ -71,13 +71,13 @@ def post_receive(args: list[str], stdin: bytes, out: Out) -> int:
     tips = deploy_tips(stdin, f"refs/heads/{settings['deploy_branch']}")
     if not tips:
         return 0
-    from spacehooks import handover
+    from spacehooks.push import handover
     # the confirmations travel to the server, which checks them against its own scan and
     # writes the audit line (pre-receive, on the git account, cannot write the state folder)
     rec = handover.record(space_id_for(repo_path, settings, env), repo_path, tips[-1], pusher_identity(env),
                           push_options(env), [f for f in confirmed_fingerprints(env) if FINGERPRINT.fullmatch(f)])
     if spool.server_side(settings.home):
-        from spacehooks import intake
+        from spacehooks.queue import intake
         return intake.post_receive(settings, rec, out)
     return handover.post_receive(settings, rec, out)
 

@@ -14,7 +14,7 @@ import socket
 import sys
 from pathlib import Path
 
-from spacehooks import accounts
+from spacehooks.access import accounts
 from spacehooks import config as config_mod
 
 VERBS = {"git-receive-pack": accounts.WRITE, "git-upload-pack": accounts.READ, "git-upload-archive": accounts.READ}

@@ -50,7 +50,8 @@ def server(tmp_path, monkeypatch):
 def _remove_fence(server) -> None:
     """The nftables table and Space networks this server's worker or runner made, if any."""
     import subprocess
-    from spacehooks import config, netfence
+    from spacehooks import config
+    from spacehooks.engine import netfence
     # a test may have left a broken file behind on purpose, or pointed it at a Podman service
     # of its own that is gone now (networks live in the storage that service shared)
     server.configure(podman_url=PODMAN_URL)
@@ -93,7 +94,8 @@ ENGINE_BASE = "localhost/spacehooks/python:3.11"
 @pytest.fixture(scope="session")
 def engine_base_image(podman_url, tmp_path_factory):
     """The 3.11 base image, made by `spacehooks base-image build` when missing or stale."""
-    from spacehooks import baseimage, config
+    from spacehooks import config
+    from spacehooks.build import baseimage
     home = tmp_path_factory.mktemp("base-home")
     settings = config.load(path=home / "none.yaml", home=home)
     baseimage.build(settings, ["3.11"], False, print)
@@ -139,7 +141,7 @@ def _engine_create(server, space_id, files):
 
 def _engine_drain(server):
     """Run the worker until the queue is empty; returns how many builds it processed."""
-    from spacehooks import worker
+    from spacehooks.run import worker
     count = 0
     while worker.Worker(server.settings).run_once():
         count += 1

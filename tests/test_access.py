@@ -10,7 +10,7 @@ import requests
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
 from gateway_support import GatewayUnderTest
-from spacehooks import accounts
+from spacehooks.access import accounts
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spacehooks import accounts, config, state
+from spacehooks import config, state
+from spacehooks.access import accounts
 from spacehooks.errors import SpaceError
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -2,7 +2,9 @@
 with nothing printed; the CLI's text comes from the same results (test_engine_admin.py)."""
 import json
 
-from spacehooks import admin, config, doctor, gpu, limits, results, state
+from spacehooks import config, results, state
+from spacehooks.admin import doctor, limits, spaces as admin
+from spacehooks.run import gpu
 from spacehooks.gateway import sleeper
 
 

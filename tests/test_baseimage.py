@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PODMAN_URL, VENV_BIN
-from spacehooks import baseimage
+from spacehooks.build import baseimage
 from spacehooks.engine.podman import PodmanEngine
 
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import VENV_BIN
-from spacehooks import config, runspec
+from spacehooks import config
+from spacehooks.run import runspec
 from spacehooks.errors import SpaceError
 
 

@@ -1,6 +1,6 @@
 """How a docker Space's Dockerfile names its images (dockerfrom.py): Docker Hub short names
 qualified as Docker reads them, admin aliases, stage names left alone."""
-from spacehooks import dockerfrom
+from spacehooks.build import dockerfrom
 
 ALIASES = {"python:3.*": "localhost/spacehooks/python-compat:3.11", "ubuntu": "localhost/debian:12"}
 

@@ -4,7 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spacehooks import cli, config, sdkcompat, spaceconfig
+from spacehooks import cli, config
+from spacehooks.push import sdkcompat, spaceconfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -132,7 +132,7 @@ def test_doctor_checks_that_a_build_container_reaches_the_index(engine):
 
 
 def test_dockerfile_rewrite_gives_every_run_the_ca_and_keeps_the_authors_shell_and_values():
-    from spacehooks import buildmounts
+    from spacehooks.push import buildmounts
     text = ('FROM x\nRUN pip install a && \\\n  curl y\nRUN ["python", "-c", "1"]\nSHELL ["pwsh", "-c"]\n'
             'RUN Get-Thing\nFROM y\nRUN --mount=type=cache,target=/c echo hi\nENV A=1\n')
     mounts = "--mount=type=secret,id=spacehooks-ca,mode=0444 --mount=type=secret,id=spacehooks-ca-apt,mode=0444"

@@ -6,7 +6,9 @@ import time
 import pytest
 
 from fake_engine import FakeEngine
-from spacehooks import config, engine, netfence, runspec
+from spacehooks import config, engine
+from spacehooks.engine import netfence
+from spacehooks.run import runspec
 from spacehooks.engine import ImageInfo, Readiness, RunSpec
 
 BASE = "localhost/spacehooks/python:3.11"

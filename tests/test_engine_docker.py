@@ -69,7 +69,8 @@ def test_worker_picks_up_a_build_left_running_by_a_dead_worker(engine):
 
 
 def test_docker_space_runs_with_limits_and_build_secret_stays_out(engine):
-    from spacehooks import state, admin
+    from spacehooks import state
+    from spacehooks.admin import spaces as admin
     files = {"README.md": DOCKER_README, "Dockerfile": dockerfile(
         f"RUN --mount=type=secret,id=BUILD_TOKEN echo {uuid.uuid4()} && echo token-bytes $(wc -c < /run/secrets/BUILD_TOKEN)"
         " && echo token-is $(cat /run/secrets/BUILD_TOKEN)",
@@ -174,7 +175,8 @@ def test_new_version_that_never_answers_is_removed_and_old_keeps_serving(engine)
 
 
 def test_accelerator_comes_from_the_flavor(engine):
-    from spacehooks import config, runspec
+    from spacehooks import config
+    from spacehooks.run import runspec
     engine.configure(hardware={"cpu-basic": {"cpus": 1, "memory_mb": 1024}, "npu-small": {"cpus": 1, "accelerator": "npu"}})
     settings = config.load()
     env = lambda hardware: runspec.environment(settings, {"id": "a/b", "hardware": hardware}, {},

@@ -29,7 +29,7 @@ def remote(result):
 
 @pytest.fixture
 def worker(engine):
-    from spacehooks.worker import Worker
+    from spacehooks.run.worker import Worker
     stop = threading.Event()
     thread = threading.Thread(target=Worker(engine.settings).run, args=(stop,), daemon=True)
     thread.start()
@@ -101,7 +101,7 @@ def test_gradio_space_layers_cache_and_failed_build(engine, worker):
 
 
 def test_streamlit_space_reads_its_secret_from_env_and_secrets_file(engine, worker):
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     bare, work = engine.create("bob/lit", {"README.md": STREAMLIT, "main.py": STREAMLIT_APP})
     admin.secret_set(engine.settings, "bob/lit", "GREETING", "hi-there")
     result = push(work, str(bare), "main", "wait")

@@ -98,7 +98,7 @@ def new_version(work, text):
 
 
 def test_restart_reboot_and_queued_build(engine, serve):
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     serve.start()
     bare, work = engine.create("restore/web", {"README.md": DOCKER_README, "Dockerfile": DOCKERFILE, "v.txt": "one\n"})
     bare2, work2 = engine.create("restore/paused", {"README.md": DOCKER_README, "Dockerfile": DOCKERFILE, "v.txt": "p\n"})

@@ -12,7 +12,7 @@ from gradio_client import Client
 from gateway_support import *  # noqa: F401,F403 - fixtures
 from gateway_support import GatewayUnderTest
 from helpers import push
-from spacehooks import sdkcompat
+from spacehooks.push import sdkcompat
 
 GRADIO_APP = ("import gradio as gr\nimport spaces\n\n"
               "@spaces.GPU\ndef predict(x):\n    return x[::-1]\n\n"

@@ -181,7 +181,8 @@ def _commit_in_bare(site, readme, branch="main"):
 
 
 def test_forged_push_records_are_refused_and_never_acted_on(site, caplog):
-    from spacehooks import intake, spool
+    from spacehooks import spool
+    from spacehooks.queue import intake
     pushed = site.push()
     assert pushed.returncode == 0, pushed.stdout
     good = git("rev-parse", "HEAD", cwd=site.work).stdout.strip()
@@ -264,7 +265,7 @@ def test_forged_push_records_are_refused_and_never_acted_on(site, caplog):
 
 def test_a_genuine_push_is_queued_and_deployed_by_the_server(site):
     """With the server's loop running (root), the git account's push streams its build to the end."""
-    from spacehooks import worker
+    from spacehooks.run import worker
     site.env["SPACEHOOKS_PUSHER"] = "carol"
     head = git("rev-parse", "HEAD", cwd=site.work).stdout.strip()
 
@@ -358,7 +359,7 @@ def test_an_older_set_up_is_taken_back_by_root(site):
 
 
 def test_doctor_reports_a_state_folder_others_can_write(site, podman_url):
-    from spacehooks import doctor
+    from spacehooks.admin import doctor
     from spacehooks.results import Check
     assert Check(True, f"SPACEHOOKS_HOME {site.home} is writable by its owner only") in doctor.doctor(site.settings).checks
     os.chmod(site.home, 0o2775)  # what an older setup.sh made
@@ -372,10 +373,10 @@ def test_doctor_reports_a_state_folder_others_can_write(site, podman_url):
 # What every push pays for: a hook's modules are imported anew at each push. Neither hook may
 # need SQLite (the git account cannot read the store) or click; post-receive only hands the
 # record over, so the checks' modules, pygit2 and the YAML parser stay out of it too.
-NEVER = {"sqlite3", "click", "spacehooks.state", "spacehooks.queue", "spacehooks.intake"}
-NOT_IN_POST = NEVER | {"pygit2", "yaml", "typing", "logging", "spacehooks.gate", "spacehooks.gitrepo",
-                       "spacehooks.spaceconfig", "spacehooks.spacekeys"}
-NOT_IN_PRE = NEVER | {"spacehooks.buildmounts", "spacehooks.depfiles", "spacehooks.errors"}
+NEVER = {"sqlite3", "click", "spacehooks.state", "spacehooks.queue.jobs", "spacehooks.queue.intake"}
+NOT_IN_POST = NEVER | {"pygit2", "yaml", "typing", "logging", "spacehooks.push.gate", "spacehooks.git.repo",
+                       "spacehooks.push.spaceconfig", "spacehooks.push.spacekeys"}
+NOT_IN_PRE = NEVER | {"spacehooks.push.buildmounts", "spacehooks.push.depfiles", "spacehooks.errors"}
 
 
 def _imports_per_hook(output: str) -> list[set]:
@@ -397,7 +398,7 @@ def test_the_push_path_imports_only_what_it_needs(site):
     assert pushed.returncode == 0, pushed.stdout
     assert "recorded" in pushed.stdout, pushed.stdout
     pre, post = _imports_per_hook(pushed.stdout)
-    assert {"spacehooks.gate", "pygit2", "yaml"} <= pre and {"spacehooks.handover", "json"} <= post
+    assert {"spacehooks.push.gate", "pygit2", "yaml"} <= pre and {"spacehooks.push.handover", "json"} <= post
     assert (sorted(pre & NOT_IN_PRE), sorted(post & NOT_IN_POST)) == ([], [])
 
 
@@ -418,7 +419,7 @@ def test_post_receive_takes_the_shared_settings_only_while_the_file_holds_them(s
 def test_the_server_takes_a_record_in_as_soon_as_it_is_dropped(site, monkeypatch):
     """The worker's idle wait ends when a record arrives (the push waits for its answer),
     not when the turn is over; files that are no records do not end it."""
-    from spacehooks import worker
+    from spacehooks.run import worker
     monkeypatch.setattr(worker, "IDLE_POLL", 600)
     w = worker.Worker(site.settings)
     stop = threading.Event()

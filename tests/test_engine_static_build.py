@@ -57,7 +57,7 @@ def test_the_build_command_runs_with_npm_and_its_output_is_served(engine, loops,
     finally:
         gw.stop()
     # the deploy folder holds what the build made: gone by hand, it is not rewritten from the commit
-    from spacehooks import staticsite
+    from spacehooks.build import staticsite
     from spacehooks.errors import SpaceError
     folder = staticsite.deploy_dir(engine.home, "alice/built", space["commit"])
     shutil.rmtree(folder)
@@ -102,7 +102,7 @@ def test_a_failing_build_command_fails_the_build_with_its_last_lines(engine):
 
 @pytest.mark.parametrize("command", ["true\nFROM scratch", "echo ok \\"])
 def test_the_command_cannot_add_containerfile_instructions(engine, command):
-    from spacehooks import staticbuild
+    from spacehooks.build import staticbuild
     text = staticbuild.containerfile(engine.settings, {"app_build_command": command, "app_file": "index.html"}, "a/b")
     run = text.splitlines()[-1]
     assert run.startswith("RUN ") and run.endswith('"]') and len(text.splitlines()) == 8

@@ -135,7 +135,8 @@ def test_limits_and_capabilities_are_what_a_run_step_sees(engine):
                                               "Dockerfile": BASE + look + 'CMD ["sleep", "1"]\n'})
     assert push(work, str(bare)).returncode == 0
     engine.drain()
-    from spacehooks import buildmounts, state
+    from spacehooks import state
+    from spacehooks.push import buildmounts
     st = state.open(engine.settings)
     build = st.builds("fence/look")[0]
     log = st.build_log_path("fence/look", build["id"]).read_text()

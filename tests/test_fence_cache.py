@@ -60,7 +60,7 @@ def test_a_file_planted_in_a_cache_by_one_space_is_not_seen_by_another(engine):
 
 
 def test_the_sdk_caches_are_the_spaces_own(engine):
-    from spacehooks import builder
+    from spacehooks.build import builder
     deps = {"requirements.txt": b"six\n", "packages.txt": b"jq\n"}
     config = {"sdk": "gradio"}
     one = builder.containerfile(engine.settings, config, deps, "alice/one")
@@ -87,7 +87,7 @@ def refused_at_push(engine, space_id, dockerfile):
 def stored_without_the_gate(engine, space_id, dockerfile):
     """A Space deployed once, then a commit put in its repository past the gate (as a tree
     stored before this check was), built by `rebuild`: the build refuses it too."""
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     bare, work = engine.create(space_id, {"README.md": DOCKER_README, "Dockerfile": BASE + SERVER})
     assert push(work, str(bare)).returncode == 0
     engine.drain()

@@ -94,7 +94,8 @@ def test_writes_past_each_cap_fail_and_nothing_reaches_the_host_disk(engine):
 
 
 def test_caps_come_from_the_flavor_then_the_settings(engine):
-    from spacehooks import config, runspec
+    from spacehooks import config
+    from spacehooks.run import runspec
     engine.configure(hardware={"small-disk": {"cpus": 1, "memory_mb": 512, "disk_mb": 100}},
                      run={"disk_mb": 2000, "tmp_mb": 300})
     settings = config.load()

@@ -67,7 +67,7 @@ def container_ip(name: str) -> str:
 
 
 def ours(engine, lan) -> tuple:
-    from spacehooks import netfence
+    from spacehooks.engine import netfence
     return (netfence.prefix(engine.settings), lan.host_if)
 
 
@@ -108,7 +108,8 @@ def test_space_and_its_build_steps_reach_no_host_address_no_other_space_but_the_
 
 def test_egress_policy_denies_private_ranges_until_the_admin_opens_one(engine, lan, token, host_listener,
                                                                          peer_listener):
-    from spacehooks import config, runner
+    from spacehooks import config
+    from spacehooks.run import runner
     space = deploy(engine, "alice/egress", probe_space_files(token))
     peer = [[proto, lan.peer_v4, peer_listener.port] for proto in ("tcp", "udp")]
     host_side = [[proto, lan.host_v4, host_listener.port] for proto in ("tcp", "udp")]
@@ -124,7 +125,8 @@ def test_egress_policy_denies_private_ranges_until_the_admin_opens_one(engine, l
     assert reached(probe_from(space, query)) == {f"tcp {lan.peer_v4} {peer_listener.port}": "answered",
                                                  f"udp {lan.peer_v4} {peer_listener.port}": "answered"}
     # the Space's network goes with the Space
-    from spacehooks import admin, netfence
+    from spacehooks.admin import spaces as admin
+    from spacehooks.engine import netfence
     network = netfence.network_name(engine.settings, "alice/egress")
     assert subprocess.run(["podman", "network", "exists", network]).returncode == 0
     admin.delete(engine.settings, "alice/egress")
@@ -132,7 +134,8 @@ def test_egress_policy_denies_private_ranges_until_the_admin_opens_one(engine, l
 
 
 def test_worker_loads_the_fence_again_after_a_firewall_reload_flushed_it(engine):
-    from spacehooks import netfence, worker
+    from spacehooks.engine import netfence
+    from spacehooks.run import worker
     w = worker.Worker(engine.settings)
     w._housekeeping()
     table = ["nft", "list", "table", "inet", netfence.table(engine.settings)]
@@ -145,7 +148,8 @@ def test_worker_loads_the_fence_again_after_a_firewall_reload_flushed_it(engine)
 
 
 def test_a_bad_range_in_the_egress_settings_is_named(engine):
-    from spacehooks import config, netfence
+    from spacehooks import config
+    from spacehooks.engine import netfence
     from spacehooks.errors import SpaceError
     engine.configure(network={"egress_allow": ["10.0.0.300/32"]})
     with pytest.raises(SpaceError) as caught:
@@ -155,7 +159,7 @@ def test_a_bad_range_in_the_egress_settings_is_named(engine):
 
 
 def test_fence_command_loads_and_shows_the_table(engine):
-    from spacehooks import netfence
+    from spacehooks.engine import netfence
     table = netfence.table(engine.settings)
     subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
     spacehooks = [str(Path(sys.executable).parent / "spacehooks")]

@@ -49,7 +49,7 @@ def host_user_1000():
 
 
 def deploy(engine, space_id, files, secrets):
-    from spacehooks import admin
+    from spacehooks.admin import spaces as admin
     bare, work = engine.create(space_id, files)
     for key, value in secrets.items():
         admin.secret_set(engine.settings, space_id, key, value)
@@ -101,7 +101,7 @@ def test_host_uid_1000_can_neither_read_a_spaces_secrets_nor_signal_it(engine, h
 
 
 def test_streamlit_secrets_file_belongs_to_the_spaces_mapped_id(engine):
-    from spacehooks import runner
+    from spacehooks.run import runner
     secret = f"s3cret-{uuid.uuid4().hex}"
     space = deploy(engine, "alice/lit", {"README.md": readme(8501), "Dockerfile": dockerfile(8501),
                                           "app.py": SECRET_APP.replace("{port}", "8501")}, {"API_TOKEN": secret})

@@ -100,7 +100,8 @@ def test_a_wrong_fallback_setting_fails_closed(server, space, tmp_path):
 
 def test_the_build_uses_the_image_the_push_was_told(server):
     """The builder chooses through the same rule: the FROM line is the warned-about image."""
-    from spacehooks import builder, config
+    from spacehooks import config
+    from spacehooks.build import builder
     server.configure(python_versions={"3.9": "img-39", "3.11": "img-311", "3.13": "img-313"})
     settings = config.load(server.config, server.home)
     for wanted, image in [("3.10", "img-311"), ("3.12", "img-313"), ("3.8", "img-39"), ("3.9.2", "img-39"), (None, "img-311")]:
@@ -129,7 +130,7 @@ def test_a_lower_case_readme_is_read_as_on_the_hub(server, space, tmp_path):
     assert result.returncode == 0, result.stdout
     assert "       sdk gradio 4.44.1, app app.py: all checks passed" in remote_lines(result)
     # post-receive reads the same file: the queued build knows the Space's settings
-    from spacehooks import queue
+    from spacehooks.queue import jobs as queue
     head = git("rev-parse", "HEAD", cwd=work).stdout.strip()
     values, stage, error = queue.read_config(space, head)
     assert (values["sdk"], values["sdk_version"], stage, error) == ("gradio", "4.44.1", None, None)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from spacehooks.secretscan import fingerprint
+from spacehooks.push.secretscan import fingerprint
 from helpers import GRADIO_README, bare_repo, git, push, refs_and_objects, work_repo
 
 STATIC_README = "---\ntitle: Static\nemoji: 📄\ncolorFrom: red\ncolorTo: pink\nsdk: static\n---\n"
@@ -194,7 +194,7 @@ def test_bug_in_checks_fails_closed_without_traceback(server, space, tmp_path):
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
-        "import spacehooks.gate as g\n"
+        "import spacehooks.push.gate as g\n"
         "def broken(*a, **k):\n    raise ValueError('a bug in a check')\n"
         "g._check_capabilities = broken\n")
     readme = GRADIO_README.replace("sdk_version", "python_version: '3.11'\nsdk_version")

@@ -54,7 +54,8 @@ def deployed(engine, space_id, work, bare, files, message):
 
 
 def test_redeploys_good_and_failed_lose_no_request(engine, loops):
-    from spacehooks import runner, state
+    from spacehooks import state
+    from spacehooks.run import runner
     bare, work = engine.create("alice/dock", {"README.md": DOCKER_README, "Dockerfile": DOCKERFILE, "index.html": "v1\n"})
     assert push(work, str(bare)).returncode == 0
     assert engine.drain() == 1

@@ -159,7 +159,7 @@ def test_runtime_api_and_log_streams(gw, upstream):
     run_log.write_text("Running on local URL:  http://0.0.0.0:7860\n")
     # run logs are for the Space's members (issue 13): anyone else is told it is not there
     assert requests.get(gw.url + "/api/spaces/alice/chat/logs/run", timeout=10).status_code == 404
-    from spacehooks import accounts
+    from spacehooks.access import accounts
     accounts.add_user(gw.settings, gw.state, "alice")
     token = accounts.create_token(gw.state, "alice", "read")[1]
     with requests.get(gw.url + "/api/spaces/alice/chat/logs/run", stream=True, timeout=10,

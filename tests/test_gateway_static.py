@@ -173,7 +173,7 @@ def test_a_deploy_folder_removed_by_gc_is_not_served_again_and_a_missing_one_is_
         git("commit", "-qam", "v2", cwd=work)
         assert push(work, str(bare)).returncode == 0
         assert engine.drain() == 1
-        from spacehooks import images
+        from spacehooks.admin import images
         images.gc(engine.settings)  # the first deploy's folder goes at once
         assert not (engine.home / "static" / "alice" / "gc" / first).exists()
         assert fetch(gw, host, "/")[2] == b"v2\n"

@@ -11,7 +11,9 @@ import requests
 from gateway_support import gw, log_lines, loops  # noqa: F401 - fixtures
 from helpers import git, push, write_files
 
-from spacehooks import config, images, logs, worker
+from spacehooks import config, logs
+from spacehooks.admin import images
+from spacehooks.run import worker
 
 STATIC_README = "---\ntitle: Static\nsdk: static\n---\n"
 CHATTY_README = "---\ntitle: Chatty\nsdk: docker\napp_port: 8000\nstartup_duration_timeout: 60s\n---\n"

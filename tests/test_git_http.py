@@ -12,7 +12,7 @@ from huggingface_hub import HfApi
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
 from helpers import refs_and_objects
-from spacehooks import accounts
+from spacehooks.access import accounts
 from test_hubapi import hub, people  # noqa: F401 - fixtures
 
 README = "---\ntitle: Site\nsdk: static\n---\n"

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from spacehooks import config, gpu, state
+from spacehooks import config, state
+from spacehooks.run import gpu
 from spacehooks.errors import SpaceError
 
 KIND = "test.spacehooks.dev/gpu"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from spacehooks import cdi
+from spacehooks.engine import cdi
 from spacehooks.errors import SpaceError
 
 
@@ -212,7 +212,8 @@ def test_cli_no_device_found(tmp_path, server):
 
 
 def test_no_driver_library(tmp_path, server):
-    from spacehooks import config, gpu
+    from spacehooks import config
+    from spacehooks.run import gpu
     root, drv = fake_host(tmp_path / "host", libcuda=False)
     with pytest.raises(SpaceError) as err:
         gpu.cdi_generate(config.load(), root, drv, "-", "0.5.0")

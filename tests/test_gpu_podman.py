@@ -9,7 +9,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from spacehooks import cdi, config, engine, gpu, limits, runner, state
+from spacehooks import config, engine, state
+from spacehooks.admin import limits
+from spacehooks.engine import cdi
+from spacehooks.run import gpu, runner
 from spacehooks.errors import SpaceError
 from test_gpu_cdi import fake_host
 

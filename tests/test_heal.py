@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from helpers import bare_repo, git, push, work_repo
-from spacehooks import config, heal, hooks, state, worker
+from spacehooks import config, hooks, state
+from spacehooks.queue import heal
+from spacehooks.run import worker
 
 README = "---\ntitle: Heal\nsdk: static\n---\n"
 

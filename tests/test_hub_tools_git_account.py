@@ -16,7 +16,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 import servers
 from gateway_support import LoopThread, free_port
 from helpers import git
-from spacehooks import accounts, config
+from spacehooks import config
+from spacehooks.access import accounts
 from spacehooks import state as state_mod
 from test_servers_spacehooks import GOOD_FILES, Site, _safe_directories, python  # noqa: F401 - fixtures
 

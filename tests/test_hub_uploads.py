@@ -61,7 +61,7 @@ def test_uploads_commit_through_the_gate_and_queue_a_build(site, tmp_path):
     builds = gw.state.builds("alice/site")
     assert [(b["commit"], b["pusher"]) for b in builds] == [(tip, "alice")]
     # and it deploys like a push: the worker builds it, the gateway serves it
-    from spacehooks import worker
+    from spacehooks.run import worker
     while worker.Worker(gw.settings).run_once():
         pass
     time.sleep(1.05)  # past the gateway's one-second snapshot

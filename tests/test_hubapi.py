@@ -12,7 +12,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
-from spacehooks import accounts
+from spacehooks.access import accounts
 
 OLD_CLIENT = "0.25.2"
 

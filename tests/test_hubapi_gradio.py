@@ -8,7 +8,7 @@ import sys
 import time
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
-from spacehooks import accounts
+from spacehooks.access import accounts
 from test_gateway_gradio import gradio_gw  # noqa: F401 - the fixture
 
 SCRIPT = r"""

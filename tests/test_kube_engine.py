@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kube_support import NS, FakeApi, settings, spec
-from spacehooks import supervise
+from spacehooks.run import supervise
 from spacehooks.engine import kubeapi, kubemanifests as km, kubestatus
 from spacehooks.engine.kubernetes import KubernetesEngine
 from spacehooks.errors import SpaceError

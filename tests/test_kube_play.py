@@ -127,7 +127,9 @@ def test_a_docker_space_built_by_the_builder_is_pushed_and_its_deployment_bytes_
     fence and all) -> the engine builds on Podman and pushes; runspec.spec -> engine.run sends
     the manifests; podman kube play runs the Deployment's bytes, pulling from the registry."""
     from helpers import git, work_repo
-    from spacehooks import builder, config, engine as engine_pkg, runspec, state
+    from spacehooks import config, engine as engine_pkg, state
+    from spacehooks.build import builder
+    from spacehooks.run import runspec
     prefix = f"k12t{uuid.uuid4().hex[:8]}"
     port = free_port()
     made["images"].append(tiny_base(tmp_path, podman_url, prefix))

@@ -11,7 +11,9 @@ import pytest
 
 from gateway_support import GatewayUnderTest, Upstream, free_port, loops  # noqa: F401 - fixture
 from kube_support import NS, FakeApi
-from spacehooks import config, gpu, netfence, runner, state
+from spacehooks import config, state
+from spacehooks.engine import netfence
+from spacehooks.run import gpu, runner
 from spacehooks.engine import kubemanifests as km, kubernetes
 
 SPACE = "alice/app"

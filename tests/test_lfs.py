@@ -19,7 +19,8 @@ from gateway_support import GatewayUnderTest
 from helpers import git, push, write_files
 from test_gateway_static import STATIC_README, fetch
 
-from spacehooks import config, lfs
+from spacehooks import config
+from spacehooks.push import lfs
 from spacehooks.engine import podman_build
 from spacehooks.errors import SpaceError
 
@@ -295,7 +296,8 @@ def test_gitea_and_gitlab_repositories_read_their_servers_store(engine, tmp_path
 
 
 def test_a_pointer_moved_onto_the_deploy_branch_around_the_gate_is_not_built_without_its_object(engine):
-    from spacehooks import heal, state
+    from spacehooks import state
+    from spacehooks.queue import heal
     bare, work = engine.create("alice/lfsheal", {"README.md": STATIC_README, "index.html": "hi\n"})
     assert push(work, str(bare)).returncode == 0
     assert engine.drain() == 1

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from helpers import git, push
-from spacehooks import config, state, worker
+from spacehooks import config, state
+from spacehooks.run import worker
 
 REPO = Path(__file__).resolve().parents[1]
 README = "---\ntitle: Outage\nsdk: docker\napp_port: 8000\nstartup_duration_timeout: 60s\n---\n"
@@ -157,7 +158,7 @@ def test_a_build_whose_service_goes_away_as_it_begins_is_queued_again(own_podman
     settings = engine.settings
     bare, work = engine.create("alice/begin", {"README.md": README,
                                                "Dockerfile": "FROM localhost/spacehooks/python:3.11\n" + SERVE})
-    from spacehooks import builder
+    from spacehooks.build import builder
     real_build = builder.build
 
     def build_after_the_service_went(*args, **kwargs):

@@ -11,7 +11,10 @@ import pytest
 
 import spacehooks.engine
 from fake_engine import FakeEngine
-from spacehooks import config, gpu, netfence, runner, runspec, secretstore, state
+from spacehooks import config, state
+from spacehooks.engine import netfence
+from spacehooks.run import gpu, runner, runspec
+from spacehooks.state import secretstore
 
 IMAGE = "localhost/spacehooks/space/alice/app:b1"
 CONFIG = {"sdk": "docker", "app_port": 7860, "title": "app"}

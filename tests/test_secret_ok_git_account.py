@@ -33,7 +33,7 @@ def _fingerprint(site):
 
 
 def test_the_git_accounts_confirmation_is_logged_by_the_server(site):
-    from spacehooks import intake
+    from spacehooks.queue import intake
     log = site.home / "secret-ok.log"
     head = _commit(site, {"app.js": f"const TOKEN = '{KEY}';\n"}, "key")
     fp = _fingerprint(site)
@@ -64,7 +64,8 @@ def test_the_git_accounts_confirmation_is_logged_by_the_server(site):
 
 
 def test_a_forged_record_logs_only_what_the_servers_own_scan_finds(site):
-    from spacehooks import intake, spool
+    from spacehooks import spool
+    from spacehooks.queue import intake
     clean = git("rev-parse", "HEAD", cwd=site.work).stdout.strip()
     assert site.push().returncode == 0
     st = site.state()
@@ -89,7 +90,8 @@ def test_a_forged_record_logs_only_what_the_servers_own_scan_finds(site):
 
 
 def test_a_confirmation_the_server_cannot_log_is_not_built(site):
-    from spacehooks import intake, spool
+    from spacehooks import spool
+    from spacehooks.queue import intake
     _commit(site, {"app.js": f"const TOKEN = '{KEY}';\n"}, "key")
     fp = _fingerprint(site)
     assert site.push(f"secret-ok={fp}").returncode == 0

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spacehooks import secretscan, secretshapes
+from spacehooks.push import secretscan, secretshapes
 
 DATA = Path(__file__).parent / "data" / "secrets"
 ROOT = Path(__file__).resolve().parents[1]

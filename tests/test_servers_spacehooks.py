@@ -67,7 +67,8 @@ class Site:
     def builds(self, space_id: str) -> list[dict]:
         """The builds the server queued, once it has taken in what the git user recorded (as
         the loop of `spacehooks serve` does)."""
-        from spacehooks import intake, state
+        from spacehooks import state
+        from spacehooks.queue import intake
         st = state.open(self.settings)
         try:
             intake.take_all(self.settings, st)

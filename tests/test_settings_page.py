@@ -6,7 +6,7 @@ import time
 import requests
 
 from gateway_support import *  # noqa: F401,F403 - fixtures
-from spacehooks import admin
+from spacehooks.admin import spaces as admin
 from test_hubapi import hub, people  # noqa: F401 - fixtures
 
 

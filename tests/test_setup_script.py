@@ -362,10 +362,10 @@ def test_setup_with_a_git_account_keeps_the_state_folder_roots(monkeypatch):
         assert sorted(p.name for p in (home / "incoming").iterdir()) != []  # waiting for the server
         # serve runs as root and reads the git account's repositories: the builder (export of
         # the commit) and the gateway (static files) open them with pygit2
-        from spacehooks.gitrepo import Repo
+        from spacehooks.git.repo import Repo
         assert Repo(bare).entry(head, "index.html").kind == "blob"
         # the worker (root) takes the record in, checks it, and builds
-        from spacehooks import worker
+        from spacehooks.run import worker
         assert worker.Worker(settings).run_once()
         st = state.open(settings)
         try:

@@ -5,7 +5,7 @@ import time
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from spacehooks import depfiles, spaceconfig
+from spacehooks.push import depfiles, spaceconfig
 
 
 def parse(text):

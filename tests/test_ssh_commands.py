@@ -12,7 +12,8 @@ import yaml
 
 import servers
 from gateway_support import LoopThread, free_port
-from spacehooks import admin, config
+from spacehooks import config
+from spacehooks.admin import spaces as admin
 from spacehooks import state as state_mod
 from test_servers_spacehooks import python  # noqa: F401 - fixture
 from test_ssh_owner_rules import ssh_site  # noqa: F401 - fixture

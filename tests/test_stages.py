@@ -139,7 +139,7 @@ def test_readme_names_every_stage():
 def test_a_sleep_racing_a_pause_is_refused_and_the_pause_stands(tmp_path, monkeypatch):
     """The sleeper picked a running Space, then an admin paused it: the sleep must not write
     SLEEPING over PAUSED (the next request would wake a paused Space). Before stages.py it did."""
-    from spacehooks import runner
+    from spacehooks.run import runner
     monkeypatch.setenv("SPACEHOOKS_HOME", str(tmp_path / "home"))
     (tmp_path / "c.yaml").write_text(f"repo_root: {tmp_path}/git\n")
     settings = config.load(tmp_path / "c.yaml", tmp_path / "home")

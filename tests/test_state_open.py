@@ -5,7 +5,8 @@ import sqlite3
 import threading
 import time
 
-from spacehooks import config, state, worker
+from spacehooks import config, state
+from spacehooks.run import worker
 
 
 def test_many_threads_open_a_new_store_at_once(tmp_path):

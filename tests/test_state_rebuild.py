@@ -58,7 +58,7 @@ def test_rebuild_brings_back_a_serving_space_and_keeps_the_unknown_off(engine, l
     # new builds never reuse the ids of the old logs and images
     st = state.open(engine.settings)
     try:
-        from spacehooks import queue
+        from spacehooks.queue import jobs as queue
         new_id = queue.enqueue(engine.settings, st, "alice/keep", bare, before["commit"], "test")
     finally:
         st.close()

@@ -64,8 +64,9 @@ def wait_for(what, check, seconds):
 
 def test_crashes_are_restarted_then_runtime_error_with_reason_and_log_tail(engine, loops):
     engine.configure(run={**engine.values["run"], "crash_limit": 2, "crash_window_seconds": 600})
-    from spacehooks import config, runner
-    from spacehooks.worker import Worker
+    from spacehooks import config
+    from spacehooks.run import runner
+    from spacehooks.run.worker import Worker
     engine.settings = config.load()
     bare, work = engine.create("alice/crashy", {"README.md": README, "Dockerfile": DOCKERFILE, "app.py": APP,
                                                 "index.html": "alive\n"})
@@ -168,7 +169,8 @@ def test_no_post_is_sent_twice_and_no_get_fails_during_a_redeploy(engine, loops)
         assert push(work, str(bare)).returncode == 0
         assert engine.drain() == 1
         time.sleep(2.5)  # past run.grace_seconds: the old container is removed while GETs run
-        from spacehooks import runner, state
+        from spacehooks import state
+        from spacehooks.run import runner
         st = state.open(engine.settings)
         runner.reap(engine.settings, st)
         st.close()

@@ -115,7 +115,7 @@ def test_a_bad_commit_already_on_an_unchecked_branch_is_refused_on_main(server, 
 def test_name_rule_refuses_what_git_itself_cannot_carry():
     """A NUL ends a name in git's tree format and git will not pack an empty name: no push
     can bring these, but the rule the writer applies refuses them all the same."""
-    from spacehooks.treewriter import name_problem
+    from spacehooks.git.treewriter import name_problem
     assert name_problem(b"") == "a tree entry has an empty name"
     assert name_problem(b"a\0b") == "a tree entry name may not contain a NUL byte"
     assert name_problem(b".gitignore") is None and name_problem(b"..a") is None
@@ -216,7 +216,8 @@ def snapshot(folder):
 def test_a_tree_stored_behind_the_gates_back_cannot_write_outside_the_build(server, tmp_path):
     """No hooks, no fsck: the objects are put in the repository with plumbing, as a tree stored
     before these checks existed would be. The build's export refuses and writes nothing outside."""
-    from spacehooks import builder, config
+    from spacehooks import config
+    from spacehooks.build import builder
     from spacehooks.errors import SpaceError
     settings = config.load()
     bare = bare_repo(server.root, "alice/stored")
@@ -250,7 +251,8 @@ def test_a_tree_stored_behind_the_gates_back_cannot_write_outside_the_build(serv
 
 def test_the_writer_refuses_a_hostile_stream_without_following_links(tmp_path):
     """The writer itself, fed records no honest tree walk sends: a link, then a file through it."""
-    from spacehooks import proc, treewriter as tw
+    from spacehooks import proc
+    from spacehooks.git import treewriter as tw
     outside = tmp_path / "outside"
     outside.mkdir()
     streams = {
@@ -287,7 +289,7 @@ def test_the_writer_refuses_a_hostile_stream_without_following_links(tmp_path):
 
 
 def test_export_writes_files_links_and_modes_as_the_unprivileged_account(server, tmp_path):
-    from spacehooks.gitrepo import Repo
+    from spacehooks.git.repo import Repo
     bare = bare_repo(server.root, "alice/good")
     objects = Objects(bare)
     script = raw_blob(bare, b"#!/bin/sh\necho hi\n")

@@ -9,7 +9,7 @@ import time
 
 from aiohttp import web
 
-from spacehooks import accounts
+from spacehooks.access import accounts
 from spacehooks.gateway import pages
 from spacehooks.gateway.credentials import COOKIE
 from spacehooks.gateway.registry import Registry

@@ -9,7 +9,9 @@ from pathlib import Path
 from aiohttp import web
 from multidict import CIMultiDict
 
-from spacehooks import accounts, sshcommands, stages
+from spacehooks import stages
+from spacehooks.access import accounts
+from spacehooks.admin import sshcommands
 from spacehooks.gateway import api, githttp, hubrepos, pages, settingspage
 from spacehooks.gateway.access import Door
 from spacehooks.gateway.metrics import Metrics

@@ -4,7 +4,7 @@ token. Both paths use these: the relay on raw header bytes, the app's proxy on i
 Other cookies and other bearer tokens (an app's own, a Hub token) pass untouched."""
 from __future__ import annotations
 
-from spacehooks.accounts import TOKEN_PREFIX
+from spacehooks.access.accounts import TOKEN_PREFIX
 
 COOKIE = "spacehooks_session"
 # gradio_client sends its token as x-hf-authorization; proxies may see proxy-authorization

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from spacehooks import accounts, proc, uploads
+from spacehooks import proc
+from spacehooks.access import accounts
+from spacehooks.push import uploads
 from spacehooks.gateway import gitlfs
 from spacehooks.gateway.access import Door, client_address
 from spacehooks.gateway.registry import Registry

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from spacehooks import accounts, proc
+from spacehooks import proc
+from spacehooks.access import accounts
 from spacehooks.gateway.access import client_address
 
 OID = re.compile(r"[0-9a-f]{64}")

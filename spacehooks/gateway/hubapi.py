@@ -12,7 +12,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from spacehooks import accounts, admin, limits, stages
+from spacehooks import stages
+from spacehooks.access import accounts
+from spacehooks.admin import limits, spaces as admin
 from spacehooks.errors import SpaceError
 from spacehooks.gateway import api, pages
 from spacehooks.gateway.access import Door

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from spacehooks import accounts, admin, install, people
+from spacehooks.access import accounts
+from spacehooks.admin import install, people, spaces as admin
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gateway.access import client_address
@@ -88,7 +89,7 @@ class HubRepos:
             for item in body.get("variables") or []:
                 admin.variable_set(settings, space_id, item["key"], item["value"])
             if hardware:
-                from spacehooks import gpu
+                from spacehooks.run import gpu
                 gpu.assign_flavor(settings, space_id, hardware)
         try:
             await asyncio.get_running_loop().run_in_executor(None, work)

@@ -11,7 +11,8 @@ import json
 
 from aiohttp import web
 
-from spacehooks import accounts, uploads
+from spacehooks.access import accounts
+from spacehooks.push import uploads
 from spacehooks.errors import SpaceError
 from spacehooks.gateway.access import client_address
 from spacehooks.gateway.hubapi import HubApi, error

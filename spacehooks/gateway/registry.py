@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from spacehooks.addresses import host_label
+from spacehooks.push.addresses import host_label
 
 log = logging.getLogger("spacehooks.gateway")
 

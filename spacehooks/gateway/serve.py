@@ -54,8 +54,8 @@ def run(settings, listen: str | None = None, with_worker: bool = False, sleep: b
     stop_worker = threading.Event()
     worker_thread = None
     if with_worker:
-        from spacehooks import images
-        from spacehooks.worker import Worker
+        from spacehooks.admin import images
+        from spacehooks.run.worker import Worker
         worker_thread = threading.Thread(target=Worker(settings, gc=images.gc).run, args=(stop_worker,), name="worker", daemon=True)
     try:
         import uvloop  # libuv's loop: the relay spends most of its time in the loop itself

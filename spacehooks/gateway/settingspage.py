@@ -19,7 +19,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from spacehooks import accounts, admin, limits, stages
+from spacehooks import stages
+from spacehooks.access import accounts
+from spacehooks.admin import limits, spaces as admin
 from spacehooks import state as state_mod
 from spacehooks.gateway import api, pages
 from spacehooks.gateway.access import credential

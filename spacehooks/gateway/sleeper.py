@@ -10,7 +10,8 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from spacehooks import spaceconfig, stages
+from spacehooks import stages
+from spacehooks.push import spaceconfig
 from spacehooks.errors import SpaceError
 from spacehooks.results import SleepTimeSet
 from spacehooks.stages import ANSWERING
@@ -48,7 +49,7 @@ class Sleeper:
     @property
     def runner(self):
         if self._runner is None:
-            from spacehooks import runner
+            from spacehooks.run import runner
             self._runner = runner
         return self._runner
 
@@ -157,7 +158,8 @@ class Sleeper:
 
 
 def set_sleep_time(settings, space_id: str, seconds: int) -> SleepTimeSet:
-    from spacehooks import queue, state
+    from spacehooks import state
+    from spacehooks.queue import jobs as queue
     if seconds < -1 or seconds == 0:
         raise SpaceError(f"sleep time {seconds}: must be a number of seconds above 0, or -1 for never",
                          hint=f"e.g. `spacehooks sleep-time set {space_id} 3600`")

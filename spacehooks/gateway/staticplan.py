@@ -9,7 +9,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from spacehooks import staticsite
+from spacehooks.build import staticsite
 
 if TYPE_CHECKING:
     from spacehooks.gateway.staticspace import Site

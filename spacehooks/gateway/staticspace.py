@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from spacehooks import staticsite
+from spacehooks.build import staticsite
 from spacehooks.errors import SpaceError
 from spacehooks.gateway.staticplan import File, plan
 

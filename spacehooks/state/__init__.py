@@ -6,7 +6,7 @@ commands): WAL mode and a busy timeout let them take turns; each opens its own c
 The git account never opens it: it hands push records over (spool.py).
 """
 # secrets live in files of their own, never in the database; callers reach them through here
-from spacehooks.secretstore import SECRET_KEY, delete_secret, read_secrets, secrets_dir, write_secret  # noqa: F401
+from spacehooks.state.secretstore import SECRET_KEY, delete_secret, read_secrets, secrets_dir, write_secret  # noqa: F401
 # build statuses are follow.py's: post-receive on the git account reads them without SQLite
 from spacehooks.follow import CANCELLED, FAILED, FINAL, QUEUED, RUNNING, SUCCEEDED, SUPERSEDED  # noqa: F401
 # stage names and the moves between them are stages.py's; stages.change writes through here

@@ -1,0 +1,1 @@
+"""push: see docs/ARCHITECTURE.md."""
