@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import (buildfence, buildmounts, dockerfrom, lfs, netfence, podman, pyversions, sdkcompat,
+from spacehooks import (buildfence, buildmounts, depfiles, dockerfrom, lfs, netfence, podman, pyversions, sdkcompat,
                         staticbuild, staticsite, trust)
 from spacehooks.errors import SpaceError
 
@@ -106,7 +106,8 @@ def requirement_files(read: Callable[[str], bytes | None], name: str) -> dict[st
         if data is None:
             continue
         found[path] = data
-        for line in data.decode(errors="replace").splitlines():
+        text, _ = depfiles.decode(data, path, pip=True)  # as pip reads it: a BOM may name UTF-16
+        for line in (text or "").splitlines():
             match = FILE_OPTION.match(line.strip())
             if match:
                 nested = posixpath.normpath(posixpath.join(posixpath.dirname(path), match.group(1)))
