@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from spacehooks.errors import SpaceError
+from spacehooks.logs import Lines
 
 API = "/v4.0.0/libpod"
 # Layer cache is only reused with the OCI manifest format (PLATFORM.md).
@@ -332,16 +333,19 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
                              hint="make the build faster or raise build.timeout_seconds") from exc
         raise ServiceLost(f"Podman service not reachable at {url} ({exc})") from exc
     image_id, error = None, None
+    lines = Lines()
     try:
         for record in _json_stream(response):
             if should_stop():
                 raise BuildStopped()
-            if "stream" in record:
-                for line in record["stream"].splitlines():
-                    on_line(line)
-                    # libpod ends a good build with the bare image id on its own line
-                    if len(line.strip()) == 64 and all(c in "0123456789abcdef" for c in line.strip()):
-                        image_id = line.strip()
+            text = record.get("stream", "")
+            # buildah's own lines come whole: a step's unfinished last line ends where they begin
+            flushed = lines.end() if text.startswith(BUILDAH_LINES) else []
+            for line in flushed + lines.feed(text):
+                on_line(line)
+                # libpod ends a good build with the bare image id on its own line
+                if len(line.strip()) == 64 and all(c in "0123456789abcdef" for c in line.strip()):
+                    image_id = line.strip()
             if record.get("error"):
                 error = record["error"].strip()
             elif response.status >= 400 and record.get("message"):  # refused before building
@@ -355,6 +359,8 @@ def build(settings, context: Path, tag: str, *, containerfile: str = "Containerf
         raise ServiceLost(f"the Podman service went away during the build ({type(exc).__name__})") from exc
     finally:
         conn.close()
+    for line in lines.end():
+        on_line(line)
     if response.status >= 400 and not error:
         error = f"HTTP {response.status}"
     if not error and not image_id and not reachable(url):
@@ -404,6 +410,9 @@ class Outage:
         if self.since is not None:
             self.log.warning("Podman service back after %.0fs: %s resumed", time.monotonic() - self.since, self.what)
         self.since, self._wait = None, 0.0
+
+
+BUILDAH_LINES = ("--> ", "STEP ", "COMMIT ")
 
 
 class BuildFailed(Exception):

@@ -182,3 +182,16 @@ def test_accelerator_comes_from_the_flavor(engine):
     assert env("npu-small")["ACCELERATOR"] == "npu"
     assert env("cpu-basic")["ACCELERATOR"] == "none"
     assert env("t4-small")["ACCELERATOR"] == "cuda"
+
+
+def test_a_step_writing_in_pieces_is_logged_as_whole_lines(engine):
+    # seen with a real Space: curl's error arrived from Podman one character per stream record
+    # and the build log showed one character per line
+    pieces = "for c in c u r l; do printf $c >&2; sleep 0.2; done; printf ': (6) x\\n' >&2; printf 'no end'; : " + str(uuid.uuid4())
+    files = {"README.md": DOCKER_README, "Dockerfile": dockerfile(f"RUN {json.dumps(['sh', '-c', pieces])}", SERVER)}
+    bare, work = engine.create("alice/pieces", files)
+    assert push(work, str(bare)).returncode == 0
+    assert engine.drain() == 1
+    log = (engine.home / "logs" / "builds" / "alice" / "pieces" / "1.log").read_text().splitlines()
+    assert "curl: (6) x" in log and "no end" in log, "\n".join(log)
+    assert "c" not in log and "u" not in log, log
