@@ -187,7 +187,7 @@ def test_accelerator_comes_from_the_flavor(engine):
 def test_a_step_writing_in_pieces_is_logged_as_whole_lines(engine):
     # seen with a real Space: curl's error arrived from Podman one character per stream record
     # and the build log showed one character per line
-    pieces = "for c in c u r l; do printf $c >&2; sleep 0.2; done; printf ': (6) x\\n' >&2; printf 'no end'; : " + str(uuid.uuid4())
+    pieces = "for c in c u r l; do printf $c >&2; sleep 0.2; done; printf ': (6) x\\n' >&2; printf 'no end' >&2; : " + str(uuid.uuid4())
     files = {"README.md": DOCKER_README, "Dockerfile": dockerfile(f"RUN {json.dumps(['sh', '-c', pieces])}", SERVER)}
     bare, work = engine.create("alice/pieces", files)
     assert push(work, str(bare)).returncode == 0
