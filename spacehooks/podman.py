@@ -67,6 +67,15 @@ def remove_all(settings, label: str, image_repo: str) -> None:
             pass
 
 
+def container_or_none(podman_client, name: str):
+    """The container, or None when it is gone (removed by hand or by another program)."""
+    from podman.errors import NotFound
+    try:
+        return podman_client.containers.get(name)
+    except NotFound:
+        return None
+
+
 def copy_out(settings, image: str, path: str, dest: Path, limit: int) -> bool:
     """The folder `path` of an image, as the tar Podman makes of it, written to dest; False when
     the image has no such path. The image never runs: a container is created, read and

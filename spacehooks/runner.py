@@ -90,7 +90,10 @@ def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
             time.sleep(POLL)
             continue
         inspect_at = time.monotonic() + STATE_POLL
-        container = client.containers.get(name)
+        container = podman.container_or_none(client, name)
+        if container is None:  # seen on a shared Podman service: not spacehooks' internal error
+            raise StartFailed("RUNTIME_ERROR", f"the container {name} was removed while the app was starting "
+                                               f"(not by spacehooks)")
         state = container.attrs.get("State", {})
         if state.get("OOMKilled"):
             raise StartFailed("RUNTIME_ERROR", "the app was killed for using more memory than its limit "
