@@ -126,3 +126,27 @@ class CappedLog:
 
 MIDDLE_NOTE = "[spacehooks] the build log passed logs.max_bytes: its end follows when the build ends\n"
 DROPPED_NOTE = "[spacehooks] {n} bytes of build output left out (logs.max_bytes)\n"
+
+
+class Lines:
+    """Whole lines out of text that arrives in pieces: Podman's build stream sends what a RUN
+    step writes as it writes it, one character at a time for curl's or apt's progress, and a
+    piece is no line. A piece without an end of line waits for the rest (at most MAX
+    characters: an endless progress bar is still shown)."""
+
+    MAX = 65536
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, text: str) -> list[str]:
+        parts = (self._pending + text).splitlines(keepends=True)
+        self._pending = parts.pop() if parts and not parts[-1].endswith(("\n", "\r")) else ""
+        if len(self._pending) > self.MAX:
+            parts.append(self._pending)
+            self._pending = ""
+        return [part.rstrip("\r\n") for part in parts]
+
+    def end(self) -> list[str]:
+        rest, self._pending = self._pending, ""
+        return [rest] if rest else []

@@ -54,3 +54,23 @@ def test_only_a_failed_pull_is_explained():
     assert dockerfrom.explain(pulled, uses).startswith(
         "image python:3.10 (Dockerfile line 1) could not be pulled as docker.io/library/python:3.10 (creating build")
     assert dockerfrom.explain("building at STEP \"RUN false\": while running runtime: exit status 1", uses) is None
+
+
+def test_a_failed_pull_suggests_an_alias_that_fits_the_image():
+    # seen with real Spaces: FROM ubuntu:22.04 and FROM alpine:latest were told to alias
+    # "python:3.*" to the python-compat image, which stands in for neither
+    said = ('creating build container: initializing source docker://{}: pinging container registry '
+            'registry-1.docker.io: Get "https://registry-1.docker.io/v2/": dial tcp: no such host')
+    cases = {
+        "python:3.10-slim": '"python:3.*": localhost/spacehooks/python-compat:3.11 (made by `spacehooks base-image '
+                            'build --compat 3.11`)',
+        "ubuntu:22.04": '"ubuntu": an image of it loaded into the Podman service (`podman load`); '
+                        'localhost/spacehooks/python-compat stands in for the official python images only',
+        "ghcr.io/owner/app:1@sha256:ab": '"ghcr.io/owner/app": an image of it loaded into the Podman service '
+                                         '(`podman load`); localhost/spacehooks/python-compat stands in for the '
+                                         'official python images only',
+    }
+    for image, example in cases.items():
+        _, uses = dockerfrom.rewrite({}, f"FROM {image}\n")
+        message = dockerfrom.explain(said.format(image), uses)
+        assert message.endswith(f"maps it to a local image with build.image_aliases, e.g. {example}"), message

@@ -1,6 +1,7 @@
 """Engine tests on cheap Spaces (static, docker FROM the base image): queue, supersede, limits,
 runtime errors, build secrets. Real pushes through the installed hooks, real Podman."""
 import json
+import re
 import uuid
 import subprocess
 import urllib.request
@@ -184,3 +185,46 @@ def test_accelerator_comes_from_the_flavor(engine):
     assert env("npu-small")["ACCELERATOR"] == "npu"
     assert env("cpu-basic")["ACCELERATOR"] == "none"
     assert env("t4-small")["ACCELERATOR"] == "cuda"
+
+
+def test_a_step_writing_in_pieces_is_logged_as_whole_lines(engine):
+    # seen with a real Space: curl's error arrived from Podman one character per stream record
+    # and the build log showed one character per line
+    pieces = "for c in c u r l; do printf $c >&2; sleep 0.2; done; printf ': (6) x\\n' >&2; printf 'no end' >&2; : " + str(uuid.uuid4())
+    files = {"README.md": DOCKER_README, "Dockerfile": dockerfile(f"RUN {json.dumps(['sh', '-c', pieces])}", SERVER)}
+    bare, work = engine.create("alice/pieces", files)
+    assert push(work, str(bare)).returncode == 0
+    assert engine.drain() == 1
+    log = (engine.home / "logs" / "builds" / "alice" / "pieces" / "1.log").read_text().splitlines()
+    assert "curl: (6) x" in log and "no end" in log, "\n".join(log)
+    assert "c" not in log and "u" not in log, log
+
+
+def test_a_container_removed_while_its_app_starts_is_a_runtime_error_not_an_internal_one(engine):
+    # seen in the real-Space trial on a shared Podman service: the stage said "internal error"
+    import threading
+    files = {"README.md": DOCKER_README, "Dockerfile": dockerfile(
+        f'RUN : {uuid.uuid4()}', 'CMD ["sh", "-c", "sleep 60"]')}
+    bare, work = engine.create("alice/vanish", files)
+    assert push(work, str(bare)).returncode == 0
+    done = threading.Event()
+
+    def remove_when_started():
+        while not done.is_set():
+            names = podman("ps", "-q", "--filter", "label=spacehooks.space=alice/vanish").stdout.split()
+            if names:
+                podman("rm", "-f", "-t", "0", *names)
+                return
+            done.wait(0.2)
+
+    remover = threading.Thread(target=remove_when_started)
+    remover.start()
+    try:
+        engine.drain()
+    finally:
+        done.set()
+        remover.join(30)
+    space = engine.space("alice/vanish")
+    assert space["stage"] == "RUNTIME_ERROR", space["error"]
+    assert re.fullmatch(r"the container spacehooks-alice-vanish-1-\d+ was removed while the app started",
+                        space["error"]), space["error"]

@@ -37,6 +37,11 @@ def test_sdk_layer_installs_what_each_version_needs():
     assert sdkcompat.requirements("streamlit", "1.10.0", "3.11") == [
         "streamlit==1.10.0", "altair<5", "protobuf<4", "numpy<2", "pyarrow<15"]
     assert sdkcompat.requirements("streamlit", "1.67.0", "3.11") == ["streamlit==1.67.0"]
+    # a real Space (Oncorporation/BattleWords, streamlit 1.25.0) crashed at start: streamlit pinned
+    # numpy<2 and the base image's pyarrow 26 refused to import with numpy 1
+    assert sdkcompat.requirements("streamlit", "1.25.0", "3.11") == [
+        "streamlit==1.25.0", "numpy<2", "pyarrow<19", "datasets"]
+    assert sdkcompat.requirements("streamlit", "1.36.0", "3.11") == ["streamlit==1.36.0"]
 
 
 def _space(engine, loops, space_id, files):
@@ -76,7 +81,7 @@ def test_gradio_3_runs_unpinned_and_answers_its_own_api_through_the_gateway(engi
         gw.stop()
 
 
-@pytest.mark.parametrize("version", ["1.10.0", "1.67.0"])
+@pytest.mark.parametrize("version", ["1.10.0", "1.25.0", "1.67.0"])
 def test_streamlit_old_and_new_run_unpinned_through_the_gateway(engine, loops, version):
     space_id = f"sdk/streamlit{version.replace('.', '-')}"
     gw = _space(engine, loops, space_id, {"README.md": readme("streamlit", version, "main.py"),

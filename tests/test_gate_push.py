@@ -226,6 +226,26 @@ def test_huge_binary_and_non_utf8_files(server, space, tmp_path):
     assert push(work, str(space)).returncode == 0
 
 
+def test_requirements_in_an_encoding_pip_reads_are_checked_as_pip_reads_them(server, space, tmp_path):
+    # A real Space (SimpleDevs-Demos/streamlit-huggingface-demo) saved requirements.txt from Windows
+    # as UTF-16 with a BOM: pip installs it (a BOM names the encoding), so the gate reads it
+    # the same way, and still refuses what pip would be told to do by it.
+    utf16 = "\ufeffstreamlit\r\ntransformers\r\n".encode("utf-16-le")
+    work = work_repo(tmp_path / "w", {"README.md": GRADIO_README, "app.py": "x\n", "requirements.txt": utf16})
+    result = push(work, str(space))
+    assert result.returncode == 0, result.stdout
+    work_repo(work, {"requirements.txt": "numpy\n--index-url https://x/simple\n".encode("utf-16")}, "utf-16 index")
+    assert problems(push(work, str(space))) == [
+        "requirements.txt:2: --index-url is not allowed: it changes where packages come from; the server's "
+        "administrator sets the package index (build.pip_index_url)"]
+    work_repo(work, {"requirements.txt": b"# -*- coding: latin-1 -*-\n-r ../caf\xe9.txt\n"}, "coding line")
+    assert problems(push(work, str(space))) == [
+        'requirements.txt:2: -r ../caf\xe9.txt: the path must stay inside the repository (no ".." parts)']
+    work_repo(work, {"requirements.txt": b"\xff\xfe\x00"}, "truncated utf-16")
+    assert problems(push(work, str(space))) == [
+        "requirements.txt: is not valid utf-16, the encoding it names; save it as UTF-8"]
+
+
 def test_crlf_bom_readme_is_accepted(server, space, tmp_path):
     readme = "\ufeff" + GRADIO_README.replace("\n", "\r\n").rstrip("\r\n").removesuffix("# Demo").rstrip("\r\n")
     work = work_repo(tmp_path / "w", {"README.md": readme.encode(), "app.py": "x\n"})

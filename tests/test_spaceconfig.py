@@ -1,10 +1,12 @@
 """The README schema: real-world READMEs accepted, a corpus of malformed ones refused
 with exact messages, and no input crashing the parser or running long."""
+import codecs
 import time
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
+from spacehooks.build import builder
 from spacehooks.push import depfiles, spaceconfig
 
 
@@ -171,6 +173,22 @@ def test_good_dependency_files():
     reqs = (b"numpy==1.26.4\ntorch>=2; python_version >= '3.9'\n-r base.txt\ngit+https://github.com/a/b.git@v1#egg=b\n"
             b"pkg[extra]~=1.0 \\\n    --hash=sha256:abcd\n--prefer-binary\n./wheels/x.whl\n-e .\n")
     assert depfiles.check_requirements(reqs, "requirements.txt", lambda p: p in {"base.txt", "wheels/x.whl"}) == []
+
+
+def test_requirements_are_read_in_the_encoding_pip_uses():
+    # pip's auto_decode: a BOM, else a PEP 263 coding line in the first two lines, else UTF-8
+    # (a UTF-32-LE mark starts with UTF-16-LE's: pip, checking UTF-16 first, misreads such a file)
+    for bom, encoding in ((b"", "utf-16"), (codecs.BOM_UTF16_BE, "utf-16-be"), (codecs.BOM_UTF32_BE, "utf-32-be")):
+        data = bom + "numpy\n-r other.txt\n".encode(encoding)
+        assert depfiles.check_requirements(data, "requirements.txt", lambda p: p == "other.txt") == []
+        assert set(builder.requirement_files({"requirements.txt": data, "other.txt": b"x\n"}.get,
+                                             "requirements.txt")) == {"requirements.txt", "other.txt"}
+    assert [str(p) for p in depfiles.check_requirements(b"# coding: no-such-codec\nnumpy\n", "r.txt",
+                                                        lambda p: False)] == [
+        "r.txt: is not valid no-such-codec, the encoding it names; save it as UTF-8"]
+    # packages.txt is not pip's: UTF-8 (with or without BOM) only, as before
+    assert [str(p) for p in depfiles.check_packages("git\n".encode("utf-16"))] == [
+        "packages.txt: is a binary file; it must be text with one entry per line"]
 
 
 @hsettings(max_examples=300, deadline=None)

@@ -18,7 +18,7 @@ from typing import Callable
 from spacehooks import engine, trust
 from spacehooks.build import buildfence, dockerfrom, staticbuild, staticsite
 from spacehooks.engine import netfence
-from spacehooks.push import buildmounts, lfs, pyversions, sdkcompat, spaceconfig
+from spacehooks.push import buildmounts, depfiles, lfs, pyversions, sdkcompat, spaceconfig
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -108,7 +108,8 @@ def requirement_files(read: Callable[[str], bytes | None], name: str) -> dict[st
         if data is None:
             continue
         found[path] = data
-        for line in data.decode(errors="replace").splitlines():
+        text, _ = depfiles.decode(data, path, pip=True)  # as pip reads it: a BOM may name UTF-16
+        for line in (text or "").splitlines():
             match = FILE_OPTION.match(line.strip())
             if match:
                 nested = posixpath.normpath(posixpath.join(posixpath.dirname(path), match.group(1)))

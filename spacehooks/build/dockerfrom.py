@@ -127,5 +127,16 @@ def explain(error: str, uses: list[Use]) -> str | None:
                 f"which this server does not have ({said}); the admin builds it (`spacehooks base-image build "
                 f"--compat X.Y` makes localhost/spacehooks/python-compat:X.Y) or changes {SETTING}")
     return (f"image {use.written} (Dockerfile line {use.line}) could not be pulled as {use.qualified} ({said}); "
-            f"a server that reaches no registry maps it to a local image with {SETTING}, e.g. "
-            f"\"python:3.*\": localhost/spacehooks/python-compat:3.11 (made by `spacehooks base-image build --compat 3.11`)")
+            f"a server that reaches no registry maps it to a local image with {SETTING}, e.g. {_example(use)}")
+
+
+def _example(use: Use) -> str:
+    """The alias to suggest: the compat image stands in for the official python images only
+    (suggested for `FROM ubuntu:22.04` it would send the admin to build the wrong thing)."""
+    name = use.qualified.partition("@")[0]
+    repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    if repository == f"{HUB}/library/python":
+        return ("\"python:3.*\": localhost/spacehooks/python-compat:3.11 "
+                "(made by `spacehooks base-image build --compat 3.11`)")
+    return (f"\"{repository.removeprefix(f'{HUB}/library/')}\": an image of it loaded into the Podman service "
+            f"(`podman load`); localhost/spacehooks/python-compat stands in for the official python images only")

@@ -19,6 +19,7 @@ from spacehooks.engine import podman_rest as rest
 from spacehooks.engine.base import BuildFailed, BuildStopped, ServiceLost
 from spacehooks.engine.spec import BuildRequest, BuildResult
 from spacehooks.errors import SpaceError
+from spacehooks.logs import Lines
 
 # Layer cache is only reused with the OCI manifest format (PLATFORM.md).
 OCI_FORMAT = "application/vnd.oci.image.manifest.v1+json"
@@ -26,6 +27,8 @@ OCI_FORMAT = "application/vnd.oci.image.manifest.v1+json"
 # written afresh for every build: fixed times keep unchanged inputs cached.
 CONTEXT_MTIME = 315532800  # 1980-01-01, as reproducible-build tools use
 CONTEXT_PIECE = 1 << 20  # read and sent at a time
+# lines buildah writes itself, always whole (a RUN step's output may end without a newline)
+BUILDAH_LINES = ("--> ", "STEP ", "COMMIT ")
 
 
 def _same_times(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -122,16 +125,19 @@ def build(url: str, request: BuildRequest, on_line: Callable[[str], None],
             raise _timed_out(timeout) from exc
         raise ServiceLost(f"Podman service not reachable at {url} ({exc})") from exc
     image_id, error = None, None
+    lines = Lines()
     try:
         for record in rest.json_stream(response):
             if should_stop():
                 raise BuildStopped()
-            if "stream" in record:
-                for line in record["stream"].splitlines():
-                    on_line(line)
-                    # libpod ends a good build with the bare image id on its own line
-                    if len(line.strip()) == 64 and all(c in "0123456789abcdef" for c in line.strip()):
-                        image_id = line.strip()
+            text = record.get("stream", "")
+            # buildah's own lines come whole: a step's unfinished last line ends where they begin
+            flushed = lines.end() if text.startswith(BUILDAH_LINES) else []
+            for line in flushed + lines.feed(text):
+                on_line(line)
+                # libpod ends a good build with the bare image id on its own line
+                if len(line.strip()) == 64 and all(c in "0123456789abcdef" for c in line.strip()):
+                    image_id = line.strip()
             if record.get("error"):
                 error = record["error"].strip()
             elif response.status >= 400 and record.get("message"):  # refused before building
@@ -144,6 +150,8 @@ def build(url: str, request: BuildRequest, on_line: Callable[[str], None],
         raise ServiceLost(f"the Podman service went away during the build ({type(exc).__name__})") from exc
     finally:
         conn.close()
+    for line in lines.end():
+        on_line(line)
     if response.status >= 400 and not error:
         error = f"HTTP {response.status}"
     if not error and not image_id and not _reachable(url):

@@ -4,6 +4,7 @@ Each problem names the file and line, what was found and what to do instead.
 """
 from __future__ import annotations
 
+import codecs
 import re
 from typing import Callable, Iterator
 
@@ -26,7 +27,38 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
         yield number, line.rstrip("\r")
 
 
-def decode(data: bytes, filename: str) -> tuple[str | None, list[Problem]]:
+# pip reads a requirements file in the encoding a byte-order mark or a PEP 263 coding line in
+# its first two lines names (pip's own table and order: utils/encoding.py auto_decode); the
+# gate reads it the same way, so it checks the very lines pip will install.
+PIP_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+            (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF32, "utf-32"),
+            (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF32_LE, "utf-32-le"))
+CODING_LINE = re.compile(rb"coding[:=]\s*([-\w.]+)")
+
+
+def pip_encoding(data: bytes) -> tuple[str, int] | None:
+    """The encoding pip decodes a requirements file in and the bytes it skips, when the file
+    names one; None: pip uses the locale's (UTF-8 in a build)."""
+    for bom, encoding in PIP_BOMS:
+        if data.startswith(bom):
+            return encoding, len(bom)
+    for line in data.split(b"\n")[:2]:
+        match = CODING_LINE.search(line) if line[:1] == b"#" else None
+        if match:
+            return match.group(1).decode("ascii"), 0
+    return None
+
+
+def decode(data: bytes, filename: str, pip: bool = False) -> tuple[str | None, list[Problem]]:
+    """The file's text; `pip`: a requirements file, read in the encoding pip would use."""
+    named = pip_encoding(data) if pip else None
+    if named and named[0] != "utf-8":
+        encoding, skip = named
+        try:
+            return data[skip:].decode(encoding), []
+        except (LookupError, ValueError):  # an unknown codec, bytes it cannot read (UnicodeError)
+            return None, [Problem(filename, None, f"is not valid {encoding}, the encoding it names; "
+                                                  f"save it as UTF-8")]
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if b"\x00" in data:
@@ -77,7 +109,7 @@ def _strip_comment(line: str) -> str:
 
 def check_requirements(data: bytes, filename: str, exists: Callable[[str], bool]) -> list[Problem]:
     """`exists(path)` tells whether a repository-relative path is a file in the pushed tree."""
-    text, problems = decode(data, filename)
+    text, problems = decode(data, filename, pip=True)
     if text is None:
         return problems
     base = filename.rsplit("/", 1)[0] + "/" if "/" in filename else ""

@@ -28,6 +28,10 @@ RULES = (
          "streamlit before 1.23 imports `altair.vegalite.v4`, gone in altair 5"),
     Rule("streamlit", "<1.20", ("protobuf<4", "numpy<2", "pyarrow<15"),
          "streamlit before 1.20 was built against protobuf 3 and numpy 1 (newer pyarrow needs numpy 2)"),
+    Rule("streamlit", ">=1.20,<1.36", ("numpy<2", "pyarrow<19", "datasets"),
+         "streamlit before 1.36 requires numpy<2, with which the base image's pyarrow (built for numpy 2) "
+         "does not import; 18 is tested with numpy 1 (`datasets` is resolved again to a release that "
+         "works with it)"),
 )
 
 # The Hub pre-installs its `spaces` package (ZeroGPU decorators) in gradio Spaces; it needs
