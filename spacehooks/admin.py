@@ -165,6 +165,9 @@ def delete(settings, space_id: str, echo: Echo) -> None:
         runner.stop(settings, space_id, stage="DELETING")
         podman.remove_all(settings, f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
         netfence.remove_space(settings, space_id)
+        if st.storage_of(space_id):  # no container holds it any more
+            from spacehooks import storage
+            storage.destroy(settings, space_id)
         st.delete_space(space_id)
     finally:
         st.close()

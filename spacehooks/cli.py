@@ -181,12 +181,92 @@ def resume(ctx, space):
 
 @cli.command()
 @click.argument("space")
-@click.confirmation_option(prompt="Delete the Space's containers, images, secrets and state?")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
 @pass_ctx
-def delete(ctx, space):
-    """Remove a Space's containers, images, secrets and state (not its git repository)."""
-    from spacehooks import admin
+def delete(ctx, space, yes):
+    """Remove a Space's containers, images, secrets, storage and state (not its git repository)."""
+    from spacehooks import admin, storage_admin
+    lost = storage_admin.loss_note(ctx.settings, space)
+    if not yes:
+        if lost:
+            click.echo(f"This also deletes {lost}.")
+        click.confirm("Delete the Space's containers, images, secrets" + (", storage" if lost else "")
+                      + " and state?", abort=True)
     admin.delete(ctx.settings, space, click.echo)
+
+
+# --- storage and duplicate ---------------------------------------------------------------
+
+@cli.group()
+def storage():
+    """Persistent storage: a Space's /data, kept across restarts, rebuilds, sleep and reboots."""
+
+
+@storage.command("set")
+@click.argument("space")
+@click.argument("tier")
+@pass_ctx
+def storage_set(ctx, space, tier):
+    """Give SPACE storage of TIER (see storage.tiers: small, medium, large) or grow it; restarts it if it runs."""
+    from spacehooks import storage_admin
+    storage_admin.set_tier(ctx.settings, space, tier, click.echo)
+
+
+@storage.command("remove")
+@click.argument("space")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+@pass_ctx
+def storage_remove(ctx, space, yes):
+    """Delete SPACE's storage and every file in it; a running Space restarts without /data."""
+    from spacehooks import storage_admin
+    lost = storage_admin.loss_note(ctx.settings, space)
+    if lost and not yes:
+        click.echo(f"This deletes {lost}.")
+        click.confirm("Remove the storage?", abort=True)
+    storage_admin.remove(ctx.settings, space, click.echo)
+
+
+@storage.command("export")
+@click.argument("space")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@pass_ctx
+def storage_export(ctx, space, file):
+    """Write SPACE's /data as a tar to FILE (a new file; pause the Space first for a consistent copy)."""
+    from spacehooks import storage_admin
+    storage_admin.export(ctx.settings, space, file, click.echo)
+
+
+@storage.command("import")
+@click.argument("space")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@pass_ctx
+def storage_import(ctx, space, file):
+    """Unpack a tar FILE into SPACE's /data (files of the same name replaced); restarts it if it runs."""
+    from spacehooks import storage_admin
+    storage_admin.import_(ctx.settings, space, file, click.echo)
+
+
+@storage.command("list")
+@pass_ctx
+def storage_list(ctx):
+    """Show each Space's storage: tier, size, used, and what its image takes on the host's disk."""
+    from spacehooks import storage_admin
+    storage_admin.listing(ctx.settings, click.echo)
+
+
+@cli.command()
+@click.argument("from_id", metavar="FROM")
+@click.argument("to_id", metavar="TO")
+@click.option("--private", is_flag=True, help="Recorded only: this server has no private Spaces yet.")
+@click.option("--hardware", metavar="FLAVOR", help="Flavor of the copy (default: the original's).")
+@click.option("--storage", "storage_tier", metavar="TIER", help="Give the copy storage of TIER (empty: not copied).")
+@pass_ctx
+def duplicate(ctx, from_id, to_id, private, hardware, storage_tier):
+    """Copy Space FROM to a new Space TO: repository with history, variables, README with
+    duplicated_from; never the secrets (their names are listed for the new owner to set)."""
+    from spacehooks import duplicate as mod
+    mod.duplicate(ctx.settings, from_id, to_id, private=private, hardware=hardware, storage_tier=storage_tier,
+                  echo=click.echo)
 
 
 @cli.group()
@@ -359,9 +439,10 @@ def hardware():
 @hardware.command("list")
 @pass_ctx
 def hardware_list(ctx):
-    """Show every flavor with its CPUs, memory, GPUs and availability on this host."""
-    from spacehooks import gpu
-    gpu.hardware_list(ctx.settings, click.echo)
+    """Show every flavor with its CPUs, memory, GPUs and availability on this host, then what
+    the running Spaces use and what is free (memory, CPUs, disk for storage)."""
+    from spacehooks import capacity
+    capacity.hardware_list(ctx.settings, click.echo)
 
 
 @hardware.command("set")

@@ -76,6 +76,11 @@ SETTINGS = [
     Setting("run.keep_builds", 3, int, "Images kept per Space for rollback; `gc` removes older ones."),
     Setting("run.gc_interval_seconds", 21600, (int, float), "How often `serve` and `worker` run `gc` between builds (0: only by hand)."),
     Setting("hardware", {}, dict, "Extra or overriding flavors: `name: {cpus, memory_mb, disk_mb, tmp_mb, gpus, gpu_kind, shared, accelerator}` (`gpu_kind` is a CDI kind such as `nvidia.com/gpu`; `shared: true` lets Spaces of that flavor share GPUs)."),
+    Setting("storage.tiers", {"small": 20480, "medium": 153600, "large": 1048576}, dict, "Persistent storage tiers a Space can be given (`spacehooks storage set`), each a size in MB (the Hub's small 20 GB, medium 150 GB, large 1 TB). A Space's storage is an ext4 file system of that size (a sparse file under `SPACEHOOKS_HOME/storage`) mounted at /data; a write past it fails in the Space with \"No space left on device\"."),
+    Setting("storage.uid_base", 1073741824, int, "First host uid of the id ranges given to Spaces with storage: each gets its own fixed range of 65536 ids from here (outside /etc/subuid's ranges and every account), so that blue and green containers of a Space map its uid 1000 to the same host id and share /data, while other Spaces keep ids of their own."),
+    Setting("capacity.overcommit", {"memory": 1.0, "cpus": 4.0, "storage": 1.0}, dict, "How far the flavors of running Spaces together may exceed what the machine has: `memory` (of total RAM), `cpus` (of the cores) and `storage` (tier sizes, of the disk under `SPACEHOOKS_HOME` free plus what storage already uses). A Space that does not fit waits in stage WAITING_CAPACITY and starts when room frees."),
+    Setting("capacity.memory_mb", 0, int, "Memory (MB) the Spaces may use together before overcommit; 0: the machine's total memory."),
+    Setting("capacity.cpus", 0, (int, float), "CPU cores the Spaces may use together before overcommit; 0: the machine's cores."),
     Setting("gpu.cdi_dirs", ["/etc/cdi", "/var/run/cdi"], list, "Folders holding CDI specs, later ones overriding earlier ones; must be the folders Podman reads (its defaults are these two)."),
     Setting("network.egress_deny", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10"], list, "Address ranges (CIDR) that Spaces and their build steps may not reach: private networks, link-local (cloud metadata at 169.254.169.254) and carrier-grade NAT. DNS (port 53) to the host's own resolvers stays open. Host addresses and other Spaces are fenced off whatever this holds."),
     Setting("network.egress_allow", [], list, "Addresses or ranges (CIDR) inside `network.egress_deny` that Spaces may reach after all, e.g. `[10.0.5.20/32]` for an internal package mirror."),
@@ -245,6 +250,26 @@ def _hardware(value: dict, _) -> tuple[str, str] | None:
     return None
 
 
+def _tiers(value: dict, _) -> tuple[str, str] | None:
+    fix = "map each tier to its size in MB, like {small: 20480}"
+    for name, size in value.items():
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+            return f"has a tier named {name!r}: use letters, digits, - _", fix
+        if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+            return f"{name}: the size must be a whole number of MB, at least 16, found {size!r}", fix
+    return None
+
+
+def _overcommit(value: dict, _) -> tuple[str, str] | None:
+    fix = "write it like {memory: 1.0, cpus: 4.0, storage: 1.0}"
+    for key, ratio in value.items():
+        if key not in ("memory", "cpus", "storage"):
+            return f"has unknown key {key!r}; known: memory, cpus, storage", fix
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio <= 0:
+            return f"{key} must be a number above 0, found {ratio!r}", fix
+    return None
+
+
 def _default_hardware(value: str, values: dict) -> tuple[str, str] | None:
     known = set(HUB_FLAVORS) | set(values["hardware"])
     if value not in known:
@@ -285,6 +310,11 @@ _CHECKS = {
     "run.keep_builds": _at_least(1, "keep at least the image that serves: 1 or more"),
     "run.gc_interval_seconds": _at_least(0, "set 0 (only by hand) or a number of seconds"),
     "hardware": _hardware,
+    "storage.tiers": _tiers,
+    "storage.uid_base": _at_least(65536, "set a host uid above every account's, like 1073741824"),
+    "capacity.overcommit": _overcommit,
+    "capacity.memory_mb": _at_least(0, "set 0 (the machine's memory) or a size in MB"),
+    "capacity.cpus": _at_least(0, "set 0 (the machine's cores) or a number of cores"),
     "secret_scan.allow_paths": _strings,
     "gpu.cdi_dirs": _strings,
     "gateway.listen": _listen,

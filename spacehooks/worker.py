@@ -166,6 +166,7 @@ class Worker:
             if self._podman_ok():
                 try:
                     runner.reap(self.settings, st)
+                    runner.admit_waiting(self.settings)  # room freed by hand, or by a changed setting
                 except Exception:
                     if podman.reachable(self.settings["podman_url"]):
                         raise

@@ -25,6 +25,7 @@ STAGE_LABELS = {
     "RUNNING_BUILDING": ("Running · rebuilding", "ok"), "RUNNING_APP_STARTING": ("Running · restarting", "ok"),
     "RUNTIME_ERROR": ("Runtime error", "error"), "PAUSED": ("Paused", "idle"), "STOPPED": ("Stopped", "idle"),
     "SLEEPING": ("Sleeping", "idle"), "DELETING": ("Deleting", "idle"),
+    "WAITING_CAPACITY": ("Waiting for room on the server", "busy"),
 }
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(TEMPLATES), str(TEMPLATES.parent / "static")]),

@@ -8,7 +8,7 @@ import time
 
 STAGES = ("NO_APP_FILE", "CONFIG_ERROR", "BUILDING", "BUILD_ERROR", "APP_STARTING", "RUNNING",
           "RUNNING_BUILDING", "RUNNING_APP_STARTING", "RUNTIME_ERROR", "PAUSED", "STOPPED",
-          "SLEEPING", "DELETING")
+          "SLEEPING", "DELETING", "WAITING_CAPACITY")
 # A container answers on the Space's port in these stages.
 ANSWERING = ("RUNNING", "RUNNING_BUILDING", "RUNNING_APP_STARTING")
 # A container has been started in these (in APP_STARTING it may not answer yet).

@@ -14,6 +14,7 @@ from pathlib import Path
 from spacehooks.state.builds import Builds
 from spacehooks.state.gpus import Gpus
 from spacehooks.state.spaces import Spaces
+from spacehooks.state.storage import Storage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spaces (
@@ -76,6 +77,15 @@ CREATE TABLE IF NOT EXISTS gpu_allocations (
     allocated_at REAL NOT NULL,
     PRIMARY KEY (kind, device, space_id)
 );
+-- persistent /data storage per Space (issue 15); IF NOT EXISTS: additive, the previous release
+-- opens the store as before (and ignores the table)
+CREATE TABLE IF NOT EXISTS storage (
+    space_id TEXT PRIMARY KEY,
+    tier TEXT NOT NULL,
+    size_mb INTEGER NOT NULL,
+    slot INTEGER NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
 """
 # Schema versions (PRAGMA user_version). Version 1 is SCHEMA above as first released (its
 # files say 0). Each migration is additive only (new tables, new columns with defaults), so
@@ -91,8 +101,8 @@ RECOVERY_HINT = ("stop serve and worker, move the file away (keep it) and run `s
                  " see README: Recovering the state store")
 
 
-class State(Spaces, Builds, Gpus):
-    """One connection to the store; its methods (spaces.py, builds.py, gpus.py) hold all its SQL."""
+class State(Spaces, Builds, Gpus, Storage):
+    """One connection to the store; its methods (spaces.py, builds.py, gpus.py, storage.py) hold all its SQL."""
 
     def __init__(self, conn: sqlite3.Connection, home: Path):
         self.conn = conn

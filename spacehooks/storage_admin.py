@@ -1,0 +1,152 @@
+"""`spacehooks storage`: give a Space persistent /data of a tier, remove it, export and import
+it as a tar, list what each Space has. Each operation returns a result (a dict) that the
+command prints and an API can hand back; changing storage restarts a running Space (its
+containers get the mount and the id range only when created).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spacehooks import proc, runner, storage
+from spacehooks import state as state_mod
+from spacehooks.admin import Echo, _existing
+from spacehooks.errors import SpaceError
+
+_RESTART_STAGES = (*state_mod.STARTED, "RUNTIME_ERROR")
+
+
+def _restart(settings, space_id: str, echo: Echo) -> str:
+    stage = _existing(settings, space_id)["stage"]
+    if stage in _RESTART_STAGES:
+        runner.restart(settings, space_id)
+        stage = _existing(settings, space_id)["stage"]
+        echo(f"{space_id} restarted: {stage}")
+    return stage
+
+
+def set_tier(settings, space_id: str, tier: str, echo: Echo = lambda s: None) -> dict:
+    """Give the Space storage of `tier` (or grow what it has); never shrinks."""
+    _existing(settings, space_id)
+    size = storage.tier_size(settings, tier)
+    current = storage.record(settings, space_id)
+    if current and size < current["size_mb"]:
+        raise SpaceError(f"{space_id} has {current['tier']} storage ({storage.describe_mb(current['size_mb'])}); "
+                         f"it cannot shrink to {tier} ({storage.describe_mb(size)})",
+                         hint=f"export it (`spacehooks storage export {space_id} FILE.tar`), remove it, "
+                              f"set {tier} and import the tar")
+    from spacehooks import capacity
+    capacity.check_storage(settings, space_id, size)
+    slots = storage.slots(settings)
+    st = state_mod.open(settings)
+    try:
+        rec = st.storage_assign(space_id, tier, size, slots)
+    except LookupError as exc:
+        raise SpaceError(f"no id range left for {space_id}'s storage: {exc}",
+                         hint="lower storage.uid_base or remove storage no Space needs") from exc
+    finally:
+        st.close()
+    storage.ensure_mounted(settings, space_id, rec)
+    echo(f"{space_id}: {tier} storage ({storage.describe_mb(size)}) mounted at {storage.TARGET}")
+    stage = _restart(settings, space_id, echo)
+    return {"space": space_id, "tier": tier, "size_mb": size, "stage": stage}
+
+
+def loss_note(settings, space_id: str) -> str | None:
+    """What removing the Space's storage loses, for the question asked first; None without storage."""
+    rec = storage.record(settings, space_id)
+    if rec is None:
+        return None
+    used = storage.used_mb(settings, space_id)
+    used_text = f"{used:.1f} MB used" if used is not None else "not mounted now"
+    return (f"{space_id}'s {rec['tier']} storage ({storage.describe_mb(rec['size_mb'])}, {used_text}): "
+            f"every file the Space wrote under {storage.TARGET} is deleted for good")
+
+
+def remove(settings, space_id: str, echo: Echo = lambda s: None) -> dict:
+    """Delete the Space's storage and everything in it; a running Space restarts without it."""
+    _existing(settings, space_id)
+    rec = storage.record(settings, space_id)
+    if rec is None:
+        raise SpaceError(f"{space_id} has no storage", hint="see `spacehooks storage list`")
+    st = state_mod.open(settings)
+    try:
+        st.storage_forget(space_id)  # new containers come without /data from here on
+    finally:
+        st.close()
+    stage = _restart(settings, space_id, echo)
+    runner.reap_space(settings, space_id)  # the container that had /data goes before the file system
+    storage.destroy(settings, space_id)
+    echo(f"{space_id}: storage removed")
+    return {"space": space_id, "removed": rec["tier"], "stage": stage}
+
+
+def export(settings, space_id: str, target: str, echo: Echo = lambda s: None) -> dict:
+    """A tar of the Space's /data (owners written as uid 1000, as the Space sees them)."""
+    _existing(settings, space_id)
+    rec = _require(settings, space_id)
+    mnt = storage.ensure_mounted(settings, space_id, rec)
+    uid = storage.host_uid(settings, rec)
+    path = Path(target)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            # read as the Space's own host id, started in /data (the folders above are root's
+            # alone): a link the app planted leads nowhere that id cannot read anyway
+            proc.run_streams(_as(uid) + ["tar", "--numeric-owner", f"--owner={storage.APP_UID}",
+                                         f"--group={storage.APP_UID}", "-cf", "-", "."], stdout=fh, cwd=mnt)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    size = path.stat().st_size
+    echo(f"{space_id}: {storage.TARGET} written to {path} ({size / storage.MB:.1f} MB)")
+    return {"space": space_id, "file": str(path), "bytes": size}
+
+
+def import_(settings, space_id: str, source: str, echo: Echo = lambda s: None) -> dict:
+    """Unpack a tar into the Space's /data (same names replaced, others kept); restarts it."""
+    _existing(settings, space_id)
+    rec = _require(settings, space_id)
+    path = Path(source)
+    if not path.is_file():
+        raise SpaceError(f"{source}: no such file", hint="give a tar written by `spacehooks storage export`")
+    mnt = storage.ensure_mounted(settings, space_id, rec)
+    uid = storage.host_uid(settings, rec)
+    with open(path, "rb") as fh:
+        # unpacked as the Space's host id: what it writes belongs to uid 1000 inside and can
+        # land nowhere that id could not write anyway; past the quota tar fails with ENOSPC
+        proc.run_streams(_as(uid) + ["tar", "--no-same-owner", "--no-same-permissions", "-xf", "-"],
+                         stdin=fh, cwd=mnt)
+    echo(f"{space_id}: {path} unpacked into {storage.TARGET}")
+    stage = _restart(settings, space_id, echo)
+    return {"space": space_id, "file": str(path), "stage": stage}
+
+
+def listing(settings, echo: Echo) -> list[dict]:
+    st = state_mod.open(settings)
+    try:
+        rows = st.storage_all()
+    finally:
+        st.close()
+    if not rows:
+        echo("no Space has storage (give one with `spacehooks storage set SPACE TIER`)")
+        return []
+    echo(f"{'SPACE':30} {'TIER':8} {'SIZE':>8} {'USED':>10} {'ON DISK':>10}")
+    for row in rows:
+        used = storage.used_mb(settings, row["space_id"])
+        row["used_mb"] = used
+        row["allocated_mb"] = storage.allocated_mb(settings, row["space_id"])
+        echo(f"{row['space_id']:30} {row['tier']:8} {storage.describe_mb(row['size_mb']):>8} "
+             f"{(f'{used:.1f} MB' if used is not None else 'unmounted'):>10} {row['allocated_mb']:>7.1f} MB")
+    return rows
+
+
+def _require(settings, space_id: str) -> dict:
+    rec = storage.record(settings, space_id)
+    if rec is None:
+        raise SpaceError(f"{space_id} has no storage", hint=f"give it some: `spacehooks storage set {space_id} small`")
+    return rec
+
+
+def _as(uid: int) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
