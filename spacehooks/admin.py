@@ -133,6 +133,9 @@ def restart(settings, space_id: str, echo: Echo) -> None:
 def _report_stage(settings, space_id: str, echo: Echo) -> None:
     space = _existing(settings, space_id)
     echo(f"{space_id}: {space['stage']}")
+    if space["stage"] == "WAITING_CAPACITY":  # not a failure: it starts when room frees
+        echo(f"  {space['error']}")
+        return
     if space["error"]:
         raise SpaceError(f"{space_id}: {space['error']}")
 
