@@ -89,6 +89,10 @@ def view(settings, space: dict) -> dict:
         # the text shown for copying: escaped once more by the template when it is shown
         "embed": f'<iframe src="{html.escape(app_url, quote=True)}" frameborder="0" width="850" height="450"></iframe>',
         "page_url": f"/spaces/{owner}/{name}",
+        # who may create Spaces: on this server the admins (there are no user accounts yet), so
+        # the page offers the command they run; a Hub API's duplicate_space calls duplicate.duplicate
+        "can_duplicate": True,
+        "duplicate_command": f"spacehooks duplicate {space['id']} NEW-OWNER/{name}",
         "updated_at": space.get("updated_at") or 0,
     }
 
