@@ -75,10 +75,10 @@ def test_duplicate_copies_history_variables_and_readme_never_secrets(engine):
 
     with pytest.raises(Exception) as exists:
         duplicate.duplicate(engine.settings, "alice/orig", "bob/copy")
-    assert str(exists.value) == "bob/copy exists already"
+    assert exists.value.message == "bob/copy exists already"
     with pytest.raises(Exception) as unknown:
         duplicate.duplicate(engine.settings, "alice/none", "bob/other")
-    assert str(unknown.value) == "no Space 'alice/none'"
+    assert unknown.value.message == "no Space 'alice/none'"
     assert not (engine.root / "bob" / "other.git").exists()
 
 
