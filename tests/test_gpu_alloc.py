@@ -107,7 +107,9 @@ def test_hardware_list(host):
     gpu.devices_for(host.settings, "a/one", "test-gpu-x2")
     result = cli("hardware", "list")
     assert result.returncode == 0, result.stderr
-    status = {line.split()[0]: line.split("  ")[-1].strip() for line in result.stdout.splitlines()[1:]}
+    flavors, _, used = result.stdout.partition("\n\n")  # then what is used and free (capacity)
+    status = {line.split()[0]: line.split("  ")[-1].strip() for line in flavors.splitlines()[1:]}
+    assert used.splitlines()[0].startswith("memory   used 0 MB of ")
     assert status["cpu-basic"] == "available"
     assert status["t4-small"] == "no GPU of kind nvidia.com/gpu on this host"
     assert status["test-gpu"] == "1 of 3 free"
