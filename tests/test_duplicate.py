@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from helpers import git, push, work_repo
+from test_storage import unmount_after  # noqa: F401 - autouse: the copy's storage is unmounted after
 
 APP = ("import http.server, json, os\n"
        "class H(http.server.BaseHTTPRequestHandler):\n"
@@ -30,7 +31,8 @@ def app_says(engine, space_id):
 
 def test_duplicate_copies_history_variables_and_readme_never_secrets(engine):
     from spacehooks import admin, config, duplicate, gitrepo, spaceconfig, state
-    engine.configure(hardware={"cpu-basic": {"cpus": 1, "memory_mb": 1024}, "small-box": {"cpus": 1, "memory_mb": 512}})
+    engine.configure(hardware={"cpu-basic": {"cpus": 1, "memory_mb": 1024}, "small-box": {"cpus": 1, "memory_mb": 512}},
+                     storage={"tiers": {"small": 32}})
     engine.settings = config.load()
     bare, work = engine.create("alice/orig", {"README.md": README, "Dockerfile": DOCKERFILE, "app.py": "print()\n"})
     work_repo(work, {"app.py": APP}, message="second")
@@ -72,6 +74,14 @@ def test_duplicate_copies_history_variables_and_readme_never_secrets(engine):
     work_repo(clone, {"key.py": "KEY = 'hf_" + "a1B2c3D4e5" * 3 + "abcd'\n"}, message="leak")
     refused = push(clone, str(copy))
     assert refused.returncode != 0 and "looks like a Hugging Face token" in refused.stdout
+
+    # --storage gives the copy empty storage of its own (storage is never copied)
+    from spacehooks import storage
+    with_data = duplicate.duplicate(engine.settings, "alice/orig", "carol/copy", storage_tier="small")
+    assert with_data["storage"] == "small" and storage.record(engine.settings, "carol/copy")["size_mb"] == 32
+    assert storage.is_mounted(storage.mount_path(engine.settings, "carol/copy"))
+    assert engine.drain() == 1
+    assert app_says(engine, "carol/copy")["space"] == "carol/copy"
 
     with pytest.raises(Exception) as exists:
         duplicate.duplicate(engine.settings, "alice/orig", "bob/copy")
