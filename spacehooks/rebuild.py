@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import builder, podman, runspec
+from spacehooks import builder, podman, runspec, storage
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
@@ -32,9 +32,11 @@ def rebuild(settings, echo, force: bool = False) -> dict[str, str]:
     repos = repositories(settings)
     st = state_mod.open(settings)
     try:
-        return _fill(settings, st, found, repos, echo)
+        done = _fill(settings, st, found, repos, echo)
     finally:
         st.close()
+    storage.recover(settings, set(done), echo)  # /data images outlive the store
+    return done
 
 
 def _move_aside(settings, force: bool, echo) -> None:

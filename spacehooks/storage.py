@@ -156,6 +156,8 @@ def ensure_mounted(settings, space_id: str, rec: dict) -> Path:
         fresh = False
     if not is_mounted(mnt):
         proc.run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev", str(image), str(mnt)], timeout=120)
+    if os.stat(mnt).st_uid != uid:  # its slot changed (a state rebuild): the files follow the ids
+        _adopt(mnt, os.stat(mnt).st_uid - APP_UID, host_base(settings, rec))
     if fresh:
         lost = mnt / "lost+found"  # the Hub's /data starts empty; e2fsck makes it again if it needs it
         if lost.is_dir():
@@ -163,6 +165,48 @@ def ensure_mounted(settings, space_id: str, rec: dict) -> Path:
     if os.stat(image).st_size < size:
         _grow(image, size)
     return mnt
+
+
+def _adopt(mnt: Path, old_base: int, new_base: int) -> None:
+    """Shift every owner in the file system from one id range to another (links not followed)."""
+    def shift(path: str) -> None:
+        info = os.lstat(path)
+        uid = info.st_uid - old_base + new_base if old_base <= info.st_uid < old_base + RANGE else new_base + APP_UID
+        gid = info.st_gid - old_base + new_base if old_base <= info.st_gid < old_base + RANGE else new_base + APP_UID
+        os.lchown(path, uid, gid)
+        if not os.path.islink(path):
+            os.chmod(path, info.st_mode & 0o7777)  # chown drops set-id bits; keep the rest as it was
+    for folder, dirs, files in os.walk(mnt):
+        for name in dirs + files:
+            shift(os.path.join(folder, name))
+    shift(str(mnt))
+
+
+def recover(settings, known: set, echo) -> list[str]:
+    """After `state rebuild`: record again the storage whose image outlived the store. The tier is
+    the one of the image's size; the slot the one its files are owned by when still free."""
+    found = []
+    for image in sorted((Path(settings.home) / "storage" / "images").glob("*/*.ext4")):
+        space_id = f"{image.parent.name}/{image.name.removesuffix('.ext4')}"
+        if space_id not in known:
+            continue
+        size_mb = image.stat().st_size // MB
+        tier = next((n for n, s in tiers(settings).items() if s == size_mb), f"{size_mb}MB")
+        mnt = mount_path(settings, space_id)
+        if not is_mounted(mnt):
+            _make_dirs(mnt.parent)
+            mnt.mkdir(exist_ok=True)
+            proc.run(["mount", "-t", "ext4", "-o", "loop,nosuid,nodev", str(image), str(mnt)], timeout=120)
+        prefer = (os.stat(mnt).st_uid - APP_UID - settings["storage.uid_base"]) // RANGE
+        st = state_mod.open(settings)
+        try:
+            rec = st.storage_assign(space_id, tier, size_mb, slots(settings), prefer=prefer)
+        finally:
+            st.close()
+        ensure_mounted(settings, space_id, rec)
+        found.append(space_id)
+        echo(f"{space_id}: {tier} storage ({describe_mb(size_mb)}) recorded again")
+    return found
 
 
 def _grow(image: Path, size: int) -> None:

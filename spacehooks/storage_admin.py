@@ -93,14 +93,19 @@ def export(settings, space_id: str, target: str, echo: Echo = lambda s: None) ->
         with os.fdopen(fd, "wb") as fh:
             # read as the Space's own host id, started in /data (the folders above are root's
             # alone): a link the app planted leads nowhere that id cannot read anyway
-            proc.run_streams(_as(uid) + ["tar", "--numeric-owner", f"--owner={storage.APP_UID}",
-                                         f"--group={storage.APP_UID}", "-cf", "-", "."], stdout=fh, cwd=mnt)
+            # exit 1: a file changed while it was read (the Space runs): the copy is kept, with a note
+            changed = proc.run_streams(_as(uid) + ["tar", "--numeric-owner", f"--owner={storage.APP_UID}",
+                                                   f"--group={storage.APP_UID}", "--warning=no-file-changed",
+                                                   "-cf", "-", "."], stdout=fh, cwd=mnt, ok=(0, 1)) == 1
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     size = path.stat().st_size
     echo(f"{space_id}: {storage.TARGET} written to {path} ({size / storage.MB:.1f} MB)")
-    return {"space": space_id, "file": str(path), "bytes": size}
+    if changed:
+        echo("  note: files changed while they were read (the Space was writing); for a consistent "
+             f"copy pause it first (`spacehooks pause {space_id}`)")
+    return {"space": space_id, "file": str(path), "bytes": size, "changed_while_read": changed}
 
 
 def import_(settings, space_id: str, source: str, echo: Echo = lambda s: None) -> dict:

@@ -89,6 +89,17 @@ def get(engine, space_id, path="/"):
         return json.loads(response.read())
 
 
+def written(engine, space_id, version, more_than=0):
+    """The app's answer once its writer has rows of `version` beyond more_than (it starts writing
+    a moment after it answers)."""
+    for _ in range(200):
+        body = get(engine, space_id)
+        if body["rows"].get(version, 0) > more_than:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{space_id}: no new rows of {version}: {body}")
+
+
 def configure(engine, **run):
     from spacehooks import config
     engine.configure(run={"grace_seconds": 1, "memory_mb": 1024, "cpus": 1, "pids": 256, **run},
@@ -112,7 +123,7 @@ def test_data_survives_swap_restart_rebuild_sleep_and_reboot(engine):
     assert get(engine, space_id)["data"] is False  # no storage yet: no /data
     result = storage_admin.set_tier(engine.settings, space_id, "small")
     assert result == {"space": space_id, "tier": "small", "size_mb": 32, "stage": "RUNNING"}
-    first = get(engine, space_id)
+    first = written(engine, space_id, "v1")
     assert (first["data"], first["uid"], first["owner"], first["hf_home"]) == (True, 1000, 1000, "/data/.huggingface")
     time.sleep(1)
 
@@ -122,7 +133,7 @@ def test_data_survives_swap_restart_rebuild_sleep_and_reboot(engine):
     assert engine.drain() == 1
     time.sleep(5)
     runner.reap(engine.settings, __import__("spacehooks.state", fromlist=["open"]).open(engine.settings))
-    swapped = get(engine, space_id)
+    swapped = written(engine, space_id, "v2")
     assert swapped["version"] == "v2" and swapped["integrity"] == "ok"
     assert swapped["rows"]["v1"] > first["rows"]["v1"] and swapped["rows"]["v2"] > 0
     assert swapped["last_id"]["v1"] > swapped["first_id"]["v2"]  # both wrote at the same time
@@ -204,3 +215,39 @@ def test_quota_fails_inside_the_space_only_and_delete_asks_first(engine):
     assert not image.exists() and not storage.is_mounted(storage.mount_path(engine.settings, "alice/full"))
     listing = runner.invoke(cli.cli, ["storage", "list"], env=env)
     assert "bob/other" in listing.output and "alice/full" not in listing.output
+
+
+def test_state_rebuild_records_storage_again_and_a_new_slot_takes_the_files(engine):
+    from spacehooks import rebuild, runner, storage
+    from spacehooks import state as state_mod
+    configure(engine)
+    deploy(engine, "alice/kept")
+    deploy(engine, "bob/first")
+    from spacehooks import storage_admin
+    storage_admin.set_tier(engine.settings, "bob/first", "small")  # takes slot 0
+    storage_admin.set_tier(engine.settings, "alice/kept", "medium")  # slot 1
+    rows = written(engine, "alice/kept", "v1")["rows"]["v1"]
+    slot = storage.record(engine.settings, "alice/kept")["slot"]
+    assert slot == 1
+    db = engine.settings.db_path
+    for suffix in ("", "-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    lines = []
+    rebuild.rebuild(engine.settings, lines.append)
+    assert "alice/kept: medium storage (64 MB) recorded again" in lines
+    assert storage.record(engine.settings, "alice/kept")["slot"] == slot  # the ids its files have
+    runner.restart(engine.settings, "alice/kept")
+    rows = written(engine, "alice/kept", "v1", more_than=rows)["rows"]["v1"]
+
+    # a slot that changed (here by hand) hands the files to the new ids before the next start
+    st = state_mod.open(engine.settings)
+    try:
+        st.storage_forget("alice/kept")
+        assert st.storage_assign("alice/kept", "medium", 64, storage.slots(engine.settings), prefer=7)["slot"] == 7
+    finally:
+        st.close()
+    runner.restart(engine.settings, "alice/kept")
+    now = written(engine, "alice/kept", "v1", more_than=rows)  # it writes on under its new ids
+    assert now["integrity"] == "ok" and now["owner"] == 1000
+    assert os.stat(storage.mount_path(engine.settings, "alice/kept") / "app.db").st_uid == \
+        engine.settings["storage.uid_base"] + 7 * 65536 + 1000

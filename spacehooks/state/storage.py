@@ -19,9 +19,10 @@ class Storage:
     def storage_all(self) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM storage ORDER BY space_id")]
 
-    def storage_assign(self, space_id: str, tier: str, size_mb: int, slots: int) -> dict:
-        """Record the Space's tier; a Space that had none gets the lowest free slot. One IMMEDIATE
-        transaction, so two Spaces given storage at once never share a slot (an id range)."""
+    def storage_assign(self, space_id: str, tier: str, size_mb: int, slots: int, prefer: int | None = None) -> dict:
+        """Record the Space's tier; a Space that had none gets slot `prefer` if free, else the
+        lowest free one. One IMMEDIATE transaction, so two Spaces given storage at once never
+        share a slot (an id range)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             row = self.conn.execute("SELECT slot FROM storage WHERE space_id = ?", (space_id,)).fetchone()
@@ -30,7 +31,9 @@ class Storage:
                                   (tier, size_mb, space_id))
             else:
                 used = {r[0] for r in self.conn.execute("SELECT slot FROM storage")}
-                slot = next((s for s in range(slots) if s not in used), None)
+                free = [s for s in ([prefer] if prefer is not None and 0 <= prefer < slots else []) + list(range(slots))
+                        if s not in used]
+                slot = free[0] if free else None
                 if slot is None:
                     raise LookupError(f"all {slots} id ranges are taken")
                 self.conn.execute("INSERT INTO storage (space_id, tier, size_mb, slot, created_at)"
