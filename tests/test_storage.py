@@ -3,6 +3,7 @@ containers, real HTTP to the app. The app keeps a SQLite database on /data and w
 all the time from a thread, so blue and green both write while a push swaps them."""
 import json
 import os
+import pwd
 import subprocess
 import tarfile
 import time
@@ -200,6 +201,11 @@ def test_quota_fails_inside_the_space_only_and_delete_asks_first(engine):
             engine.settings), engine.space(space_id), "x", engine.space(space_id)["config"], 1, 20000)
         ids[space_id] = kwargs["idmappings"]["UIDMap"][0]["host_id"]
     assert ids["alice/full"] != ids["bob/other"] and all(i >= 2 ** 30 for i in ids.values())
+    for host_id in ids.values():
+        with pytest.raises(KeyError):
+            pwd.getpwuid(host_id + 1000)  # uid 1000 inside is no account's on the host
+    subuid = [line.split(":") for line in open("/etc/subuid").read().split()]
+    assert not any(int(start) <= i + 1000 < int(start) + int(count) for _, start, count in subuid for i in ids.values())
 
     runner = CliRunner()
     env = {"SPACEHOOKS_CONFIG": str(engine.config), "SPACEHOOKS_HOME": str(engine.home)}
@@ -251,3 +257,36 @@ def test_state_rebuild_records_storage_again_and_a_new_slot_takes_the_files(engi
     assert now["integrity"] == "ok" and now["owner"] == 1000
     assert os.stat(storage.mount_path(engine.settings, "alice/kept") / "app.db").st_uid == \
         engine.settings["storage.uid_base"] + 7 * 65536 + 1000
+
+
+def test_wrong_requests_say_what_to_do_and_change_nothing(server):
+    from spacehooks import config, storage, storage_admin
+    from spacehooks import state as state_mod
+    from spacehooks.errors import SpaceError
+    server.configure(storage={"tiers": {"small": 32, "medium": 64}})
+    settings = config.load()
+    st = state_mod.open(settings)
+    st.ensure_space("alice/x", "/srv/alice/x.git")
+    st.storage_assign("alice/x", "medium", 64, 10)
+    st.close()
+    with pytest.raises(SpaceError) as unknown:
+        storage_admin.set_tier(settings, "alice/x", "huge")
+    assert unknown.value.message == "unknown storage tier 'huge'; known: small (32 MB), medium (64 MB)"
+    with pytest.raises(SpaceError) as shrink:
+        storage_admin.set_tier(settings, "alice/x", "small")
+    assert shrink.value.message == "alice/x has medium storage (64 MB); it cannot shrink to small (32 MB)"
+    assert shrink.value.hint == ("export it (`spacehooks storage export alice/x FILE.tar`), remove it, "
+                                 "set small and import the tar")
+    with pytest.raises(SpaceError) as none:
+        storage_admin.remove(settings, "alice/none")
+    assert none.value.message == "no Space 'alice/none'"
+    with pytest.raises(SpaceError) as bad_id:
+        storage.image_path(settings, "../etc")
+    assert bad_id.value.message == "'../etc' is not a Space id"
+    server.configure(storage={"tiers": {"small": 32, "medium": 64, "vast": 10 ** 9}})
+    with pytest.raises(SpaceError) as room:
+        storage_admin.set_tier(config.load(), "alice/x", "vast")
+    assert room.value.message.startswith("no room for 1000000000 MB of storage for alice/x: storage given to "
+                                         "Spaces would reach 1000000000 MB, the disk under ")
+    assert storage.record(settings, "alice/x")["tier"] == "medium"
+    assert not storage.image_path(settings, "alice/x").exists()
