@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import builder, netfence, podman, runner
+from spacehooks import admission, builder, netfence, podman, runner
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
@@ -144,6 +144,8 @@ def pause(settings, space_id: str, echo: Echo) -> None:
     _existing(settings, space_id)
     runner.stop(settings, space_id, stage="PAUSED")
     echo(f"{space_id}: PAUSED (resume with `spacehooks resume {space_id}`)")
+    for started in admission.admit_waiting(settings):  # its room may be what another waits for
+        echo(f"{started}: started (it was waiting for room)")
 
 
 def resume(settings, space_id: str, echo: Echo) -> None:
@@ -181,6 +183,8 @@ def delete(settings, space_id: str, echo: Echo) -> None:
     for path in [run_log, *run_log.parent.glob(run_log.name + ".*")]:  # with its rotated copies
         path.unlink(missing_ok=True)
     echo(f"{space_id} deleted (its git repository {space['repo_path']} is left alone)")
+    for started in admission.admit_waiting(settings):
+        echo(f"{started}: started (it was waiting for room)")
 
 
 # --- secrets and variables: changing one restarts the Space ------------------------------

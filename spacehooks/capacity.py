@@ -1,6 +1,6 @@
 """What the machine has against what the Spaces' flavors take: memory, CPUs, GPUs, and disk
 for storage. A Space whose flavor does not fit waits in WAITING_CAPACITY (runner.py) with a
-message saying what it waits for, and starts when room frees (runner.admit_waiting).
+message saying what it waits for, and starts when room frees (admission.py).
 
 A Space holds its flavor's memory and CPUs from its start until it stops, sleeps, is paused
 or deleted; static Spaces hold nothing (the gateway serves them). Memory is the flavor's
@@ -96,6 +96,19 @@ def shortfall(settings, st: state_mod.State, space: dict) -> str | None:
                 return (f"waiting for {needs['gpus']} GPU(s) of kind {needs['gpu_kind']}: {free} of "
                         f"{len(available)} free (in use by {', '.join(holders)})")
     return None
+
+
+def defer(settings, st: state_mod.State, space: dict, serving: bool, **deploy) -> str | None:
+    """None when the Space may start now; else why not, with its stage set: a serving Space keeps
+    serving (e.g. a bigger flavor), another waits in WAITING_CAPACITY holding what it is to run
+    (`deploy`: image, build_id, commit, config), or fails when it could never fit."""
+    wait = never_fits(settings, space) or shortfall(settings, st, space)
+    if wait and serving:
+        st.update_space(space["id"], stage="RUNNING", error=f"build #{deploy['build_id']} not started: {wait}")
+    elif wait:
+        st.update_space(space["id"], stage=WAITING if wait.startswith("waiting for") else "RUNTIME_ERROR",
+                        error=wait, container=None, port=None, **deploy)
+    return wait
 
 
 @contextmanager

@@ -6,7 +6,6 @@ row), and the old container is removed after run.grace_seconds.
 """
 from __future__ import annotations
 
-import logging
 import random
 import re
 import socket
@@ -169,20 +168,6 @@ def reap(settings, st: state_mod.State) -> None:
         st.forget_retired(name)
 
 
-def reap_space(settings, space_id: str) -> None:
-    """Remove the Space's containers other than the one serving now, grace cut short (its
-    storage is about to go: no container may keep the file system)."""
-    st = state_mod.open(settings)
-    try:
-        current = (st.get_space(space_id) or {}).get("container")
-        for container in podman.client(settings).containers.list(all=True, filters={"label": f"{LABEL}={space_id}"}):
-            if container.name != current:
-                remove(settings, container.name)
-                st.forget_retired(container.name)
-    finally:
-        st.close()
-
-
 def deploy(settings, space_id: str, image: str | None, build_id, commit: str, config: dict) -> None:
     """Put a freshly built image in service; on failure the old version keeps serving."""
     st = state_mod.open(settings)
@@ -211,14 +196,9 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
             st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
         return
     with capacity.admission(settings):  # the check and the stage that claims the room, together
-        wait = capacity.never_fits(settings, space) or capacity.shortfall(settings, st, space)
-        if wait and serving:  # e.g. a bigger flavor: the old container keeps serving
-            st.update_space(space_id, stage="RUNNING", error=f"build #{build_id} not started: {wait}")
-            return
+        wait = capacity.defer(settings, st, space, serving, image=image, build_id=build_id, commit=commit,
+                              config=config)
         if wait:
-            fits_later = wait.startswith("waiting for")
-            st.update_space(space_id, stage=capacity.WAITING if fits_later else "RUNTIME_ERROR", error=wait,
-                            image=image, build_id=build_id, commit=commit, config=config, container=None, port=None)
             _append_run_log(settings, st, space_id, f"build #{build_id}: {wait}")
             return
         st.update_space(space_id, stage="RUNNING_APP_STARTING" if serving else "APP_STARTING")
@@ -278,34 +258,6 @@ def stop(settings, space_id: str, stage: str = "STOPPED") -> None:
         _release_gpu(settings, space_id)
     finally:
         st.close()
-    if space.get("container"):  # its room is free now
-        admit_waiting(settings)
-
-
-def admit_waiting(settings) -> list[str]:
-    """Start the Spaces waiting for room (WAITING_CAPACITY) that fit now, longest waiting first."""
-    st = state_mod.open(settings)
-    try:
-        waiting = sorted((s for s in st.list_spaces() if s["stage"] == capacity.WAITING),
-                         key=lambda s: s["updated_at"])
-    finally:
-        st.close()
-    started = []
-    for space in waiting:
-        st = state_mod.open(settings)
-        try:
-            fits = capacity.shortfall(settings, st, st.get_space(space["id"]) or space) is None
-        finally:
-            st.close()
-        if not fits:
-            continue
-        try:
-            start(settings, space["id"])
-        except Exception as exc:  # one Space failing to start must not keep the others waiting
-            logging.getLogger("spacehooks.runner").error("starting %s after waiting: %s", space["id"], exc)
-            continue
-        started.append(space["id"])
-    return started
 
 
 def sleep(settings, space_id: str) -> None:

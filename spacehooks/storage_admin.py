@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spacehooks import proc, runner, storage
+from spacehooks import admission, proc, runner, storage
 from spacehooks import state as state_mod
 from spacehooks.admin import Echo, _existing
 from spacehooks.errors import SpaceError
@@ -75,7 +75,7 @@ def remove(settings, space_id: str, echo: Echo = lambda s: None) -> dict:
     finally:
         st.close()
     stage = _restart(settings, space_id, echo)
-    runner.reap_space(settings, space_id)  # the container that had /data goes before the file system
+    admission.clear_others(settings, space_id)  # the container that had /data goes before the file system
     storage.destroy(settings, space_id)
     echo(f"{space_id}: storage removed")
     return {"space": space_id, "removed": rec["tier"], "stage": stage}

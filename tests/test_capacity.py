@@ -24,7 +24,7 @@ def answers(engine, space_id):
 
 
 def test_a_space_that_does_not_fit_waits_and_starts_when_room_frees(engine):
-    from spacehooks import admin, cli, config, runner
+    from spacehooks import admin, admission, cli, config, runner
     engine.configure(capacity={"memory_mb": 1536, "cpus": 4},
                      hardware={"cpu-basic": {"cpus": 1, "memory_mb": 1024}, "tiny": {"cpus": 1, "memory_mb": 256},
                                "huge": {"cpus": 1, "memory_mb": 4096}})
@@ -44,7 +44,9 @@ def test_a_space_that_does_not_fit_waits_and_starts_when_room_frees(engine):
     assert "memory   used 1024 MB of 1536 MB, free 512 MB (machine 1536, overcommit 1)" in listing.output
     assert "1 Space(s) running; waiting for room: bob/two" in listing.output
 
-    runner.sleep(engine.settings, "alice/one")  # room frees: the waiting Space starts
+    runner.sleep(engine.settings, "alice/one")  # room frees: the worker's next pass starts the waiting Space
+    assert engine.space("bob/two")["stage"] == "WAITING_CAPACITY"
+    assert engine.drain() == 0
     two = engine.space("bob/two")
     assert two["stage"] == "RUNNING" and answers(engine, "bob/two")
 
@@ -55,7 +57,10 @@ def test_a_space_that_does_not_fit_waits_and_starts_when_room_frees(engine):
     except Exception as exc:  # noqa: BLE001 - the message is what is checked
         woke = str(exc)
     assert "WAITING_CAPACITY: waiting for 1024 MB of memory: 512 free of 1536 (in use by bob/two)" in woke
-    admin.pause(engine.settings, "bob/two", lambda s: None)  # pausing frees room as well
+    paused = []
+    admin.pause(engine.settings, "bob/two", paused.append)  # pausing starts what waits at once
+    assert paused == ["bob/two: PAUSED (resume with `spacehooks resume bob/two`)",
+                      "alice/one: started (it was waiting for room)"]
     assert engine.space("alice/one")["stage"] == "RUNNING" and answers(engine, "alice/one")
 
     # a small flavor fits beside it; one bigger than the machine never waits, it fails at once
@@ -63,7 +68,7 @@ def test_a_space_that_does_not_fit_waits_and_starts_when_room_frees(engine):
     assert engine.space("bob/two")["stage"] == "WAITING_CAPACITY"
     from spacehooks import limits
     limits.set_hardware(engine.settings, "bob/two", "tiny", lambda s: None)
-    runner.admit_waiting(engine.settings)
+    admission.admit_waiting(engine.settings)
     assert engine.space("bob/two")["stage"] == "RUNNING" and answers(engine, "bob/two")
     runner.stop(engine.settings, "bob/two")
     limits.set_hardware(engine.settings, "bob/two", "huge", lambda s: None)
@@ -72,3 +77,23 @@ def test_a_space_that_does_not_fit_waits_and_starts_when_room_frees(engine):
     assert (two["stage"], two["error"]) == (
         "RUNTIME_ERROR", "hardware huge needs 4096 MB of memory; this machine gives Spaces 1536 "
                          "(capacity.overcommit memory 1)")
+
+    # the gateway's sleeper putting an idle Space to sleep starts the one waiting for its room
+    import asyncio
+    import time
+    from spacehooks import state
+    from spacehooks.gateway.registry import Registry
+    from spacehooks.gateway.sleeper import Sleeper
+    limits.set_hardware(engine.settings, "bob/two", "cpu-basic", lambda s: None)
+    runner.start(engine.settings, "bob/two")
+    assert engine.space("bob/two")["stage"] == "WAITING_CAPACITY"
+    st = state.open(engine.settings)
+    st.update_space("alice/one", sleep_seconds=1, last_request_at=time.time() - 60)
+    st.close()
+    sleeper = Sleeper(engine.settings, Registry(engine.settings))
+    try:
+        assert asyncio.run(sleeper.sleep_idle()) == ["alice/one"]
+    finally:
+        sleeper.close()
+    assert engine.space("alice/one")["stage"] == "SLEEPING"
+    assert engine.space("bob/two")["stage"] == "RUNNING" and answers(engine, "bob/two")
