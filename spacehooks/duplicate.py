@@ -81,7 +81,7 @@ def duplicate(settings, from_id: str, to_id: str, *, private: bool = False, hard
     if variables:
         echo(f"  variables copied: {', '.join(sorted(variables))}")
     if secret_names:
-        echo(f"  secrets NOT copied; set them: " + ", ".join(
+        echo("  secrets NOT copied; set them: " + ", ".join(
             f"spacehooks secrets set {to_id} {name}" for name in secret_names))
     if private:
         echo("  --private: recorded in the result only; this server has no private Spaces yet (every Space is public)")

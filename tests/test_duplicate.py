@@ -30,7 +30,7 @@ def app_says(engine, space_id):
 
 
 def test_duplicate_copies_history_variables_and_readme_never_secrets(engine):
-    from spacehooks import admin, config, duplicate, gitrepo, spaceconfig, state
+    from spacehooks import admin, config, duplicate, spaceconfig, state
     engine.configure(hardware={"cpu-basic": {"cpus": 1, "memory_mb": 1024}, "small-box": {"cpus": 1, "memory_mb": 512}},
                      storage={"tiers": {"small": 32}})
     engine.settings = config.load()

@@ -104,7 +104,7 @@ def written(engine, space_id, version, more_than=0):
 def configure(engine, **run):
     from spacehooks import config
     engine.configure(run={"grace_seconds": 1, "memory_mb": 1024, "cpus": 1, "pids": 256, **run},
-                     storage={"tiers": {"small": 32, "medium": 64}})
+                     storage={"tiers": {"small": 32, "medium": 64, "hub-small": 20480}})
     engine.settings = config.load()
 
 
@@ -186,12 +186,19 @@ def test_quota_fails_inside_the_space_only_and_delete_asks_first(engine):
     deploy(engine, "alice/full")
     deploy(engine, "bob/other")
     storage_admin.set_tier(engine.settings, "alice/full", "small")
-    storage_admin.set_tier(engine.settings, "bob/other", "small")
+    storage_admin.set_tier(engine.settings, "bob/other", "hub-small")
+    # the Hub's 20 GB tier holds a few MB of the host's disk until the Space writes
+    assert storage.allocated_mb(engine.settings, "bob/other") < 16
     before = os.statvfs(engine.home)
     full = get(engine, "alice/full", "/fill")
     assert full["error"] == "No space left on device"
     image = storage.image_path(engine.settings, "alice/full")
     assert os.stat(image).st_blocks * 512 <= 32 * 1024 * 1024  # the host gave it no more than its tier
+    for _ in range(100):  # the deleted file's blocks go back to the host at the journal's next commit
+        if storage.allocated_mb(engine.settings, "alice/full") < 8:
+            break
+        time.sleep(0.1)
+    assert storage.allocated_mb(engine.settings, "alice/full") < 8
     assert os.statvfs(engine.home).f_bavail * before.f_frsize > 1024 ** 3  # the host's disk is fine
     assert get(engine, "bob/other")["integrity"] == "ok"  # the other Space writes on
     # each Space with storage has a host id range of its own, no account's and outside userns=auto's
@@ -215,7 +222,7 @@ def test_quota_fails_inside_the_space_only_and_delete_asks_first(engine):
     assert "every file the Space wrote under /data is deleted for good" in answer.output
     assert image.exists() and engine.space("alice/full") is not None
     answer = runner.invoke(cli.cli, ["storage", "remove", "bob/other"], input="n\n", env=env)
-    assert answer.exit_code == 1 and "This deletes bob/other's small storage" in answer.output
+    assert answer.exit_code == 1 and "This deletes bob/other's hub-small storage (20 GB, " in answer.output
     answer = runner.invoke(cli.cli, ["delete", "alice/full", "--yes"], env=env)
     assert answer.exit_code == 0, answer.output
     assert not image.exists() and not storage.is_mounted(storage.mount_path(engine.settings, "alice/full"))
