@@ -174,18 +174,21 @@ def ensure_mounted(settings, space_id: str, rec: dict) -> Path:
 
 
 def _adopt(mnt: Path, old_base: int, new_base: int) -> None:
-    """Shift every owner in the file system from one id range to another (links not followed)."""
-    def shift(path: str) -> None:
-        info = os.lstat(path)
-        uid = info.st_uid - old_base + new_base if old_base <= info.st_uid < old_base + RANGE else new_base + APP_UID
-        gid = info.st_gid - old_base + new_base if old_base <= info.st_gid < old_base + RANGE else new_base + APP_UID
-        os.lchown(path, uid, gid)
-        if not os.path.islink(path):
-            os.chmod(path, info.st_mode & 0o7777)  # chown drops set-id bits; keep the rest as it was
-    for folder, dirs, files in os.walk(mnt):
+    """Shift every owner in the file system from one id range to another. The Space's old
+    container may still run and swap a folder for a link meanwhile: os.fwalk and dir_fd
+    relative lchown never follow one out of /data (set-id bits that chown drops stay dropped)."""
+    def shifted(value: int) -> int:
+        return value - old_base + new_base if old_base <= value < old_base + RANGE else new_base + APP_UID
+
+    for _, dirs, files, fd in os.fwalk(mnt, follow_symlinks=False):
         for name in dirs + files:
-            shift(os.path.join(folder, name))
-    shift(str(mnt))
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                os.chown(name, shifted(info.st_uid), shifted(info.st_gid), dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    info = os.lstat(mnt)
+    os.chown(mnt, shifted(info.st_uid), shifted(info.st_gid), follow_symlinks=False)
 
 
 def recover(settings, known: set, echo) -> list[str]:
