@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import accounts, builder, podman, runspec
+from spacehooks import accounts, builder, podman, runspec, storage
 from spacehooks import queue as queue_mod
 from spacehooks import stages
 from spacehooks import state as state_mod
@@ -43,9 +43,10 @@ def rebuild(settings, echo, force: bool = False) -> dict[str, str]:
             accounts.restore(settings, st, access)
             echo(f"restored {len(access.get('users', {}))} users, {len(access.get('orgs', []))} organisations and "
                  f"{len(access.get('private', []))} private Spaces from {accounts.ACCESS_FILE}; tokens must be created again")
-        return done
     finally:
         st.close()
+    storage.recover(settings, set(done), echo)  # /data images outlive the store
+    return done
 
 
 def _move_aside(settings, force: bool, echo) -> None:

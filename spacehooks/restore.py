@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from spacehooks import podman, runner, staticsite
+from spacehooks import podman, runner, staticsite, storage
 from spacehooks import queue as queue_mod
 from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
@@ -71,6 +71,7 @@ def restore_space(settings, space: dict) -> str:
         return _rebuild(settings, space)
     if container is not None:
         try:
+            storage.run_fields(settings, space_id)  # after a reboot: its /data mounted before it starts
             container.start()
             runner.wait_http(settings, client, container.name, space["port"],
                              runner.duration_seconds(space["config"].get("startup_duration_timeout")))

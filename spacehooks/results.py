@@ -50,6 +50,7 @@ class StageResult:
     stage: str
     error: str | None = None
     note: str | None = None  # what was done first (a rollback's target, say)
+    admitted: tuple = ()  # Spaces that were waiting for room and started once this freed it
 
 
 @dataclass
@@ -63,6 +64,7 @@ class BuildQueued:
 class Deleted:
     space_id: str
     repo_path: str  # left alone
+    admitted: tuple = ()  # as StageResult's
 
 
 @dataclass

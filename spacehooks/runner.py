@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spacehooks import logs, netfence, podman, spaceconfig, stages, staticsite
+from spacehooks import capacity, logs, netfence, podman, spaceconfig, stages, staticsite
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
@@ -195,7 +195,13 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
         if old:
             st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
         return
-    stages.change(st, space_id, stages.RUNNING_APP_STARTING if serving else stages.APP_STARTING, "deploy")
+    with capacity.admission(settings):  # the check and the stage that claims the room, together
+        wait = capacity.defer(settings, st, space, serving, image=image, build_id=build_id, commit=commit,
+                              config=config)
+        if wait:
+            _append_run_log(settings, st, space_id, f"build #{build_id}: {wait}")
+            return
+        stages.change(st, space_id, stages.RUNNING_APP_STARTING if serving else stages.APP_STARTING, "deploy")
     try:
         name, port = _launch(settings, st, space, image, config, build_id, timeout)
     except (StartFailed, SpaceError) as exc:

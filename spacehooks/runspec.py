@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import netfence, spaceconfig, trust
+from spacehooks import netfence, spaceconfig, storage, trust
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 
@@ -143,6 +143,11 @@ def create_kwargs(settings, st: state_mod.State, space: dict, image: str, config
         path = _streamlit_secrets(settings, space["id"], secrets)
         kwargs["mounts"] += [{"type": "bind", "source": str(path), "target": "/home/user/app/.streamlit/secrets.toml",
                              "read_only": True, "chown": True}]
+    data = storage.run_fields(settings, space["id"])
+    if data:  # /data shared by blue and green: one fixed id range for all the Space's containers
+        kwargs["mounts"].append(data["mount"])
+        kwargs["environment"].update(data["env"])
+        kwargs.update(data["userns"])
     devices = _gpu_devices(settings, space, limits)
     if devices:
         kwargs["devices"] = devices

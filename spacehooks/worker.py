@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import builder, heal, intake, logs, netfence, podman, runlogs, runner, spool, supervise
+from spacehooks import admission, builder, heal, intake, logs, netfence, podman, runlogs, runner, spool, supervise
 from spacehooks import queue as queue_mod
 from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
@@ -166,6 +166,7 @@ class Worker:
             if self._podman_ok():
                 try:
                     runner.reap(self.settings, st)
+                    admission.admit_waiting(self.settings)  # room freed since the last pass
                 except Exception:
                     if podman.reachable(self.settings["podman_url"]):
                         raise

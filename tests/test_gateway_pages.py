@@ -104,6 +104,9 @@ def test_space_page_shows_header_stage_and_the_app_in_an_iframe(gw, upstream, pa
     assert page.locator("iframe#app").get_attribute("src") == f"http://alice-chat.localhost:{gw.port}/"
     assert page.locator(".app-wrap.narrow").count() == 1
     shot(page, "space-page")
+    page.click("#duplicate summary")  # issue 15: the page offers the copy command
+    assert page.locator("#duplicate .embed").inner_text() == "spacehooks duplicate alice/chat NEW-OWNER/chat"
+    page.click("#duplicate summary")
     page.click("button.tab[data-view=logs]")
     page.wait_for_function("document.querySelector('#view-logs .logpane').textContent.includes('Successfully built')")
     shot(page, "space-logs")

@@ -26,6 +26,7 @@ STAGE_LABELS = {
     stages.RUNNING_BUILDING: ("Running · rebuilding", "ok"), stages.RUNNING_APP_STARTING: ("Running · restarting", "ok"),
     stages.RUNTIME_ERROR: ("Runtime error", "error"), stages.PAUSED: ("Paused", "idle"), stages.STOPPED: ("Stopped", "idle"),
     stages.SLEEPING: ("Sleeping", "idle"), stages.DELETING: ("Deleting", "idle"),
+    stages.WAITING_CAPACITY: ("Waiting for room on the server", "busy"),
 }
 
 # The page shows the app (and reloads when that changes) in these stages.
@@ -89,12 +90,17 @@ def view(settings, space: dict) -> dict:
         "embeddable": config.get("disable_embedding") is not True,
         "stage": stage, "stage_label": label, "stage_tone": tone,
         "live": stage in LIVE, "run_log_first": stage == stages.RUNTIME_ERROR,
+        "waiting": stage == stages.WAITING_CAPACITY,  # its error says what for
         "error": _text(space.get("error")),
         "commit": _text(space.get("commit"))[:12],
         "host": host, "app_url": app_url,
         # the text shown for copying: escaped once more by the template when it is shown
         "embed": f'<iframe src="{html.escape(app_url, quote=True)}" frameborder="0" width="850" height="450"></iframe>',
         "page_url": f"/spaces/{owner}/{name}",
+        # who may create Spaces: on this server the admins (there are no user accounts yet), so
+        # the page offers the command they run; a Hub API's duplicate_space calls duplicate.duplicate
+        "can_duplicate": True,
+        "duplicate_command": f"spacehooks duplicate {space['id']} NEW-OWNER/{name}",
         "updated_at": space.get("updated_at") or 0,
     }
 
