@@ -34,9 +34,15 @@ def readme_with_origin(text: str, origin: str) -> str:
 
 
 def duplicate(settings, from_id: str, to_id: str, *, private: bool = False, hardware: str | None = None,
-              storage_tier: str | None = None) -> dict:
+              storage_tier: str | None = None, secrets: dict | None = None, variables: dict | None = None) -> dict:
     """Copy Space `from_id` to a new Space `to_id`; returns what was done and what is left to the
-    new owner. Nothing is made when an argument is wrong (checked before the repository exists)."""
+    new owner. `secrets` and `variables` (the Hub API's duplicate_space) are the copy's own, set
+    before its first build. Nothing is made when an argument is wrong (checked before the
+    repository exists)."""
+    own_secrets, own_variables = dict(secrets or {}), dict(variables or {})
+    for key in [*own_secrets, *own_variables]:
+        if not state_mod.SECRET_KEY.fullmatch(str(key)):
+            raise SpaceError(f"{key!r} is not a valid name", hint="use letters, digits and _, not starting with a digit")
     st = state_mod.open(settings)
     try:
         source = st.get_space(from_id)
@@ -44,14 +50,14 @@ def duplicate(settings, from_id: str, to_id: str, *, private: bool = False, hard
             raise SpaceError(f"no Space {from_id!r}", hint="see `spacehooks spaces`")
         if st.get_space(to_id) is not None:
             raise SpaceError(f"{to_id} exists already", hint="choose another name for the copy")
-        variables = st.variables(from_id)
+        variables = {**st.variables(from_id), **own_variables}
     finally:
         st.close()
     if hardware:
         gpu.flavor(settings, hardware)
     if storage_tier:
         storage.tier_size(settings, storage_tier)
-    secret_names = sorted(state_mod.read_secrets(settings.home, from_id))
+    secret_names = sorted(set(state_mod.read_secrets(settings.home, from_id)) - set(own_secrets))
     branch = settings["deploy_branch"]
     output: list[str] = []  # what creating the repository and the push said
     repo = install.create_repo(settings, to_id, echo=output.append)
@@ -63,6 +69,8 @@ def duplicate(settings, from_id: str, to_id: str, *, private: bool = False, hard
             st.ensure_space(to_id, repo, hardware=hardware or source.get("hardware") or settings["run.default_hardware"])
             for key, value in variables.items():
                 st.set_variable(to_id, key, value)
+            for key, value in own_secrets.items():
+                state_mod.write_secret(settings.home, to_id, key, str(value))
             if private:  # before the push: the copy's first build is never public
                 st.set_private(to_id, True)
                 accounts.write_access_file(settings, st)
@@ -72,6 +80,8 @@ def duplicate(settings, from_id: str, to_id: str, *, private: bool = False, hard
     except BaseException:
         shutil.rmtree(repo, ignore_errors=True)  # a copy the gate refused leaves nothing behind
         _forget(settings, to_id)
+        for key in own_secrets:
+            state_mod.delete_secret(settings.home, to_id, key)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

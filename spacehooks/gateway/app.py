@@ -212,11 +212,12 @@ class Gateway:
     async def space_page(self, request: web.Request) -> web.Response:
         space_id = f"{request.match_info['owner']}/{request.match_info['name']}"
         space = await self.registry.space(space_id)
-        if space is not None and not accounts.may(await self._visitor(request), accounts.READ, space):
+        visitor = await self._visitor(request)
+        if space is not None and not accounts.may(visitor, accounts.READ, space):
             space = None
         if space is None:
             return pages.not_found(self.settings, f"There is no Space {space_id} on this server.")
-        return pages.space_page(self.settings, space)
+        return pages.space_page(self.settings, space, visitor)
 
 
 

@@ -97,10 +97,7 @@ def view(settings, space: dict) -> dict:
         # the text shown for copying: escaped once more by the template when it is shown
         "embed": f'<iframe src="{html.escape(app_url, quote=True)}" frameborder="0" width="850" height="450"></iframe>',
         "page_url": f"/spaces/{owner}/{name}",
-        # who may create Spaces: on this server the admins (there are no user accounts yet), so
-        # the page offers the command they run; a Hub API's duplicate_space calls duplicate.duplicate
-        "can_duplicate": True,
-        "duplicate_command": f"spacehooks duplicate {space['id']} NEW-OWNER/{name}",
+        "can_duplicate": False,  # space_page: only for a visitor who may create Spaces
         "updated_at": space.get("updated_at") or 0,
     }
 
@@ -117,10 +114,17 @@ def gallery(settings, spaces: list[dict]) -> web.Response:
                   home_url="/", page_title="Spaces")
 
 
-def space_page(settings, space: dict) -> web.Response:
+def space_page(settings, space: dict, visitor=None) -> web.Response:
     v = view(settings, space)
+    main_origin = public_url(settings, settings["gateway.domain"])
+    if visitor is not None and visitor.scope == "write":
+        # a signed-in user with a write token may create Spaces under their own name: the page
+        # shows the client call that copies this one there (the Hub API's duplicate)
+        v["can_duplicate"] = True
+        v["duplicate_command"] = (f'HfApi(endpoint="{main_origin}").duplicate_repo("{space["id"]}", '
+                                  f'"{visitor.name}/{v["name"]}", repo_type="space")')
     return render("space.html", space=v, home_url="/", page_title=f"{v['title']} - a Hugging Face Space by {v['owner']}",
-                  main_origin=public_url(settings, settings["gateway.domain"]))
+                  main_origin=main_origin)
 
 
 def not_found(settings, what: str) -> web.Response:
