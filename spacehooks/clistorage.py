@@ -22,8 +22,8 @@ def storage_set(ctx, space, tier):
     from spacehooks import storage as storage_mod
     from spacehooks import storage_admin
     result = storage_admin.set_tier(ctx.settings, space, tier)
-    click.echo(f"{space}: {tier} storage ({storage_mod.describe_mb(result['size_mb'])}) mounted at {result['target']}")
-    print_restarted(space, result["restarted"])
+    click.echo(f"{space}: {tier} storage ({storage_mod.describe_mb(result.size_mb)}) mounted at {storage_mod.TARGET}")
+    print_restarted(space, result.restarted)
 
 
 @storage.command("remove")
@@ -38,7 +38,7 @@ def storage_remove(ctx, space, yes):
         click.echo(f"This deletes {lost}.")
         click.confirm("Remove the storage?", abort=True)
     result = storage_admin.remove(ctx.settings, space)
-    print_restarted(space, result["restarted"])
+    print_restarted(space, result.restarted)
     click.echo(f"{space}: storage removed")
 
 
@@ -51,8 +51,8 @@ def storage_export(ctx, space, file):
     from spacehooks import storage as storage_mod
     from spacehooks import storage_admin
     result = storage_admin.export(ctx.settings, space, file)
-    click.echo(f"{space}: {storage_mod.TARGET} written to {result['file']} ({result['bytes'] / storage_mod.MB:.1f} MB)")
-    if result["changed_while_read"]:
+    click.echo(f"{space}: {storage_mod.TARGET} written to {result.file} ({result.bytes / storage_mod.MB:.1f} MB)")
+    if result.changed_while_read:
         click.echo("  note: files changed while they were read (the Space was writing); for a consistent "
                    f"copy pause it first (`spacehooks pause {space}`)")
 
@@ -66,8 +66,8 @@ def storage_import(ctx, space, file):
     from spacehooks import storage as storage_mod
     from spacehooks import storage_admin
     result = storage_admin.import_(ctx.settings, space, file)
-    click.echo(f"{space}: {result['file']} unpacked into {storage_mod.TARGET}")
-    print_restarted(space, result["restarted"])
+    click.echo(f"{space}: {result.file} unpacked into {storage_mod.TARGET}")
+    print_restarted(space, result.restarted)
 
 
 @storage.command("list")
@@ -82,9 +82,9 @@ def storage_list(ctx):
         return
     click.echo(f"{'SPACE':30} {'TIER':8} {'SIZE':>8} {'USED':>10} {'ON DISK':>10}")
     for row in rows:
-        used = f"{row['used_mb']:.1f} MB" if row["used_mb"] is not None else "unmounted"
-        click.echo(f"{row['space_id']:30} {row['tier']:8} {storage_mod.describe_mb(row['size_mb']):>8} "
-                   f"{used:>10} {row['allocated_mb']:>7.1f} MB")
+        used = f"{row.used_mb:.1f} MB" if row.used_mb is not None else "unmounted"
+        click.echo(f"{row.space_id:30} {row.tier:8} {storage_mod.describe_mb(row.size_mb):>8} "
+                   f"{used:>10} {row.allocated_mb:>7.1f} MB")
 
 
 @click.command()
@@ -99,18 +99,18 @@ def duplicate(ctx, from_id, to_id, private, hardware, storage_tier):
     duplicated_from; never the secrets (their names are listed for the new owner to set)."""
     from spacehooks import duplicate as mod
     result = mod.duplicate(ctx.settings, from_id, to_id, private=private, hardware=hardware, storage_tier=storage_tier)
-    for line in result["output"]:
+    for line in result.output:
         click.echo(line)
-    click.echo(f"{to_id}: copy of {from_id} at {result['repo']} (commit {result['commit'][:12]} sets duplicated_from)")
-    if result["variables"]:
-        click.echo(f"  variables copied: {', '.join(result['variables'])}")
-    if result["secrets_to_set"]:
+    click.echo(f"{to_id}: copy of {from_id} at {result.repo} (commit {result.commit[:12]} sets duplicated_from)")
+    if result.variables:
+        click.echo(f"  variables copied: {', '.join(result.variables)}")
+    if result.secrets_to_set:
         click.echo("  secrets NOT copied; set them: " + ", ".join(
-            f"spacehooks secrets set {to_id} {name}" for name in result["secrets_to_set"]))
+            f"spacehooks secrets set {to_id} {name}" for name in result.secrets_to_set))
     if private:
         click.echo(f"  {to_id} is private: only its owner's members see it")
-    if result["storage"]:
-        click.echo(f"  storage: {result['storage']} (empty; the original's files are not copied)")
+    if result.storage:
+        click.echo(f"  storage: {result.storage} (empty; the original's files are not copied)")
 
 
 COMMANDS = (storage, duplicate)

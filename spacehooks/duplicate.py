@@ -3,9 +3,10 @@ this Space". The copy gets the repository with its whole history (a new bare rep
 hooks installed, through install.create_repo), the variables, and one new commit on the deploy
 branch setting `duplicated_from: FROM` in the README's YAML. That commit arrives by a real push
 into the new repository, so the gate checks it and post-receive queues its build like any
-push. Secrets are never copied: the result names those the new owner must set. `private` records the copy as private before
-that push (like `create --private`), so its first build is never public. Prints nothing: the
-result (a dict) carries the lines to show (clistorage.py prints them, the Hub API answers).
+push. Secrets are never copied: the result names those the new owner must set. `private`
+records the copy as private before that push (like `create --private`), so its first build is
+never public. Prints nothing: the result (results.Duplicated) carries the lines to show
+(clistorage.py prints them, the Hub API answers).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from spacehooks import accounts, gpu, install, proc, storage, storage_admin
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
+from spacehooks.results import Duplicated
 
 _FRONT = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*$", re.S | re.M)
 IDENTITY = ["-c", "user.name=spacehooks", "-c", "user.email=spacehooks@localhost"]
@@ -34,7 +36,7 @@ def readme_with_origin(text: str, origin: str) -> str:
 
 
 def duplicate(settings, from_id: str, to_id: str, *, private: bool = False, hardware: str | None = None,
-              storage_tier: str | None = None, secrets: dict | None = None, variables: dict | None = None) -> dict:
+              storage_tier: str | None = None, secrets: dict | None = None, variables: dict | None = None) -> Duplicated:
     """Copy Space `from_id` to a new Space `to_id`; returns what was done and what is left to the
     new owner. `secrets` and `variables` (the Hub API's duplicate_space) are the copy's own, set
     before its first build. Nothing is made when an argument is wrong (checked before the
@@ -88,9 +90,8 @@ def duplicate(settings, from_id: str, to_id: str, *, private: bool = False, hard
     _own_like_root(settings, repo)
     if storage_tier:
         storage_admin.set_tier(settings, to_id, storage_tier)
-    return {"from": from_id, "to": to_id, "repo": str(repo), "commit": commit, "variables": sorted(variables),
-            "secrets_to_set": secret_names, "hardware": hardware, "storage": storage_tier,
-            "private": private, "output": output}
+    return Duplicated(from_id, to_id, str(repo), commit, sorted(variables), secret_names, hardware, storage_tier,
+                      private, output)
 
 
 def _copy_history(settings, source: Path, repo: Path, work: Path, from_id: str, branch: str, echo) -> str:

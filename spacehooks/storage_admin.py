@@ -1,6 +1,6 @@
 """`spacehooks storage`: give a Space persistent /data of a tier, remove it, export and import
-it as a tar, list what each Space has. Each operation prints nothing and returns a result (a
-dict) that clistorage.py prints and an API can hand back; changing storage restarts a running
+it as a tar, list what each Space has. Each operation prints nothing and returns a result
+(results.py) that clistorage.py prints and the Hub API hands back; changing storage restarts a running
 Space (its containers get the mount and the id range only when created).
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from spacehooks import admission, proc, runner, stages, storage
 from spacehooks import state as state_mod
 from spacehooks.admin import _existing
 from spacehooks.errors import SpaceError
+from spacehooks.results import StorageChanged, StorageCopied, StorageRow
 
 _RESTART_STAGES = (*stages.STARTED, stages.RUNTIME_ERROR)
 
@@ -26,7 +27,7 @@ def _restart(settings, space_id: str) -> tuple[str, str | None]:
     return stage, stage
 
 
-def set_tier(settings, space_id: str, tier: str) -> dict:
+def set_tier(settings, space_id: str, tier: str) -> StorageChanged:
     """Give the Space storage of `tier` (or grow what it has); never shrinks."""
     _existing(settings, space_id)
     size = storage.tier_size(settings, tier)
@@ -49,8 +50,7 @@ def set_tier(settings, space_id: str, tier: str) -> dict:
         st.close()
     storage.ensure_mounted(settings, space_id, rec)
     stage, restarted = _restart(settings, space_id)
-    return {"space": space_id, "tier": tier, "size_mb": size, "target": storage.TARGET, "stage": stage,
-            "restarted": restarted}
+    return StorageChanged(space_id, tier, size, stage, restarted)
 
 
 def loss_note(settings, space_id: str) -> str | None:
@@ -64,7 +64,7 @@ def loss_note(settings, space_id: str) -> str | None:
             f"every file the Space wrote under {storage.TARGET} is deleted for good")
 
 
-def remove(settings, space_id: str) -> dict:
+def remove(settings, space_id: str) -> StorageChanged:
     """Delete the Space's storage and everything in it; a running Space restarts without it."""
     _existing(settings, space_id)
     rec = storage.record(settings, space_id)
@@ -78,10 +78,10 @@ def remove(settings, space_id: str) -> dict:
     stage, restarted = _restart(settings, space_id)
     admission.clear_others(settings, space_id)  # the container that had /data goes before the file system
     storage.destroy(settings, space_id)
-    return {"space": space_id, "removed": rec["tier"], "stage": stage, "restarted": restarted}
+    return StorageChanged(space_id, None, None, stage, restarted, removed=rec["tier"])
 
 
-def export(settings, space_id: str, target: str) -> dict:
+def export(settings, space_id: str, target: str) -> StorageCopied:
     """A tar of the Space's /data (owners written as uid 1000, as the Space sees them)."""
     _existing(settings, space_id)
     rec = _require(settings, space_id)
@@ -101,10 +101,10 @@ def export(settings, space_id: str, target: str) -> dict:
         path.unlink(missing_ok=True)
         raise
     size = path.stat().st_size
-    return {"space": space_id, "file": str(path), "bytes": size, "changed_while_read": changed}
+    return StorageCopied(space_id, str(path), size, changed)
 
 
-def import_(settings, space_id: str, source: str) -> dict:
+def import_(settings, space_id: str, source: str) -> StorageCopied:
     """Unpack a tar into the Space's /data (same names replaced, others kept); restarts it."""
     _existing(settings, space_id)
     rec = _require(settings, space_id)
@@ -119,21 +119,17 @@ def import_(settings, space_id: str, source: str) -> dict:
         proc.run_streams(_as(uid) + ["tar", "--no-same-owner", "--no-same-permissions", "-xf", "-"],
                          stdin=fh, cwd=mnt)
     stage, restarted = _restart(settings, space_id)
-    return {"space": space_id, "file": str(path), "stage": stage, "restarted": restarted}
+    return StorageCopied(space_id, str(path), path.stat().st_size, restarted=restarted)
 
 
-def listing(settings) -> list[dict]:
-    """Each Space's storage record with `used_mb` (None: not mounted) and `allocated_mb` (what
-    its sparse image holds of the host's disk)."""
+def listing(settings) -> list[StorageRow]:
     st = state_mod.open(settings)
     try:
         rows = st.storage_all()
     finally:
         st.close()
-    for row in rows:
-        row["used_mb"] = storage.used_mb(settings, row["space_id"])
-        row["allocated_mb"] = storage.allocated_mb(settings, row["space_id"])
-    return rows
+    return [StorageRow(r["space_id"], r["tier"], r["size_mb"], r["slot"], storage.used_mb(settings, r["space_id"]),
+                       storage.allocated_mb(settings, r["space_id"])) for r in rows]
 
 
 def _require(settings, space_id: str) -> dict:

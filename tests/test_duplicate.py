@@ -44,15 +44,15 @@ def test_duplicate_copies_history_variables_and_readme_never_secrets(engine):
 
     result = duplicate.duplicate(engine.settings, "alice/orig", "bob/copy", hardware="small-box", private=True)
     copy = engine.root / "bob" / "copy.git"
-    assert result["to"] == "bob/copy" and result["repo"] == str(copy)
-    assert result["variables"] == ["GREETING"] and result["secrets_to_set"] == ["API_TOKEN"]
+    assert result.to_id == "bob/copy" and result.repo == str(copy)
+    assert result.variables == ["GREETING"] and result.secrets_to_set == ["API_TOKEN"]
     # --private is recorded for real (issue 13's private Spaces), in the store and the git account's access file
-    assert result["private"] is True and engine.space("bob/copy")["private"] == 1
+    assert result.private is True and engine.space("bob/copy")["private"] == 1
     assert "bob/copy" in accounts.read_access_file(engine.settings.home)["private"]
     # the history, plus one commit setting duplicated_from
     log = git("log", "--format=%s", "main", cwd=copy).stdout.split("\n")[:3]
     assert log == ["Duplicate from alice/orig", "second", "initial"]
-    assert git("rev-parse", "main", cwd=copy).stdout.strip() == result["commit"]
+    assert git("rev-parse", "main", cwd=copy).stdout.strip() == result.commit
     readme = git("show", "main:README.md", cwd=copy).stdout
     assert readme == ("---\ntitle: Original\nsdk: docker\napp_port: 8000\nstartup_duration_timeout: 60s\n"
                       "duplicated_from: alice/orig\n---\n# Hello\n")
@@ -65,7 +65,7 @@ def test_duplicate_copies_history_variables_and_readme_never_secrets(engine):
     assert engine.drain() == 1
     assert engine.space("bob/copy")["hardware"] == "small-box"
     assert app_says(engine, "bob/copy") == {"greeting": "hi", "token": None, "space": "bob/copy"}
-    assert engine.space("bob/copy")["commit"] == result["commit"]
+    assert engine.space("bob/copy")["commit"] == result.commit
 
     # the copy's hooks gate later pushes: a hard-coded key is refused there as anywhere
     clone = engine.root.parent / "copy-work"

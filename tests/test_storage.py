@@ -133,8 +133,7 @@ def test_data_survives_swap_restart_rebuild_sleep_and_reboot(engine):
     first_build = engine.space(space_id)["build_id"]
     assert get(engine, space_id)["data"] is False  # no storage yet: no /data
     result = storage_admin.set_tier(engine.settings, space_id, "small")
-    assert result == {"space": space_id, "tier": "small", "size_mb": 32, "target": "/data", "stage": "RUNNING",
-                      "restarted": "RUNNING"}
+    assert (result.tier, result.size_mb, result.stage, result.restarted) == ("small", 32, "RUNNING", "RUNNING")
     first = written(engine, space_id, "v1")
     assert (first["data"], first["uid"], first["owner"], first["hf_home"]) == (True, 1000, 1000, "/data/.huggingface")
     time.sleep(1)
@@ -195,7 +194,7 @@ def test_data_survives_swap_restart_rebuild_sleep_and_reboot(engine):
     assert not storage.image_path(engine.settings, space_id).exists()
     storage_admin.set_tier(engine.settings, space_id, "small")
     assert get(engine, space_id)["rows"].get("v1") is None
-    storage_admin.import_(engine.settings, space_id, exported["file"])
+    storage_admin.import_(engine.settings, space_id, exported.file)
     back = get(engine, space_id)
     assert back["integrity"] == "ok" and back["rows"]["v1"] == v1_rows
 

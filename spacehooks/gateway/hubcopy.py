@@ -90,10 +90,10 @@ class HubCopy:
             await self.registry.run(accounts.audit, who, "duplicate", to_id, f"from={from_id} failed: {exc.message}")
             return error(400, exc.message)
         await self.registry.run(accounts.audit, who, "duplicate", to_id,
-                                f"from={from_id} private={private} commit={result['commit'][:12]}")
+                                f"from={from_id} private={private} commit={result.commit[:12]}")
         await self.registry.space(to_id, fresh=True)
         return web.json_response({"url": url, "name": to_id, "id": to_id,
-                                  "secretsToSet": result["secrets_to_set"]})
+                                  "secretsToSet": result.secrets_to_set})
 
 
 def _pairs(items) -> dict:
