@@ -204,6 +204,7 @@ except HfHubHTTPError as err:
     out["other"] = err.response.status_code
 api = HfApi(endpoint=endpoint, token=owner)
 out["set"] = api.request_space_storage("bob/site", "small").storage
+out["runtime"] = api.get_space_runtime("bob/site").storage
 try:
     api.request_space_storage("bob/site", "huge")
 except HfHubHTTPError as err:
@@ -269,7 +270,7 @@ def test_duplicate_and_storage_through_the_client(hub, tmp_path, old_client):
             point = line.split(" ")[4]
             if point.startswith(str(gw.settings.home / "storage") + "/"):
                 subprocess.run(["umount", "--lazy", point], capture_output=True)
-    assert out == {"other": 403, "set": "small", "huge": [400, "unknown storage tier 'huge'; known: small (20 GB), "
+    assert out == {"other": 403, "set": "small", "runtime": "small", "huge": [400, "unknown storage tier 'huge'; known: small (20 GB), "
                                                              "medium (150 GB), large (1 TB)"],
                    "dup": "bob/again", "deleted": None}
     assert storage.record(gw.settings, "bob/site") is None and not storage.image_path(gw.settings, "bob/site").exists()

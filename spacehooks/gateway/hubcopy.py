@@ -7,12 +7,11 @@ written to the audit log."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from aiohttp import web
 
-from spacehooks import accounts, duplicate, storage, storage_admin
+from spacehooks import accounts, duplicate, storage_admin
 from spacehooks.errors import SpaceError
 from spacehooks.gateway.access import client_address
 from spacehooks.gateway.hubapi import HubApi, error, not_found
@@ -36,14 +35,8 @@ class HubCopy:
             if not isinstance(tier, str):
                 raise SpaceError('give the storage tier as {"tier": "small"}')
             return storage_admin.set_tier(settings, space["id"], tier)
-        answer = await self.hub._do(request, "storage" if adding else "storage-delete", work,
-                                    str(tier) if adding else "")
-        if answer.status != 200:
-            return answer
-        runtime = json.loads(answer.body)  # SpaceRuntime, with the tier the Space has now
-        record = await asyncio.get_running_loop().run_in_executor(None, storage.record, settings, runtime["id"])
-        runtime["storage"] = record["tier"] if record else None
-        return web.json_response(runtime)
+        # the answer is the SpaceRuntime, read afresh: `storage` is the tier the Space has now
+        return await self.hub._do(request, "storage" if adding else "storage-delete", work, str(tier) if adding else "")
 
     async def duplicate(self, request: web.Request) -> web.Response:
         from_id = self.hub.space_id(request)

@@ -79,7 +79,8 @@ class Registry:
         self._refreshing = loop.create_future()
         try:
             rows = await self.call("list_spaces")
-            spaces = {row["id"]: dict(row) for row in rows}
+            tiers = {r["space_id"]: r["tier"] for r in await self.call("storage_all")}
+            spaces = {row["id"]: dict(row, storage=tiers.get(row["id"])) for row in rows}  # the runtime's storage
             by_label: dict[str, str] = {}
             # the oldest Space keeps its address: a newer one sharing the label never takes it
             for space_id in sorted(spaces, key=lambda k: (spaces[k].get("created_at") or 0, k)):
@@ -103,7 +104,8 @@ class Registry:
             if row is None:
                 self._spaces.pop(space_id, None)
                 return None
-            self._spaces[space_id] = dict(row)
+            record = await self.call("storage_of", space_id)
+            self._spaces[space_id] = dict(row, storage=record["tier"] if record else None)
             return self._spaces[space_id]
         await self.refresh()
         return self._spaces.get(space_id)
