@@ -123,14 +123,14 @@ class Server:
             if proc:
                 proc.terminate()
                 proc.wait(20)
-        from spacehooks import podman, state
+        from spacehooks import engine, state
         st = state.open(self.settings)
         ours = {s["id"] for s in st.list_spaces()}
         st.close()
-        client = podman.client(self.settings)
-        for container in client.containers.list(all=True, filters={"label": "spacehooks.space"}):
+        eng = engine.get(self.settings)
+        for container in eng.containers("spacehooks.space"):
             if container.labels.get("spacehooks.space") in ours:
-                container.remove(force=True)
+                eng.remove(container.name, stop_timeout=0)
 
 
 async def load(url: str, host: str | None, requests: int, concurrency: int) -> dict:

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spacehooks.errors import SpaceError
-from spacehooks.hooks import _NAME
+from spacehooks.hookenv import NAME as _NAME
 from spacehooks.state.users import ORG, USER
+
+# in SPACEHOOKS_HOME: where the forced command (sshgate, the git account) asks the server
+# (sshcommands) to run an author's SSH command
+SSH_SOCKET = "ssh-commands.sock"
 
 TOKEN_PREFIX = "shk_"
 SCOPES = ("read", "write")

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import admission, builder, netfence, podman, runner
+from spacehooks import admission, builder, engine, netfence, runner
 from spacehooks import queue as queue_mod
 from spacehooks import stages
 from spacehooks import state as state_mod
@@ -43,7 +43,7 @@ def status(settings, space_id: str) -> SpaceStatus:
         builds = st.builds(space_id, limit=5)
     finally:
         st.close()
-    down = None if podman.reachable(settings["podman_url"]) else settings["podman_url"]
+    down = None if engine.get(settings).reachable() else settings["podman_url"]
     return SpaceStatus(s["id"], s["stage"], s["commit"], s["build_id"], s["container"], s["port"], s["hardware"],
                        s["error"], [BuildRow(b["id"], b["status"], b["commit"], b["pusher"], b["error"]) for b in builds],
                        podman_down=down)
@@ -68,14 +68,12 @@ def logs(settings, space_id: str, build: bool, follow: bool, echo: Echo) -> None
         if not path.exists():
             echo(f"{space_id} has no running container ({space['stage']})")
         return
-    from podman.errors import NotFound
-    try:
-        container = podman.client(settings).containers.get(space["container"])
-    except NotFound as exc:
-        raise SpaceError(f"container {space['container']} of {space_id} is gone", hint=f"spacehooks restart {space_id}") from exc
+    eng = engine.get(settings)
+    if eng.state(space["container"]) is None:
+        raise SpaceError(f"container {space['container']} of {space_id} is gone", hint=f"spacehooks restart {space_id}")
     # the worker copies the app's output into the run log: ask Podman only for what is newer
-    since = int(path.stat().st_mtime) if path.exists() else None
-    for chunk in container.logs(stream=follow, follow=follow, stdout=True, stderr=True, since=since):
+    since = int(path.stat().st_mtime) if path.exists() else 0
+    for chunk in eng.follow_logs(space["container"], since=since, follow=follow):
         echo(chunk.decode(errors="replace").rstrip("\n"))
 
 
@@ -144,7 +142,7 @@ def resume(settings, space_id: str) -> StageResult:
 def delete(settings, space_id: str) -> Deleted:
     space = _existing(settings, space_id)
     url = settings["podman_url"]
-    if not podman.reachable(url):  # its containers and images would be left behind, unnamed
+    if not engine.get(settings).reachable():  # its containers and images would be left behind, unnamed
         raise SpaceError(f"the Podman service at {url} is not answering; nothing of {space_id} was deleted",
                          hint="start it (contrib/podman/start-service.sh, or systemctl start spacehooks-podman.socket)"
                               " and run the command again")
@@ -153,7 +151,7 @@ def delete(settings, space_id: str) -> Deleted:
         stages.change(st, space_id, stages.DELETING, "delete")
         st.cancel_builds(space_id)
         runner.stop(settings, space_id, stage=stages.DELETING)
-        podman.remove_all(settings, f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
+        engine.get(settings).remove_all(f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
         netfence.remove_space(settings, space_id)
         if st.storage_of(space_id):  # no container holds it any more
             from spacehooks import storage

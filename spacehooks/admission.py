@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from spacehooks import capacity, podman, runner
+from spacehooks import capacity, engine, runner
 from spacehooks import state as state_mod
 
 log = logging.getLogger("spacehooks.admission")
@@ -47,7 +47,7 @@ def clear_others(settings, space_id: str) -> None:
     st = state_mod.open(settings)
     try:
         current = (st.get_space(space_id) or {}).get("container")
-        for name in podman.container_states(settings, f"{runner.LABEL}={space_id}"):
+        for name in engine.get(settings).states(f"{runner.LABEL}={space_id}"):
             if name != current:
                 runner.remove(settings, name)
                 st.forget_retired(name)

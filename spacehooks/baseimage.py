@@ -3,8 +3,8 @@ mirror (mmdebstrap) imported into Podman, with a venv holding the Hub's pre-inst
 
 Images carry a hash of their recipe: a build is skipped while the image (or its `podman save`
 in the cache folder) matches. Podman's CLI runs in remote mode (`podman --url`) against the
-service: images land in its storage, and ~1 GB archives stream (podman-py's load reads them
-into memory).
+service (engine/podman_images.py): images land in its storage, and ~1 GB archives stream
+(podman-py's load reads them into memory).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import proc
+from spacehooks import engine, proc
 from spacehooks.errors import SpaceError
 
 OURS = "localhost/spacehooks/"
@@ -99,40 +99,16 @@ def default_reference(python: str) -> str:
     return f"{OURS}python:{python}"
 
 
-class Podman:
-    """The few Podman CLI calls this module needs, against the configured service."""
+def _labels(eng: engine.Engine, reference: str) -> dict | None:
+    """The image's labels, or None when there is no such image."""
+    image = eng.image(reference)
+    return None if image is None else dict(image.labels)
 
-    def __init__(self, url: str):
-        self.url = url
 
-    def _run(self, *args: str, check: bool = True, timeout: float = 1800):
-        return proc.run(["podman", "--url", self.url, *args], check=check, timeout=timeout)
-
-    def labels(self, reference: str) -> dict | None:
-        """The image's labels, or None when there is no such image."""
-        result = self._run("image", "inspect", "--format", "{{json .Labels}}", reference, check=False)
-        if result.returncode != 0:
-            detail = result.stderr.decode(errors="replace")
-            if "image not known" in detail:
-                return None
-            raise SpaceError(f"Podman service at {self.url} did not answer: {detail.strip().splitlines()[-1]}",
-                             hint="start it with contrib/podman/start-service.sh, or fix podman_url")
-        return json.loads(result.stdout.decode() or "null") or {}
-
-    def import_rootfs(self, tarball: Path, reference: str, labels: dict) -> None:
-        changes = [f"CMD {CMD}", f"WORKDIR {WORKDIR}", "USER root"]
-        changes += [f"ENV {key}={value}" for key, value in IMAGE_ENV.items()]
-        changes += [f"LABEL {key}={value}" for key, value in labels.items()]
-        args = ["import"]
-        for change in changes:
-            args += ["--change", change]
-        self._run(*args, "--message", "spacehooks base image", str(tarball), reference)
-
-    def save(self, reference: str, archive: Path) -> None:
-        self._run("save", "--format", "docker-archive", "--output", str(archive), reference)
-
-    def load(self, archive: Path) -> None:
-        self._run("load", "--input", str(archive))
+def _changes(labels: dict) -> list[str]:
+    changes = [f"CMD {CMD}", f"WORKDIR {WORKDIR}", "USER root"]
+    changes += [f"ENV {key}={value}" for key, value in IMAGE_ENV.items()]
+    return changes + [f"LABEL {key}={value}" for key, value in labels.items()]
 
 
 def host_mirrors(files=(Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))) -> tuple:
@@ -185,7 +161,7 @@ def _lock(settings, reference: str, echo: Callable[[str], None]):
 
 def build(settings, pythons: list, force: bool, echo: Callable[[str], None]) -> list:
     """Build (or load from the cache) each base image; returns what happened to each."""
-    podman = Podman(settings["podman_url"])
+    eng = engine.get(settings)
     outcomes = []
     for python, reference in wanted(settings, pythons):
         if not is_ours(reference):
@@ -193,7 +169,7 @@ def build(settings, pythons: list, force: bool, echo: Callable[[str], None]) -> 
             outcomes.append("registry")
             continue
         with _lock(settings, reference, echo):
-            outcomes.append(build_one(settings, podman, python, reference, force, echo))
+            outcomes.append(build_one(settings, eng, python, reference, force, echo))
         if python not in settings["python_versions"]:
             offered = {**settings["python_versions"], python: reference}
             echo(f"       python {python} is not offered to Spaces yet; put this in the server config:\n"
@@ -201,11 +177,11 @@ def build(settings, pythons: list, force: bool, echo: Callable[[str], None]) -> 
     return outcomes
 
 
-def build_one(settings, podman: Podman, python: str, reference: str, force: bool,
+def build_one(settings, eng: engine.Engine, python: str, reference: str, force: bool,
               echo: Callable[[str], None]) -> str:
     recipe = recipe_for(python)
     digest = recipe.digest()
-    labels = podman.labels(reference)
+    labels = _labels(eng, reference)
     if not force and labels is not None and labels.get(LABEL) == digest:
         echo(f"-----> {reference} is up to date (recipe {digest})")
         return "current"
@@ -215,18 +191,18 @@ def build_one(settings, podman: Podman, python: str, reference: str, force: bool
     if not force and archive.is_file():
         started = time.monotonic()
         echo(f"-----> Loading {reference} from {archive}")
-        podman.load(archive)
-        labels = podman.labels(reference)
+        eng.load_image(archive)
+        labels = _labels(eng, reference)
         if labels is not None and labels.get(LABEL) == digest:
             echo(f"       loaded in {time.monotonic() - started:.0f}s")
             return "loaded"
         echo(f"       {archive} does not hold recipe {digest}; building instead")
-    _build_image(settings, podman, recipe, reference, digest, echo)
-    _save_to_cache(podman, reference, archive, echo)
+    _build_image(settings, eng, recipe, reference, digest, echo)
+    _save_to_cache(eng, reference, archive, echo)
     return "built"
 
 
-def _build_image(settings, podman: Podman, recipe: Recipe, reference: str, digest: str,
+def _build_image(settings, eng: engine.Engine, recipe: Recipe, reference: str, digest: str,
                  echo: Callable[[str], None]) -> None:
     started = time.monotonic()
     main, security = host_mirrors()
@@ -265,34 +241,34 @@ def _build_image(settings, podman: Podman, recipe: Recipe, reference: str, diges
         echo(f"       root filesystem ready in {time.monotonic() - started:.0f}s "
              f"({tarball.stat().st_size // 2**20} MB)")
         echo(f"-----> Importing into Podman as {reference}")
-        podman.import_rootfs(tarball, reference, {LABEL: digest, "io.spacehooks.python": recipe.python,
-                                                  "io.spacehooks.debian": recipe.release})
+        eng.import_rootfs(tarball, reference, _changes({LABEL: digest, "io.spacehooks.python": recipe.python,
+                                                        "io.spacehooks.debian": recipe.release}))
     echo(f"       built in {time.monotonic() - started:.0f}s")
 
 
-def _save_to_cache(podman: Podman, reference: str, archive: Path, echo: Callable[[str], None]) -> None:
+def _save_to_cache(eng: engine.Engine, reference: str, archive: Path, echo: Callable[[str], None]) -> None:
     started = time.monotonic()
     archive.parent.mkdir(parents=True, exist_ok=True)
     for old in archive.parent.glob(glob.escape(archive.name.rsplit("-", 1)[0]) + "-" + "[0-9a-f]" * 16 + ".tar"):
         old.unlink()  # older recipes of this image only
     partial = archive.with_name(f".{archive.name}.{os.getpid()}.partial")
-    podman.save(reference, partial)
+    eng.save_image(reference, partial)
     os.replace(partial, archive)
     echo(f"-----> Saved to {archive} in {time.monotonic() - started:.0f}s (next time: loaded, not built)")
 
 
 def listing(settings) -> list:
     """One row per configured python version: version, image, state."""
-    podman = Podman(settings["podman_url"])
+    eng = engine.get(settings)
     rows = []
     for python, reference in settings["python_versions"].items():
         if not is_ours(reference):
-            state = "registry image" + ("" if podman.labels(reference) is not None else " (not pulled)")
+            state = "registry image" + ("" if _labels(eng, reference) is not None else " (not pulled)")
         elif python not in RELEASES:
             state = "unknown python (not buildable)"
         else:
             digest = recipe_for(python).digest()
-            labels = podman.labels(reference)
+            labels = _labels(eng, reference)
             if labels is None:
                 cached = cache_path(settings, reference, digest).is_file()
                 state = "missing (cached: `base-image build` loads it)" if cached else "missing"

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import (buildfence, buildmounts, dockerfrom, lfs, netfence, podman, pyversions, sdkcompat,
-                        spaceconfig, staticbuild, staticsite, trust)
+from spacehooks import (buildfence, buildmounts, dockerfrom, engine, lfs, netfence, pyversions, sdkcompat, spaceconfig,
+                        staticbuild, staticsite, trust)
 from spacehooks.errors import SpaceError
 
 CA_SECRET = trust.SECRET
@@ -256,22 +256,23 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
         network = netfence.prepare(settings, space_id)
         with buildfence.BuildCgroup(settings, space_id, build_id) as fence:
             try:
-                podman.build(settings, context, tag, containerfile=dockerfile, no_cache=no_cache,
-                             secrets=build_secrets, on_line=counter, timeout=settings["build.timeout_seconds"],
-                             should_stop=should_stop, network=network, confine=fence.params())
-            except podman.BuildFailed as exc:
+                request = engine.BuildRequest(
+                    context=context, tag=tag, containerfile=dockerfile, no_cache=no_cache, secrets=build_secrets,
+                    network=network, timeout=settings["build.timeout_seconds"], **fence.confinement())
+                engine.get(settings).build(request, on_line=counter, should_stop=should_stop)
+            except engine.BuildFailed as exc:
                 hit = fence.limit_hit(str(exc))
                 if hit:
-                    raise podman.BuildFailed(f"{hit}: {exc}") from exc
+                    raise engine.BuildFailed(f"{hit}: {exc}") from exc
                 missing = dockerfrom.explain(str(exc), images)  # which image, and the setting for it
                 if missing:
-                    raise podman.BuildFailed(missing) from exc
+                    raise engine.BuildFailed(missing) from exc
                 failed = spaceconfig.is_static(config) and staticbuild.failure(str(exc), counter.step, counter.recent,
                                                                  config["app_build_command"])
                 if failed:
-                    raise podman.BuildFailed(failed) from exc
+                    raise engine.BuildFailed(failed) from exc
                 if counter.last_error:  # "exit status 1" alone does not say what pip or apt refused
-                    raise podman.BuildFailed(f"{exc}: {counter.last_error}") from exc
+                    raise engine.BuildFailed(f"{exc}: {counter.last_error}") from exc
                 raise
         write(f"Layers from cache: {counter.cached} of {counter.steps} steps")
         if spaceconfig.is_static(config):

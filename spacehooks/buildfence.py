@@ -15,7 +15,6 @@ what it writes in that time.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -141,12 +140,9 @@ class BuildCgroup:
             _write(folder / "memory.max", self.memory_mb * 1024 * 1024)
             _write(folder / "memory.swap.max", 0)
 
-    def params(self) -> dict[str, str]:
-        """What the build call passes to Podman for every RUN step."""
-        params = {"cgroupparent": f"/{self.rel}/{STEP}", "dropcaps": json.dumps(DROP_CAPS)}
-        if self.cpus > 0:
-            params.update(cpuperiod="100000", cpuquota=str(int(self.cpus * 100000)))
-        return params
+    def confinement(self) -> dict:
+        """The build request's fields for every RUN step (engine.BuildRequest)."""
+        return {"cgroup_parent": f"/{self.rel}/{STEP}", "drop_caps": tuple(DROP_CAPS), "cpus": max(self.cpus, 0.0)}
 
     def _read(self, controller: str, name: str) -> str:
         folder = ROOT / self.rel if _unified() else ROOT / controller / self.rel

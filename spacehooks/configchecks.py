@@ -129,6 +129,8 @@ CHECKS = {
     "default_python_version": _default_python,
     "podman_url": lambda v, _: None if v.startswith("unix://") and len(v) > 7 else (
         f"must be a unix:// socket URL, found {v!r}", "write it like unix:///run/spacehooks/podman.sock"),
+    "engine": lambda v, _: None if v in ("podman", "kubernetes") else (
+        f"must be podman or kubernetes, found {v!r}", "set engine: podman"),
     "build.concurrency": _at_least(1, "set 1 or more"),
     "build.push_log_seconds": _at_least(0, "set 0 or more"),
     "build.timeout_seconds": _at_least(1, "set the seconds a build may take"),
@@ -148,6 +150,12 @@ CHECKS = {
     "capacity.overcommit": _overcommit,
     "capacity.memory_mb": _at_least(0, "set 0 (the machine's memory) or a size in MB"),
     "capacity.cpus": _at_least(0, "set 0 (the machine's cores) or a number of cores"),
+    "kubernetes.service_type": lambda v, _: None if v in ("ClusterIP", "NodePort") else (
+        f"must be ClusterIP or NodePort, found {v!r}", "set kubernetes.service_type: ClusterIP"),
+    "kubernetes.gateway_cidrs": _strings,
+    "api.upload_max_bytes": _at_least(1, "set a size in bytes"),
+    "api.upload_max_files": _at_least(1, "set 1 or more"),
+    "git_http.lfs_max_bytes": _at_least(0, "set a size in bytes"),
     "secret_scan.allow_paths": _strings,
     "api.hardware_flavors": _strings,
     "build.image_aliases": lambda v, _: _image_aliases(v),

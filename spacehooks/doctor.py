@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import netfence, podman, trust
+from spacehooks import engine, netfence, trust
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.results import Check, DoctorReport
@@ -34,22 +34,22 @@ def doctor(settings, progress: Callable[[Check], None] = lambda check: None) -> 
     if hook_account is not None:
         check(*hook_account)
     url = settings["podman_url"]
+    eng = engine.get(settings)
     try:
-        podman.ping(url)
-        data = podman.info(settings)
+        eng.ping()
+        facts = eng.info()
     except SpaceError as exc:
         check(False, "", f"Podman service is down: {exc.message}", exc.hint or "")
         return report
     check(True, f"Podman service answers at {url}", "", "")
-    host = data.get("host", {})
-    runtime = (host.get("ociRuntime") or {}).get("name", "?")
-    cgroups = host.get("cgroupVersion", "?")
+    runtime, cgroups = facts.runtime, facts.cgroup_version
     check(runtime == "runc" or cgroups == "v2", f"runtime {runtime} on cgroups {cgroups}",
           f"runtime {runtime} on cgroups {cgroups}: crun refuses cgroup v1 hybrid hosts",
           'set `[engine] runtime = "runc"` in the service\'s containers.conf (contrib/podman/containers.conf)')
-    limits_ok = host.get("cgroupControllers") is None or {"memory", "pids", "cpu"} <= set(host.get("cgroupControllers") or [])
+    controllers = facts.cgroup_controllers
+    limits_ok = controllers is None or {"memory", "pids", "cpu"} <= set(controllers)
     check(limits_ok, "cgroup controllers memory, cpu, pids available",
-          f"cgroup controllers {host.get('cgroupControllers')} lack memory, cpu or pids: limits cannot apply",
+          f"cgroup controllers {None if controllers is None else list(controllers)} lack memory, cpu or pids: limits cannot apply",
           "enable the memory, cpu and pids controllers (cgroup_enable=memory on the kernel command line)")
     import resource
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -57,16 +57,15 @@ def doctor(settings, progress: Callable[[Check], None] = lambda check: None) -> 
           f"run.nofile {settings['run.nofile']} fits the host's hard limit {hard}",
           f"run.nofile {settings['run.nofile']} is above the host's hard open-file limit {hard}: containers will not start",
           f"set run.nofile to {hard} or less")
-    client = podman.client(settings)
     for version, image in settings["python_versions"].items():
-        check(client.images.exists(image), f"base image for python {version}: {image}",
+        check(eng.image_exists(image), f"base image for python {version}: {image}",
               f"base image {image} for python {version} is missing",
               "run `spacehooks base-image build`" if image.startswith("localhost/") else f"pull {image}")
     ca = trust.bundle(settings)
     check(not ca or os.access(ca, os.R_OK), f"build.ca_bundle {ca or '(none)'}", f"build.ca_bundle {ca} is not readable",
           "point build.ca_bundle at a readable PEM file (e.g. /etc/ssl/certs/ca-certificates.crt)")
     image = next(iter(settings["python_versions"].values()), None)
-    if image and client.images.exists(image) and (not ca or os.access(ca, os.R_OK)):
+    if image and eng.image_exists(image) and (not ca or os.access(ca, os.R_OK)):
         check(*_index_reachable(settings, image, ca))
     fence = netfence.problem(settings)
     check(fence is None, "network fence (nftables) and user namespace ids (`containers` in /etc/subuid, /etc/subgid)",
@@ -178,9 +177,9 @@ def _index_reachable(settings, image: str, ca: str | None) -> tuple[bool, str, s
     """A container of the base image, given the CA as a build step is, fetches pip's index page."""
     index = (settings["build.pip_index_url"] or "https://pypi.org/simple/").rstrip("/") + "/pip/"
     code = f"import urllib.request; urllib.request.urlopen({index!r}, timeout=20)"
-    mounts = [{"type": "bind", "source": os.path.realpath(ca), "target": trust.RUN_PATH, "read_only": True}] if ca else []
-    ok, output = podman.probe(settings, image, ["python3", "-c", code], mounts=mounts,
-                              environment={"SSL_CERT_FILE": trust.RUN_PATH} if ca else {})
+    files = (engine.FileMount(target=trust.RUN_PATH, source=os.path.realpath(ca)),) if ca else ()
+    ok, output = engine.get(settings).probe(image, ["python3", "-c", code], files=files,
+                                            env={"SSL_CERT_FILE": trust.RUN_PATH} if ca else {})
     last = (output.strip().splitlines() or ["no output"])[-1][:300]
     if "CERTIFICATE_VERIFY_FAILED" in output:
         fix = ("set build.ca_bundle to the CA bundle that holds your TLS-inspecting proxy's certificate "

@@ -146,7 +146,7 @@ def check_secrets(settings: Settings, repo: Repo, new: str, old: str, report: Re
     if not settings["secret_scan.enabled"]:
         return []
     commits = repo.new_commits(new, exclude_existing_refs=pushed, old=old)
-    findings = secretscan.scan_commits(repo.repo, commits, settings["secret_scan.allow_paths"])
+    findings = secretscan.scan_commits(repo, commits, settings["secret_scan.allow_paths"])
     accepted = [f for f in findings if f.fingerprint in confirmed]
     report.errors += secretscan.as_problems([f for f in findings if f.fingerprint not in confirmed], report.space_id)
     report.warnings += secretscan.accepted_notes(accepted, pusher)

@@ -28,6 +28,13 @@ class Entry(NamedTuple):
     oid: str
 
 
+class Change(NamedTuple):
+    """A file a commit added or changed (not a submodule): its blob ids, old None when added."""
+    path: str
+    new: str
+    old: str | None
+
+
 class TreeItem(NamedTuple):
     name: bytes      # as stored: any bytes but NUL and "/" are possible in a tree git did not check
     kind: str        # "tree", "blob", "exec", "link", "commit" (submodule), "other"
@@ -154,6 +161,27 @@ class Repo:
                     continue
                 walker.hide(target)
         yield from walker
+
+    def changes(self, commit: pygit2.Commit) -> Iterator[Change]:
+        """Files the commit adds, modifies, renames or copies against its first parent."""
+        parent_tree = commit.parents[0].tree if commit.parents else None
+        diff = (self.repo.diff(parent_tree, commit.tree) if parent_tree is not None
+                else commit.tree.diff_to_tree(swap=True))
+        for delta in diff.deltas:
+            if delta.status_char() not in "AMRC" or delta.new_file.mode == pygit2.enums.FileMode.COMMIT:
+                continue
+            old = None
+            if delta.status_char() != "A" and not delta.old_file.id == pygit2.Oid(hex=ZERO):
+                old = str(delta.old_file.id)
+            yield Change(delta.new_file.path, str(delta.new_file.id), old)
+
+    def text_blob(self, oid: str, max_bytes: int) -> bytes | None:
+        """The blob's bytes, or None when it is binary or larger than max_bytes."""
+        blob = self.repo[oid]
+        return None if blob.size > max_bytes or blob.is_binary else blob.data
+
+    def blob_data(self, oid: str) -> bytes:
+        return self.repo[oid].data
 
     def walk(self, rev: str, seen: set | None = None) -> Iterator[tuple[tuple[bytes, ...], list[TreeItem]]]:
         """Every tree of the commit, parents before children: (folder path parts, its entries).

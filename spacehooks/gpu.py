@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spacehooks import cdi, podman
+from spacehooks import cdi, engine
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.results import CdiDevice, CdiGenerated, CdiSpecRow, FlavorRow, GpuListing
@@ -40,7 +40,7 @@ def accelerator_name(settings, flavor_name: str) -> str:
 
 
 def podman_version(settings) -> str:
-    return podman.info(settings)["version"]["Version"]
+    return engine.get(settings).info().version
 
 
 def specs(settings, version: str | None = None) -> list[cdi.Spec]:

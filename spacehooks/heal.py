@@ -19,7 +19,7 @@ from spacehooks import stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gitrepo import Repo
-from spacehooks.hooks import space_id_for
+from spacehooks.hookenv import space_id_for
 
 HEAL_EVERY = 30.0  # seconds between passes: a missed push is queued within a minute
 SETTLE = 5.0  # a ref younger than this may still have its post-receive running

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from spacehooks import builder, podman, runner, spaceconfig, staticsite
+from spacehooks import builder, engine, runner, spaceconfig, staticsite
 from spacehooks import queue as queue_mod
 from spacehooks import state as state_mod
 from spacehooks.admin import _open, stage_of
@@ -18,13 +18,13 @@ def gc(settings) -> GcResult:
     Spaces' deploy folders other than the one served."""
     keep = settings["run.keep_builds"]
     st = _open(settings)
-    client = podman.client(settings)
+    eng = engine.get(settings)
     result = GcResult()
     try:
         runner.reap(settings, st)
         for space in st.list_spaces():
             tags = []
-            for image in client.images.list(name=builder.image_repo(space["id"])):
+            for image in eng.images(builder.image_repo(space["id"])):
                 for tag in image.tags:
                     if tag.startswith(builder.image_repo(space["id"]) + ":b"):
                         tags.append((int(tag.rsplit(":b", 1)[1]), tag))
@@ -32,7 +32,7 @@ def gc(settings) -> GcResult:
                 if tag == space["image"]:
                     continue
                 try:
-                    client.images.remove(tag)
+                    eng.remove_image(tag)
                 except Exception as exc:  # an image still used by a container is kept
                     result.images.append((tag, str(exc)))
                     continue
@@ -105,7 +105,7 @@ def rollback(settings, space_id: str, build_id: int | None = None) -> StageResul
         target = candidates[0]
     finally:
         st.close()
-    if target["image"] and not podman.client(settings).images.exists(target["image"]):
+    if target["image"] and not engine.get(settings).image_exists(target["image"]):
         raise SpaceError(f"the image of build #{target['id']} was removed by gc",
                          hint=f"rebuild instead: spacehooks rebuild {space_id}")
     runner.deploy(settings, space_id, target["image"], target["id"], target["commit"], target["config"])

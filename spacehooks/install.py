@@ -11,7 +11,7 @@ from typing import Callable
 from spacehooks import config as config_mod
 from spacehooks import lfs
 from spacehooks.errors import SpaceError
-from spacehooks.hooks import _NAME, CHAINED_SUFFIX
+from spacehooks.hookenv import CHAINED_SUFFIX, NAME as _NAME
 from spacehooks.proc import git
 
 MARKER = "spacehooks-managed hook"

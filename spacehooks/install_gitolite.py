@@ -13,7 +13,7 @@ from typing import Callable
 
 from spacehooks import config as config_mod
 from spacehooks.errors import SpaceError
-from spacehooks.hooks import CHAINED_SUFFIX
+from spacehooks.hookenv import CHAINED_SUFFIX
 from spacehooks.install import HOOK_NAMES, _is_ours, install_hook, set_config
 from spacehooks.proc import run
 

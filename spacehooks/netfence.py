@@ -23,7 +23,7 @@ import hashlib
 import ipaddress
 from pathlib import Path
 
-from spacehooks import podman, proc
+from spacehooks import engine, proc
 from spacehooks.errors import SpaceError
 
 LABEL_HOME = "spacehooks.home"
@@ -57,19 +57,20 @@ def prepare(settings, space_id: str) -> str:
     """Fence on, and the Space's network made: what a container or build of it joins."""
     apply(settings)
     name = network_name(settings, space_id)
-    podman.ensure_network(settings, name, interface(settings, space_id),
-                          {LABEL_SPACE: space_id, LABEL_HOME: str(settings.home)})
+    engine.get(settings).ensure_network(name, interface(settings, space_id),
+                                        {LABEL_SPACE: space_id, LABEL_HOME: str(settings.home)})
     return name
 
 
 def remove_space(settings, space_id: str) -> None:
-    podman.remove_network(settings, network_name(settings, space_id))
+    engine.get(settings).remove_network(network_name(settings, space_id))
 
 
 def remove_all(settings) -> None:
     """This server's networks and its table (uninstalling, or a test cleaning up)."""
-    for network in podman.networks(settings, f"{LABEL_HOME}={settings.home}"):
-        podman.remove_network(settings, network["name"])
+    eng = engine.get(settings)
+    for network in eng.networks(f"{LABEL_HOME}={settings.home}"):
+        eng.remove_network(network.name)
     proc.run(["nft", "delete", "table", "inet", table(settings)], check=False)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import accounts, stages
+from spacehooks import accounts, proc, sshcommands, stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 
@@ -137,6 +137,9 @@ def ssh_key_add(settings, user: str, keyfile: Path, authorized_keys: Path | None
     if f" {match.group(2)} " in existing or existing.rstrip().endswith(match.group(2)):
         raise SpaceError(f"this key is in {target} already", hint="remove its line there first")
     target.parent.mkdir(mode=0o700, exist_ok=True)
+    # the server's own record of whose key this is: SSH commands trust it, never the key file
+    listed = proc.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(keyfile)], timeout=30).stdout.decode().split()
+    sshcommands.record_key(settings.home, listed[1], user)
     with open(target, "a") as fh:
         fh.write(line)
     root = Path(settings["repo_root"])

@@ -19,14 +19,27 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict:
     return env
 
 
+def as_account(user: int | None) -> dict:
+    """subprocess arguments that run a child as account `user` with its primary and
+    supplementary groups (the git account writes push records through its group), none of
+    ours; {} when it is our own account."""
+    if user is None or user == os.geteuid():
+        return {}
+    import pwd
+    entry = pwd.getpwuid(user)
+    return {"user": user, "group": entry.pw_gid, "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
+
+
 def run(args: Sequence[str], *, cwd: str | Path | None = None, env: Mapping[str, str] | None = None,
         input: bytes | None = None, timeout: float | None = None, check: bool = True,
-        capture: bool = True) -> subprocess.CompletedProcess:
+        capture: bool = True, user: int | None = None) -> subprocess.CompletedProcess:
+    """`user`: run as that account (its own groups, as at its login) when it is not ours."""
     from spacehooks.errors import SpaceError  # here, not at the top: the push path skips click's import
+    switch = as_account(user)
     try:
         result = subprocess.run(list(args), cwd=cwd, env=env, input=input, timeout=timeout,
                                 stdout=subprocess.PIPE if capture else None,
-                                stderr=subprocess.PIPE if capture else None)
+                                stderr=subprocess.PIPE if capture else None, **switch)
     except FileNotFoundError as exc:
         raise SpaceError(f"{args[0]}: command not found", hint=f"install {args[0]}") from exc
     except subprocess.TimeoutExpired as exc:
@@ -122,3 +135,13 @@ def wait_forked(pid: int, msg_fd: int) -> tuple[int, str]:
     os.close(msg_fd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+
+async def start(args: Sequence[str], *, env: Mapping[str, str], user: int | None = None, cwd: str | Path | None = None):
+    """An asyncio child with pipes on all three streams (the gateway streams git's CGI
+    through it), as `user` (its own groups) when not ours."""
+    import asyncio
+    switch = as_account(user)
+    return await asyncio.create_subprocess_exec(*args, env=dict(env), cwd=cwd, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                **switch)

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from spacehooks import accounts, builder, podman, runspec, storage
+from spacehooks import accounts, builder, engine, runspec, storage
 from spacehooks import queue as queue_mod
 from spacehooks import stages
 from spacehooks import state as state_mod
@@ -70,23 +70,17 @@ def _move_aside(settings, force: bool, echo) -> None:
 
 def _containers(settings) -> dict[str, list[dict]]:
     """Every Space container, newest build first, as {space id: [facts]}."""
-    client = podman.client(settings)
     out: dict[str, list[dict]] = {}
-    for listed in client.containers.list(all=True, filters={"label": runspec.LABEL}):
-        attrs = client.containers.get(listed.id).attrs
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
+    for container in engine.get(settings).containers(runspec.LABEL):
+        labels = container.labels
         space_id = labels.get(runspec.LABEL, "")
         try:
             build_id = int(labels.get("spacehooks.build", ""))
         except ValueError:
             continue
-        port = None
-        for bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).values():
-            for binding in bindings or []:
-                port = int(binding.get("HostPort") or 0) or port
         out.setdefault(space_id, []).append({
-            "name": attrs.get("Name", "").lstrip("/"), "build_id": build_id, "port": port,
-            "running": bool((attrs.get("State") or {}).get("Running")),
+            "name": container.name, "build_id": build_id, "port": container.host_port,
+            "running": container.running,
             "commit": labels.get("spacehooks.commit") or None, "repo": labels.get("spacehooks.repo") or None})
     for facts in out.values():
         facts.sort(key=lambda f: (f["running"], f["build_id"]), reverse=True)

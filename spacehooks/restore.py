@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from spacehooks import podman, runner, staticsite, storage
+from spacehooks import engine, runner, staticsite, storage
 from spacehooks import queue as queue_mod
 from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
@@ -25,7 +25,7 @@ def restore_all(settings, echo=log.info) -> dict[str, str]:
 
     Returns what was done per Space; one Space failing does not keep the others down."""
     try:
-        podman.ping(settings["podman_url"])
+        engine.get(settings).ping()
     except SpaceError as exc:
         echo(f"restore skipped: {exc.message}")
         return {}
@@ -47,7 +47,6 @@ def restore_all(settings, echo=log.info) -> dict[str, str]:
 
 
 def restore_space(settings, space: dict) -> str:
-    from podman.errors import APIError, NotFound
     space_id = space["id"]
     if spaceconfig.is_static(space.get("config") or {}):
         if space.get("commit"):  # a deploy from before deploy folders, or one gc removed by mistake
@@ -55,29 +54,24 @@ def restore_space(settings, space: dict) -> str:
                                    export_user=settings["build.export_user"], settings=settings)
         _settle(settings, space_id)
         return "static: served by the gateway"
-    client = podman.client(settings)
-    container = None
-    if space.get("container"):
-        try:
-            container = client.containers.get(space["container"])
-        except NotFound:
-            container = None
+    eng = engine.get(settings)
+    container = eng.state(space["container"]) if space.get("container") else None
     if container is not None and container.status == "running":
         _settle(settings, space_id)
         return "running"
     if not space.get("build_id") or not space.get("image"):
         return "no deployed version yet (its build runs again from the queue)"
-    if not client.images.exists(space["image"]):
+    if not eng.image_exists(space["image"]):
         return _rebuild(settings, space)
     if container is not None:
         try:
             storage.run_fields(settings, space_id)  # after a reboot: its /data mounted before it starts
-            container.start()
-            runner.wait_http(settings, client, container.name, space["port"],
+            eng.start(container.name)
+            runner.wait_http(settings, eng, container.name, space["port"],
                              runner.duration_seconds(space["config"].get("startup_duration_timeout")))
             _settle(settings, space_id)
             return f"container {container.name} started again"
-        except (runner.StartFailed, SpaceError, APIError, OSError):
+        except (runner.StartFailed, SpaceError, engine.EngineError, OSError):
             pass  # e.g. its port is taken now: a fresh container from the same image gets its chance below
     # nothing serves now: a start that fails must show RUNTIME_ERROR, not keep "RUNNING"
     if container is not None:

@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 
-from spacehooks import logs, podman, stages
+from spacehooks import engine, logs, stages
 from spacehooks import state as state_mod
+from spacehooks.errors import SpaceError
 
 SYNC_EVERY = 2.0  # seconds between looks for containers without a follower
 log = logging.getLogger("spacehooks.runlogs")
@@ -23,7 +24,7 @@ class RunLogPump:
         self.settings = settings
         self._followers: dict[str, threading.Thread] = {}
         self._last_sync = 0.0
-        self.outage = podman.Outage(log, "copying the apps' output")
+        self.outage = engine.Outage(log, "copying the apps' output")
 
     def sync(self, st: state_mod.State) -> None:
         """Start a follower for every serving container that has none (cheap when called often)."""
@@ -35,7 +36,7 @@ class RunLogPump:
                   if s.get("container") and s["stage"] in stages.STARTED and s["container"] not in self._followers]
         if not wanted or not self.outage.due():
             return
-        if not podman.reachable(self.settings["podman_url"]):  # followers ended: is the service gone?
+        if not engine.get(self.settings).reachable():  # followers ended: is the service gone?
             self.outage.down("not reachable")
             return
         self.outage.up()
@@ -55,14 +56,14 @@ class RunLogPump:
         max_bytes = int(self.settings["logs.max_bytes"])
         fh = path.open("ab")
         try:
-            for chunk in podman.follow_logs(self.settings, name, since):
+            for chunk in engine.get(self.settings).follow_logs(name, since):
                 fh.write(chunk)
                 fh.flush()
                 if max_bytes > 0 and fh.tell() >= max_bytes:
                     fh.close()
                     logs.rotate(path, self.settings)
                     fh = path.open("ab")
-        except podman.SpaceError as exc:  # the service is down: sync backs off, no traceback
+        except SpaceError as exc:  # the service is down: sync backs off, no traceback
             log.warning("following the output of %s (%s) stopped: %s", name, space_id, exc.message)
         except Exception:  # a follower must never take the worker down; the next sync retries
             log.exception("following the output of %s (%s) failed", name, space_id)

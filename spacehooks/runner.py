@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spacehooks import capacity, logs, netfence, podman, spaceconfig, stages, staticsite
+from spacehooks import capacity, engine, logs, netfence, runspec, spaceconfig, stages, staticsite
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
-from spacehooks.runspec import LABEL, container_name, create_kwargs, limits_for, space_host  # noqa: F401 - runner's interface
+from spacehooks.runspec import LABEL, container_name, limits_for, space_host  # noqa: F401 - runner's interface
 
 LOG_TAIL = 30
 POLL = 0.02  # a wake (and a redeploy) waits on this loop: one connect() to the app's port each
@@ -61,25 +61,35 @@ def _release_gpu(settings, space_id: str) -> None:
     gpu.release(settings, space_id)
 
 
+def _gpu_devices(settings, space: dict) -> list[str]:
+    """The Space's GPUs (CDI names), allocated in the state store before its container is made."""
+    if not limits_for(settings, space).get("gpus"):
+        return []
+    try:
+        from spacehooks import gpu
+    except ImportError as exc:
+        raise SpaceError(f"hardware {space.get('hardware')} needs GPUs, but GPU support is not installed") from exc
+    return gpu.devices_for(settings, space["id"], space.get("hardware") or settings["run.default_hardware"])
+
+
 def _launch(settings, st, space: dict, image: str, config: dict, build_id,
             timeout: float | None = None) -> tuple[str, int]:
     """Start a container beside the current one and wait until it answers HTTP."""
     port = free_port(settings, st)
     netfence.prepare(settings, space["id"])
-    kwargs = create_kwargs(settings, st, space, image, config, build_id, port)
-    client = podman.client(settings)
-    container = client.containers.create(**kwargs)
-    name = kwargs["name"]
+    devices = _gpu_devices(settings, space)
+    spec = runspec.spec(settings, st, space, image, config, build_id, port, devices)
+    eng = engine.get(settings)
+    name = eng.run(spec)
     try:
-        container.start()
-        wait_http(settings, client, name, port, timeout or duration_seconds(config.get("startup_duration_timeout")))
+        wait_http(settings, eng, name, port, timeout or duration_seconds(config.get("startup_duration_timeout")))
     except BaseException:
         remove(settings, name)
         raise
     return name, port
 
 
-def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
+def wait_http(settings, eng: engine.Engine, name: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     oom_before = _oom_kills()
     inspect_at = 0.0
@@ -90,23 +100,24 @@ def wait_http(settings, client, name: str, port: int, timeout: float) -> None:
             time.sleep(POLL)
             continue
         inspect_at = time.monotonic() + STATE_POLL
-        container = client.containers.get(name)
-        state = container.attrs.get("State", {})
-        if state.get("OOMKilled"):
+        state = eng.state(name)
+        if state is None:
+            raise StartFailed(stages.RUNTIME_ERROR, f"the container {name} was removed while the app started")
+        if state.oom_killed:
             raise StartFailed(stages.RUNTIME_ERROR, "the app was killed for using more memory than its limit "
-                              f"(memory limit reached)\n{_tail(settings, container)}")
+                              f"(memory limit reached)\n{log_tail(settings, name)}")
         # a crash shows as "exited" (restart policy "no": supervise.py restarts deployed apps)
-        if state.get("Status") in ("exited", "stopped"):
-            code = state.get("ExitCode")
+        if state.status in ("exited", "stopped"):
+            code = state.exit_code
             reason = ("the app was killed for using more memory than its limit (memory limit reached)"
-                      if code == 137 and (_oom(container) or _oom_kills() > oom_before)
+                      if code == 137 and (state.oom_killed or _oom_kills() > oom_before)
                       else f"the app exited with code {code}")
-            raise StartFailed(stages.RUNTIME_ERROR, f"{reason}\n{_tail(settings, container)}")
+            raise StartFailed(stages.RUNTIME_ERROR, f"{reason}\n{log_tail(settings, name)}")
         if _answers(port):
             return
         if time.monotonic() > deadline:
             raise StartFailed(stages.RUNTIME_ERROR, f"the app did not answer HTTP on its port within {timeout:.0f}s "
-                              f"(startup_duration_timeout)\n{_tail(settings, container)}")
+                              f"(startup_duration_timeout)\n{log_tail(settings, name)}")
         time.sleep(POLL)
 
 
@@ -121,17 +132,9 @@ def _oom_kills() -> int:
     return 0
 
 
-def _oom(container) -> bool:
-    return bool(container.attrs.get("State", {}).get("OOMKilled"))
-
-
-def _tail(settings, container) -> str:
-    return log_tail(settings, container.name)
-
-
 def log_tail(settings, name: str) -> str:
     """`log tail:` and the app's last lines."""
-    text = podman.log_tail(settings, name, LOG_TAIL).rstrip()
+    text = engine.get(settings).log_tail(name, LOG_TAIL).rstrip()
     return "log tail:\n" + text if text else "log tail: (empty)"
 
 
@@ -146,19 +149,8 @@ def _answers(port: int) -> bool:
 
 
 def remove(settings, name: str) -> None:
-    from podman.errors import NotFound
-    client = podman.client(settings)
-    try:
-        container = client.containers.get(name)
-        container.stop(timeout=10)
-    except NotFound:
-        return
-    except Exception:  # a container that will not stop is removed by force below
-        pass
-    try:
-        client.containers.get(name).remove(force=True)
-    except NotFound:
-        pass
+    """Stop (10 s, then killed) and remove; gone already is fine."""
+    engine.get(settings).remove(name, stop_timeout=10)
 
 
 def reap(settings, st: state_mod.State) -> None:

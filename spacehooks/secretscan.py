@@ -6,8 +6,6 @@ import fnmatch
 import re
 from typing import Iterable, Iterator, NamedTuple
 
-import pygit2
-
 from spacehooks import secretshapes
 from spacehooks.spaceconfig import Problem
 
@@ -62,31 +60,24 @@ def scan_blob(new: bytes, old: bytes = b"", path: str = "") -> Iterator[Finding]
         yield Finding(path, line, kind, _redact(token.decode(errors="replace")), fingerprint(path, token))
 
 
-def scan_commits(repo: pygit2.Repository, commits: Iterable[pygit2.Commit], allow: list[str],
-                 max_files: int = 50000) -> list[Finding]:
+def scan_commits(repo, commits: Iterable, allow: list[str], max_files: int = 50000) -> list[Finding]:
+    """repo: a gitrepo.Repo; commits: what its new_commits() yields."""
     findings: list[Finding] = []
     seen: set = set()
     files = 0
     for commit in commits:
-        parent_tree = commit.parents[0].tree if commit.parents else None
-        diff = (repo.diff(parent_tree, commit.tree) if parent_tree is not None
-                else commit.tree.diff_to_tree(swap=True))
-        for delta in diff.deltas:
-            if delta.status_char() not in "AMRC" or delta.new_file.mode == pygit2.enums.FileMode.COMMIT:
-                continue
-            path = delta.new_file.path
+        for change in repo.changes(commit):
+            path = change.path
             files += 1
             if files > max_files:
                 return findings
             if any(fnmatch.fnmatch(path, pattern) for pattern in allow):
                 continue
-            blob = repo[delta.new_file.id]
-            if blob.size > MAX_BLOB or blob.is_binary:
+            data = repo.text_blob(change.new, MAX_BLOB)
+            if data is None:
                 continue
-            old = b""
-            if delta.status_char() != "A" and not delta.old_file.id == pygit2.Oid(hex="0" * 40):
-                old = repo[delta.old_file.id].data
-            for finding in scan_blob(blob.data, old, path):
+            old = repo.blob_data(change.old) if change.old else b""
+            for finding in scan_blob(data, old, path):
                 # the same match in several commits of the push is one finding
                 if finding.fingerprint not in seen:
                     seen.add(finding.fingerprint)

@@ -7,8 +7,10 @@ The git account cannot open the state store: it reads the access file the server
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -63,6 +65,45 @@ def decide(settings, user: str, command: str | None, access: dict | None) -> tup
     return verb, "/".join(parts), space_id
 
 
+COMMANDS = ("help", "spaces", "status", "logs", "restart", "secrets")
+SOCKET = accounts.SSH_SOCKET  # the server listens (sshcommands.listen)
+
+
+def ask(home, user: str, args: list, stdin: str) -> tuple[int, str]:
+    """The SSH gate's side: send the words, get (exit code, text)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(900)
+        try:
+            sock.connect(str(Path(home) / SOCKET))
+        except OSError as exc:
+            return 1, f"the server is not taking SSH commands ({exc.strerror}); ask the admin"
+        sock.sendall(json.dumps({"user": user, "args": args, "stdin": stdin}).encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    try:
+        reply = json.loads(data)
+        return int(reply["code"]), str(reply["text"])
+    except (ValueError, KeyError, TypeError):
+        return 1, "the server gave no answer"
+
+
+def author_command(settings, user: str, words: list[str]) -> int:
+    """Commands for authors: the server answers them, deciding itself whose key logged in
+    (sshcommands.who_asks); this account only passes the words and, for `secrets set`, the
+    value from standard input."""
+    try:
+        accounts.check_name(user, "user name")
+    except Exception as exc:
+        raise Refused(f"bad user name in authorized_keys: {exc}") from None
+    stdin = sys.stdin.read(65537) if words[:2] == ["secrets", "set"] else ""
+    if len(stdin) > 65536:
+        raise Refused("a secret's value is at most 64 KiB")
+    code, text = ask(settings.home, user, words, stdin)
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("spacehooks-sshgate: usage: python -m spacehooks.sshgate USER (in authorized_keys command=)",
@@ -75,7 +116,11 @@ def main(argv: list[str]) -> int:
             access = accounts.read_access_file(settings.home)
         except (OSError, ValueError) as exc:  # fail closed: a rule we cannot read allows nothing
             raise Refused(f"the access rules cannot be read ({exc}); ask the admin") from None
-        verb, rel, _ = decide(settings, user, os.environ.get("SSH_ORIGINAL_COMMAND"), access)
+        command = os.environ.get("SSH_ORIGINAL_COMMAND") or ""
+        words = command.split()
+        if words and words[0] in COMMANDS:
+            return author_command(settings, user, words)
+        verb, rel, _ = decide(settings, user, command, access)
     except Refused as exc:
         print(f"spacehooks: {exc}", file=sys.stderr)
         return 1

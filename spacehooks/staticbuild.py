@@ -21,7 +21,7 @@ import tarfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import buildmounts, podman, pyversions, staticsite, trust
+from spacehooks import buildmounts, engine, pyversions, staticsite, trust
 from spacehooks.errors import SpaceError
 
 APP_DIR = "/home/user/app"
@@ -89,10 +89,14 @@ def deploy(settings, space_id: str, commit: str, image: str, config: dict, write
     source = posixpath.join(APP_DIR, folder) if folder else APP_DIR
     archive = work / "built.tar"
     limit = (settings["build.disk_mb"] or 20480) * 2 ** 20
+    eng = engine.get(settings)
     try:
-        found = podman.copy_out(settings, image, source, archive, limit)
+        found = eng.copy_out(image, source, archive, limit)
     finally:
-        podman.remove_image(settings, image)
+        try:
+            eng.remove_image(image, force=True)
+        except engine.NotFound:
+            pass
     if not found:
         raise SpaceError(f"app_build_command built no folder {folder} (app_file is {config.get('app_file')})",
                          hint="make the command write the folder app_file names, or point app_file into its output")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from spacehooks import proc
 from spacehooks import state as state_mod
+from spacehooks.engine.spec import DataMount, IdMap
 from spacehooks.errors import SpaceError
 
 TARGET = "/data"
@@ -269,13 +270,13 @@ def allocated_mb(settings, space_id: str) -> float:
 
 
 def run_fields(settings, space_id: str) -> dict | None:
-    """What a container of the Space gets for its storage: the /data mount, HF_HOME, and its
-    fixed id mapping (replacing userns=auto); None without storage."""
+    """What a container of the Space gets for its storage, mounted first: RunSpec's `data`
+    (/data), its fixed `userns` range (replacing userns_auto) and `env` (HF_HOME); None
+    without storage."""
     rec = record(settings, space_id)
     if rec is None:
         return None
     mnt = ensure_mounted(settings, space_id, rec)
-    mapping = [{"container_id": 0, "host_id": host_base(settings, rec), "size": RANGE}]
-    return {"mount": {"type": "bind", "source": str(mnt), "target": TARGET},
-            "env": {"HF_HOME": HF_HOME},
-            "userns": {"userns_mode": "private", "idmappings": {"UIDMap": mapping, "GIDMap": mapping}}}
+    return {"data": DataMount(target=TARGET, source=str(mnt), size_mb=int(rec["size_mb"])),
+            "userns": IdMap(host_id=host_base(settings, rec), size=RANGE), "userns_auto": False,
+            "env": {"HF_HOME": HF_HOME}}

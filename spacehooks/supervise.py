@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from spacehooks import podman, runner
-from spacehooks import stages
+from spacehooks import engine, runner, stages
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 
@@ -50,7 +49,7 @@ class Supervisor:
         if not serving:
             return
         try:
-            states = podman.container_states(self.settings, runner.LABEL)
+            states = engine.get(self.settings).states(runner.LABEL)
         except SpaceError as exc:
             # the Podman service is away: say so once, look again later
             if self._podman_down_since is None:
@@ -63,28 +62,28 @@ class Supervisor:
         oom_seen = self._oom_kills > kills
         for name, space in serving.items():
             info = states.get(name)
-            if info is None or info["running"]:
+            if info is None or info.running:
                 # gone: restore's business; running: started again (by us, or by an admin)
                 self._restart_at.pop(name, None)
                 continue
             try:
                 self._exited(st, space, name, info, oom_seen, now)
-            except SpaceError as exc:
-                log.warning("supervising %s: %s", space["id"], exc.message)
+            except (SpaceError, engine.EngineError) as exc:
+                log.warning("supervising %s: %s", space["id"], getattr(exc, "message", exc))
 
-    def _exited(self, st, space: dict, name: str, info: dict, oom_seen: bool, now: float) -> None:
+    def _exited(self, st, space: dict, name: str, info: engine.ContainerState, oom_seen: bool, now: float) -> None:
         due = self._restart_at.get(name)
         if due is not None:
             if now >= due and self._still_serving(st, space["id"], name):
                 del self._restart_at[name]
                 log.info("%s: starting %s again", space["id"], name)
-                podman.start_container(self.settings, name)
+                engine.get(self.settings).start(name)
                 st.count_restart(space["id"])  # the gateway's metrics read it from the store
             return
         # runc on cgroup v1 does not always set OOMKilled: a SIGKILL while the kernel counted
         # an OOM kill is taken for one
-        oom = info["oom"] or (info["exit_code"] == 137 and oom_seen)
-        reason = exit_reason(info["exit_code"], oom)
+        oom = info.oom_killed or (info.exit_code == 137 and oom_seen)
+        reason = exit_reason(info.exit_code, oom)
         window = float(self.settings["run.crash_window_seconds"])
         exits = [t for t in self._exits.get(name, []) if now - t < window] + [now]
         self._exits[name] = exits

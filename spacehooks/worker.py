@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spacehooks import admission, builder, heal, intake, logs, netfence, podman, runlogs, runner, spool, supervise
+from spacehooks import admission, builder, engine, heal, intake, logs, netfence, runlogs, runner, spool, supervise
 from spacehooks import queue as queue_mod
 from spacehooks import spaceconfig, stages
 from spacehooks import state as state_mod
@@ -31,7 +31,7 @@ class Worker:
         self._last_gc = time.monotonic()
         self._pump: runlogs.RunLogPump | None = None  # the long-running loop copies app output
         self._healer = heal.Healer(settings)
-        self._outage = podman.Outage(log, "builds and container clean-up")
+        self._outage = engine.Outage(log, "builds and container clean-up")
         self._fence_due = 0.0  # the first housekeeping loads the fence with current settings
         self._supervisor: supervise.Supervisor | None = None  # ... and starts crashed apps again
         self._incoming_seen: int | None = None  # incoming/'s time when records were last taken in
@@ -96,7 +96,7 @@ class Worker:
             return True
         if not self._outage.due():
             return False
-        if podman.reachable(self.settings["podman_url"]):
+        if engine.get(self.settings).reachable():
             self._outage.up()
             return True
         self._outage.down("not reachable")
@@ -168,7 +168,7 @@ class Worker:
                     runner.reap(self.settings, st)
                     admission.admit_waiting(self.settings)  # room freed since the last pass
                 except Exception:
-                    if podman.reachable(self.settings["podman_url"]):
+                    if engine.get(self.settings).reachable():
                         raise
                     self._outage.down("not reachable")
             if self._healer.due():
@@ -192,10 +192,10 @@ class Worker:
         st = state_mod.open(self.settings)
         try:
             self._process(st, build)
-        except podman.ServiceLost as exc:
+        except engine.ServiceLost as exc:
             self._requeue(st, build, str(exc))
         except Exception as exc:  # a crash must not leave the build running forever
-            if not podman.reachable(self.settings["podman_url"]):  # e.g. the deploy met the outage
+            if not engine.get(self.settings).reachable():  # e.g. the deploy met the outage
                 self._requeue(st, build, f"the Podman service went away ({type(exc).__name__})")
                 return
             crash_log = report_bug(exc)
@@ -239,19 +239,19 @@ class Worker:
                     self.settings, space_id, Path(space["repo_path"]), build["commit"], build_id, build["config"],
                     secrets=state_mod.read_secrets(self.settings.home, space_id), no_cache=build["no_cache"],
                     write=write, should_stop=lambda: queue_mod.stop_requested(st, build_id))
-            except podman.BuildStopped:
+            except engine.BuildStopped:
                 capped.end()
                 write("Build stopped: superseded by a newer push")
                 st.update_build(build_id, status=state_mod.SUPERSEDED, finished_at=time.time(),
                                 error="superseded by a newer push")
                 return
-            except (podman.BuildFailed, SpaceError) as exc:
+            except (engine.BuildFailed, SpaceError) as exc:
                 capped.end()
                 message = exc.format_message() if isinstance(exc, SpaceError) else str(exc)
-                if not podman.reachable(self.settings["podman_url"]):
+                if not engine.get(self.settings).reachable():
                     # the service went away as the build began (its network, the context upload):
                     # not the Space's failure, the build goes back to the queue
-                    raise podman.ServiceLost(message) from exc
+                    raise engine.ServiceLost(message) from exc
                 write(f"BUILD_ERROR: {message}")
                 st.update_build(build_id, status=state_mod.FAILED, finished_at=time.time(), error=message)
                 _fail_space(st, build, f"build #{build_id} failed: {message}")

@@ -116,14 +116,14 @@ def engine(server, engine_base_image, podman_url):
     server.drain = lambda: _engine_drain(server)
     server.space = lambda space_id: _engine_space(server, space_id)
     yield server
-    from spacehooks import podman as podman_mod
-    client = podman_mod.client(server.settings)
+    from spacehooks import engine as engine_mod
+    eng = engine_mod.get(server.settings)
     st = state.open(server.settings)
     ours = {s["id"] for s in st.list_spaces()}
     st.close()
-    for container in client.containers.list(all=True, filters={"label": "spacehooks.space"}):
+    for container in eng.containers("spacehooks.space"):
         if container.labels.get("spacehooks.space") in ours:
-            container.remove(force=True)
+            eng.remove(container.name, stop_timeout=0)
 
 
 def _engine_create(server, space_id, files):

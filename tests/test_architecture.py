@@ -15,7 +15,7 @@ def order():
 
 def module_of(path: Path) -> str:
     rel = path.relative_to(ROOT / "spacehooks")
-    return rel.parts[0] if rel.parts[0] in ("gateway", "state") else rel.stem
+    return rel.parts[0] if rel.parts[0] in ("gateway", "state", "engine") else rel.stem
 
 
 def imports(path: Path) -> set:
@@ -111,3 +111,28 @@ def test_space_defaults_are_derived_in_one_place():
                        if p.name != "spacekeys.py"
                        for m in re.finditer(r"\b(?:7860|8501)\b|==\s*[\"']static[\"']|[\"']static[\"']\s*==", p.read_text()))
     assert offenders == []
+def _importers(module: str, folders=("spacehooks", "tests", "bench")) -> list[str]:
+    pattern = re.compile(rf"^\s*(import {module}\b|from {module}\b)", re.M)
+    return sorted(str(p.relative_to(ROOT)) for folder in folders for p in (ROOT / folder).rglob("*")
+                  if p.is_file() and (p.suffix == ".py" or p.parent.name == "bench" and not p.suffix)
+                  and pattern.search(p.read_text(errors="replace")))
+
+
+def test_podman_py_only_in_the_podman_engine():
+    # the engine seam: everything else asks engine.get(settings) in plain data, so a second
+    # engine (Kubernetes) needs no change to its callers
+    assert _importers("podman") == ["spacehooks/engine/podman.py"]
+
+
+def test_pygit2_only_in_gitrepo():
+    assert _importers("pygit2", ("spacehooks",)) == ["spacehooks/gitrepo.py"]
+
+
+def test_callers_use_the_engine_interface_not_the_podman_engine():
+    # engine.get(settings) picks the engine; a module naming the Podman one would tie itself to it
+    engine = ROOT / "spacehooks" / "engine"
+    pattern = re.compile(r"^\s*(from spacehooks\.engine(\.podman\w*)? import .*\bpodman\w*|import spacehooks\.engine\.podman)",
+                         re.M)
+    users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "spacehooks").rglob("*.py")
+                   if engine not in p.parents and pattern.search(p.read_text()))
+    assert users == []

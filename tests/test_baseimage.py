@@ -10,6 +10,7 @@ import pytest
 
 from conftest import PODMAN_URL, VENV_BIN
 from spacehooks import baseimage
+from spacehooks.engine.podman import PodmanEngine
 
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 FIX = ("fix: check that the Debian mirror and PyPI are reachable "
@@ -172,7 +173,7 @@ def test_cached_archive_is_loaded_instead_of_built(server, base_image, fake_mmde
     podman("tag", base_image, reference)
     try:
         archive.parent.mkdir()
-        baseimage.Podman(PODMAN_URL).save(reference, archive)
+        PodmanEngine(PODMAN_URL, tmp_path).save_image(reference, archive)
         podman("rmi", reference)
         assert spacehooks(server, "base-image", "list").stdout == \
             f"3.11   {reference:<40} missing (cached: `base-image build` loads it)\n"

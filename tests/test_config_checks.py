@@ -55,6 +55,7 @@ def load(tmp_path, data):
      "l4x1, l4x4, t4-medium, t4-small or define it under `hardware:`"),
     ({"run": {"memory_mb": 0}}, "'run.memory_mb' must be at least 16, found 0", "set the memory in MB, like 16384"),
     ({"build": {"concurrency": 0}}, "'build.concurrency' must be at least 1, found 0", "set 1 or more"),
+    ({"engine": "docker"}, "'engine' must be podman or kubernetes, found 'docker'", "set engine: podman"),
     ({"podman_url": "http://localhost:8888"}, "'podman_url' must be a unix:// socket URL, found 'http://localhost:8888'",
      "write it like unix:///run/spacehooks/podman.sock"),
     ({"storage": {"tiers": {"small": 8}}},

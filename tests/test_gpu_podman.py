@@ -9,9 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from podman.errors import APIError
-
-from spacehooks import cdi, config, gpu, limits, podman, runner, state
+from spacehooks import cdi, config, engine, gpu, limits, runner, state
 from spacehooks.errors import SpaceError
 from test_gpu_cdi import fake_host
 
@@ -74,16 +72,11 @@ def spec_file():
 
 
 def run_in(settings, image, command, devices):
-    """Output of `command` in a new container given `devices` (podman-py's run(remove=True) loses it)."""
-    client = podman.client(settings)
-    container = client.containers.create(image, command, devices=devices)
-    try:
-        container.start()
-        container.wait()
-        out = container.logs(stdout=True, stderr=True)
-        return out.decode() if isinstance(out, bytes) else b"".join(out).decode()
-    finally:
-        container.remove(force=True)
+    """Output of `command` in a new container given `devices`; the engine's refusal as EngineError."""
+    ok, out = engine.get(settings).probe(image, command, devices=tuple(devices))
+    if not ok:
+        raise engine.EngineError(out)
+    return out
 
 
 def run_probe(settings, image, devices):
@@ -135,7 +128,7 @@ def test_check_predicts_what_podman_loads(server, podman_url, busybox_image, spe
         assert "CHECKED=yes" in run_in(settings, busybox_image, ["env"], ["check.spacehooks.dev/gpu=0"])
     else:
         # through the API, create succeeds and start fails
-        with pytest.raises(APIError, match="unresolvable CDI devices check.spacehooks.dev/gpu=0"):
+        with pytest.raises(engine.EngineError, match="unresolvable CDI devices check.spacehooks.dev/gpu=0"):
             run_in(settings, busybox_image, ["env"], ["check.spacehooks.dev/gpu=0"])
 
 
@@ -191,6 +184,6 @@ def test_space_through_runner_gets_gpu_and_frees_it(fake_gpus, busybox_image):
         runner.stop(s, "gpu/app")
         assert gpu.allocations(s) == []
     finally:
-        client = podman.client(s)
-        for container in client.containers.list(all=True, filters={"label": f"{runner.LABEL}=gpu/app"}):
-            container.remove(force=True)
+        eng = engine.get(s)
+        for container in eng.containers(f"{runner.LABEL}=gpu/app"):
+            eng.remove(container.name, stop_timeout=0)

@@ -19,7 +19,8 @@ from gateway_support import GatewayUnderTest
 from helpers import git, push, write_files
 from test_gateway_static import STATIC_README, fetch
 
-from spacehooks import config, lfs, podman
+from spacehooks import config, lfs
+from spacehooks.engine import podman_build
 from spacehooks.errors import SpaceError
 
 DOCKER_README = "---\ntitle: LFS\nsdk: docker\napp_port: 8000\nstartup_duration_timeout: 30s\n---\n"
@@ -129,7 +130,7 @@ def test_the_build_context_is_sent_as_it_is_read_not_held_in_memory(tmp_path):
     tracemalloc.start()
     try:
         total = 0
-        pieces = podman._tar_context(tmp_path / "ctx", {"spacehooks-secret-A": b"x"})
+        pieces = podman_build._tar_context(tmp_path / "ctx", {"spacehooks-secret-A": b"x"})
         for piece in [pieces] if isinstance(pieces, bytes) else pieces:  # bytes: the whole tar at once
             total += len(piece)
         peak = tracemalloc.get_traced_memory()[1]

@@ -202,6 +202,8 @@ def test_data_survives_swap_restart_rebuild_sleep_and_reboot(engine):
 def test_quota_fails_inside_the_space_only_and_delete_asks_first(engine):
     from spacehooks import cli, runspec, storage, storage_admin
     from spacehooks import state as state_mod
+    from spacehooks.engine import podman as podman_engine
+    from pathlib import Path
     configure(engine)
     deploy(engine, "alice/full")
     deploy(engine, "bob/other")
@@ -225,10 +227,17 @@ def test_quota_fails_inside_the_space_only_and_delete_asks_first(engine):
     ids = {}
     for space_id in ("alice/full", "bob/other"):
         st = state_mod.open(engine.settings)
-        kwargs = runspec.create_kwargs(engine.settings, st, engine.space(space_id), "x",
-                                       engine.space(space_id)["config"], 1, 20000)
+        spec = runspec.spec(engine.settings, st, engine.space(space_id), "x", engine.space(space_id)["config"], 1, 20000)
         st.close()
-        ids[space_id] = kwargs["idmappings"]["UIDMap"][0]["host_id"]
+        # plain data in the RunSpec: /data of the tier's size, a fixed range instead of userns=auto
+        assert (spec.data.target, spec.data.size_mb, spec.userns.size, spec.userns_auto) == \
+            ("/data", storage.record(engine.settings, space_id)["size_mb"], 65536, False)
+        assert spec.env["HF_HOME"] == "/data/.huggingface"
+        kwargs = podman_engine.create_kwargs(spec, Path(engine.home))  # what Podman is asked for
+        mapping = [{"container_id": 0, "host_id": spec.userns.host_id, "size": 65536}]
+        assert (kwargs["userns_mode"], kwargs["idmappings"]) == ("private", {"UIDMap": mapping, "GIDMap": mapping})
+        assert {"type": "bind", "source": spec.data.source, "target": "/data"} in kwargs["mounts"]
+        ids[space_id] = spec.userns.host_id
     assert ids["alice/full"] != ids["bob/other"] and all(i >= 2 ** 30 for i in ids.values())
     for host_id in ids.values():
         with pytest.raises(KeyError):

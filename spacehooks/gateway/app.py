@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from spacehooks import accounts, stages
-from spacehooks.gateway import api, hubrepos, pages
+from spacehooks import accounts, sshcommands, stages
+from spacehooks.gateway import api, githttp, hubrepos, pages, settingspage
 from spacehooks.gateway.access import Door
 from spacehooks.gateway.metrics import Metrics
 from spacehooks.gateway.proxy import NotRepeated, Proxy, Unreachable
@@ -217,7 +218,7 @@ class Gateway:
             space = None
         if space is None:
             return pages.not_found(self.settings, f"There is no Space {space_id} on this server.")
-        return pages.space_page(self.settings, space, visitor)
+        return pages.space_page(self.settings, space, visitor, member=accounts.may(visitor, accounts.LOGS, space))
 
 
 
@@ -261,16 +262,26 @@ def make_app(settings, registry: Registry | None = None, sleeper: Sleeper | None
     app[METRICS] = metrics
     app.router.add_get("/", gateway.gallery)
     app.router.add_get("/spaces/{owner}/{name}", gateway.space_page)
-    hubrepos.add_routes(app, settings, registry, gateway.door)
+    settingspage.add_routes(app, hubrepos.add_routes(app, settings, registry, gateway.door))
+    githttp.add_routes(app, settings, registry, gateway.door)
     app.router.add_static("/static/", STATIC)
 
     async def lifecycle(app):
         await gateway.proxy.start()
+        commands = None
+        # authors' SSH commands (sshcommands.py): answered by the main gateway only (an extra
+        # `gateway --no-sleep` on the same state would take the socket from it)
+        if settings["ssh.auth_log"] and run_sleeper:
+            commands = sshcommands.listen(settings)
+            threading.Thread(target=sshcommands.serve, args=(settings, commands), daemon=True,
+                             name="ssh-commands").start()
         stop = asyncio.Event()
         task = asyncio.get_running_loop().create_task(
             sleeper.loop(stop, settings["gateway.sleep_check_seconds"])) if run_sleeper else None
         yield
         stop.set()
+        if commands is not None:
+            commands.close()
         if task:
             await task
         await gateway.proxy.close()

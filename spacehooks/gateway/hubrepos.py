@@ -13,10 +13,21 @@ from spacehooks import accounts, admin, install, people
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gateway.access import client_address
-from spacehooks.gateway import hubcopy
+from spacehooks.gateway import hubcopy, hubupload
 from spacehooks.gateway.hubapi import HubApi, error, not_found
 
 SDKS = ("gradio", "streamlit", "docker", "static")
+
+
+def remove(settings, space: dict) -> None:
+    """Delete a Space (the API's delete_repo and the settings page)."""
+    admin.delete(settings, space["id"])
+    # the repository is kept where the git account cannot reach it: nothing pushed is lost
+    repo = Path(space["repo_path"])
+    if repo.exists():
+        trash = Path(settings.home) / "deleted" / f"{space['id'].replace('/', '--')}.{int(time.time())}.git"
+        trash.parent.mkdir(mode=0o700, exist_ok=True)
+        shutil.move(str(repo), str(trash))
 
 
 class HubRepos:
@@ -98,18 +109,8 @@ class HubRepos:
         if not accounts.may(who, accounts.WRITE, space):
             return error(403, f"{who.name} may not delete {space_id}" if who.scope == "write"
                          else "a read token cannot delete a Space")
-        settings = self.settings
-
-        def work():
-            admin.delete(settings, space_id)
-            # the repository is kept where the git account cannot reach it: nothing pushed is lost
-            repo = Path(space["repo_path"])
-            if repo.exists():
-                trash = Path(settings.home) / "deleted" / f"{space_id.replace('/', '--')}.{int(time.time())}.git"
-                trash.parent.mkdir(mode=0o700, exist_ok=True)
-                shutil.move(str(repo), str(trash))
         try:
-            await asyncio.get_running_loop().run_in_executor(None, work)
+            await asyncio.get_running_loop().run_in_executor(None, remove, self.settings, space)
         except SpaceError as exc:
             return error(503 if "Podman" in exc.message else 400, exc.message)
         await self.registry.run(accounts.audit, who, "delete", space_id)
@@ -135,7 +136,7 @@ class HubRepos:
         return await self.hub._do(request, "visibility", work, "private" if private else "public", answer="result")
 
 
-def add_routes(app: web.Application, settings, registry, door) -> None:
+def add_routes(app: web.Application, settings, registry, door) -> HubApi:
     """The Hub API's routes and the sign-in pages, on the gallery host."""
     hub = HubApi(settings, registry, door)
     repos = HubRepos(hub)
@@ -157,6 +158,8 @@ def add_routes(app: web.Application, settings, registry, door) -> None:
     hubcopy.add_routes(app, hub)  # storage and duplicate
     app.router.add_post("/api/repos/create", repos.create)
     app.router.add_delete("/api/repos/delete", repos.delete)
+    hubupload.add_routes(app, hub)
     app.router.add_get("/signin", door.signin_page)
     app.router.add_post("/signin", door.signin)
     app.router.add_post("/signout", door.signout)
+    return hub

@@ -16,7 +16,7 @@ from bisect import bisect_left
 
 from aiohttp import web
 
-from spacehooks import podman
+from spacehooks import engine
 from spacehooks.errors import SpaceError
 from spacehooks.stages import STAGES
 from spacehooks.state import FINAL
@@ -190,7 +190,7 @@ async def render(settings, metrics: Metrics, registry) -> bytes:
 async def _engine(out: Text, settings, spaces: list[dict]) -> None:
     loop = asyncio.get_running_loop()
     try:
-        stats = await asyncio.wait_for(loop.run_in_executor(None, podman.container_stats, settings), STATS_TIMEOUT)
+        stats = await asyncio.wait_for(loop.run_in_executor(None, lambda: engine.get(settings).stats()), STATS_TIMEOUT)
     except (SpaceError, asyncio.TimeoutError, ValueError) as exc:
         log.warning("metrics: no container stats from Podman: %s", getattr(exc, "message", exc) or "timed out")
         stats = None
@@ -205,7 +205,7 @@ async def _engine(out: Text, settings, spaces: list[dict]) -> None:
              "CPU seconds the Space's current container has used.")):
         out.family(name, kind, help_text)
         for space_id, row in rows:
-            out.sample(name, {"space": space_id}, row[key])
+            out.sample(name, {"space": space_id}, getattr(row, key))
 
 
 async def _builds(out: Text, registry) -> None:

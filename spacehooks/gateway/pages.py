@@ -114,7 +114,7 @@ def gallery(settings, spaces: list[dict]) -> web.Response:
                   home_url="/", page_title="Spaces")
 
 
-def space_page(settings, space: dict, visitor=None) -> web.Response:
+def space_page(settings, space: dict, visitor=None, member: bool = False) -> web.Response:
     v = view(settings, space)
     main_origin = public_url(settings, settings["gateway.domain"])
     if visitor is not None and visitor.scope == "write":
@@ -124,7 +124,7 @@ def space_page(settings, space: dict, visitor=None) -> web.Response:
         v["duplicate_command"] = (f'HfApi(endpoint="{main_origin}").duplicate_repo("{space["id"]}", '
                                   f'"{visitor.name}/{v["name"]}", repo_type="space")')
     return render("space.html", space=v, home_url="/", page_title=f"{v['title']} - a Hugging Face Space by {v['owner']}",
-                  main_origin=main_origin)
+                  main_origin=main_origin, member=member)
 
 
 def not_found(settings, what: str) -> web.Response:
