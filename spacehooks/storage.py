@@ -276,7 +276,8 @@ def run_fields(settings, space_id: str) -> dict | None:
     rec = record(settings, space_id)
     if rec is None:
         return None
-    mnt = ensure_mounted(settings, space_id, rec)
+    # a cluster keeps /data in the Space's own claim (engine/kubemanifests): no host mount there
+    mnt = ensure_mounted(settings, space_id, rec) if settings["engine"] == "podman" else mount_path(settings, space_id)
     return {"data": DataMount(target=TARGET, source=str(mnt), size_mb=int(rec["size_mb"])),
             "userns": IdMap(host_id=host_base(settings, rec), size=RANGE), "userns_auto": False,
             "env": {"HF_HOME": HF_HOME}}
