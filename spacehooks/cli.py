@@ -1,6 +1,7 @@
 """Command-line wiring only: each command parses its options and calls one function. The Space
 commands are in cliadmin.py, the host's (gc, doctor, state, limits, hardware, gpu) in clihost.py,
-those on people and access (users, orgs, tokens, visibility, audit) in clipeople.py."""
+those on people and access (users, orgs, tokens, visibility, audit) in clipeople.py, storage and
+duplicate in clistorage.py."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from spacehooks import cliadmin, clihost, clipeople
+from spacehooks import cliadmin, clihost, clipeople, clistorage
 from spacehooks import config as config_mod
 from spacehooks.cliadmin import pass_ctx
 from spacehooks.errors import SpaceError, internal_error_message
@@ -20,7 +21,7 @@ def cli():
     """Self-hosted Hugging Face Spaces: validate on push, build with Podman, serve."""
 
 
-for _command in (*cliadmin.COMMANDS, *clihost.COMMANDS, *clipeople.COMMANDS):
+for _command in (*cliadmin.COMMANDS, *clihost.COMMANDS, *clipeople.COMMANDS, *clistorage.COMMANDS):
     cli.add_command(_command)
 
 

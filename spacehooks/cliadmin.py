@@ -9,6 +9,7 @@ import sys
 import click
 
 from spacehooks import config as config_mod
+from spacehooks import stages
 from spacehooks.errors import SpaceError
 from spacehooks.results import KeyChanged, StageResult
 
@@ -32,8 +33,16 @@ def print_stage(result: StageResult) -> None:
     if result.note:
         click.echo(result.note)
     click.echo(f"{result.space_id}: {result.stage}")
+    if result.stage == stages.WAITING_CAPACITY:  # not a failure: it starts when room frees
+        click.echo(f"  {result.error}")
+        return
     if result.error:
         raise SpaceError(f"{result.space_id}: {result.error}")
+
+
+def print_admitted(result) -> None:
+    for started in result.admitted:
+        click.echo(f"{started}: started (it was waiting for room)")
 
 
 def print_restarted(space_id: str, stage: str | None) -> None:
@@ -124,6 +133,7 @@ def pause(ctx, space):
     from spacehooks.admin import spaces as admin
     result = admin.pause(ctx.settings, space)
     click.echo(f"{result.space_id}: {result.stage} (resume with `spacehooks resume {result.space_id}`)")
+    print_admitted(result)
 
 
 @click.command()
@@ -137,13 +147,21 @@ def resume(ctx, space):
 
 @click.command()
 @click.argument("space")
-@click.confirmation_option(prompt="Delete the Space's containers, images, secrets and state?")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
 @pass_ctx
-def delete(ctx, space):
-    """Remove a Space's containers, images, secrets and state (not its git repository)."""
+def delete(ctx, space, yes):
+    """Remove a Space's containers, images, secrets, storage and state (not its git repository)."""
     from spacehooks.admin import spaces as admin
+    from spacehooks.admin import storage as storage_admin
+    lost = storage_admin.loss_note(ctx.settings, space)
+    if not yes:
+        if lost:
+            click.echo(f"This also deletes {lost}.")
+        click.confirm("Delete the Space's containers, images, secrets" + (", storage" if lost else "")
+                      + " and state?", abort=True)
     result = admin.delete(ctx.settings, space)
     click.echo(f"{result.space_id} deleted (its git repository {result.repo_path} is left alone)")
+    print_admitted(result)
 
 
 @click.command()

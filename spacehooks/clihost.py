@@ -125,8 +125,10 @@ def hardware():
 @hardware.command("list")
 @pass_ctx
 def hardware_list(ctx):
-    """Show every flavor with its CPUs, memory, GPUs and availability on this host."""
+    """Show every flavor with its CPUs, memory, GPUs and availability on this host, then what
+    the running Spaces use and what is free (memory, CPUs, disk for storage)."""
     from spacehooks.run import gpu
+    from spacehooks.run import capacity
     lines = [("flavor", "cpus", "memory", "gpus", "on this host")]
     for row in gpu.hardware_list(ctx.settings):
         gpus = f"{row.gpus} x {row.gpu_kind}" + (" shared" if row.shared else "") if row.gpus else "-"
@@ -134,6 +136,9 @@ def hardware_list(ctx):
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
     for line in lines:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[4])
+    click.echo("")
+    for line in capacity.room_lines(capacity.room(ctx.settings)):
+        click.echo(line)
 
 
 @hardware.command("set")

@@ -76,6 +76,26 @@ def _hardware(value: dict, _) -> tuple[str, str] | None:
     return None
 
 
+def _tiers(value: dict, _) -> tuple[str, str] | None:
+    fix = "map each tier to its size in MB, like {small: 20480}"
+    for name, size in value.items():
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+            return f"has a tier named {name!r}: use letters, digits, - _", fix
+        if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+            return f"{name}: the size must be a whole number of MB, at least 16, found {size!r}", fix
+    return None
+
+
+def _overcommit(value: dict, _) -> tuple[str, str] | None:
+    fix = "write it like {memory: 1.0, cpus: 4.0, storage: 1.0}"
+    for key, ratio in value.items():
+        if key not in ("memory", "cpus", "storage"):
+            return f"has unknown key {key!r}; known: memory, cpus, storage", fix
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio <= 0:
+            return f"{key} must be a number above 0, found {ratio!r}", fix
+    return None
+
+
 def _default_python(value: str, values: dict) -> tuple[str, str] | None:
     # with the nearest-version fallback a missing default is served like a README's version
     if value not in values["python_versions"] and values.get("python_version_fallback") == "refuse":
@@ -125,6 +145,11 @@ CHECKS = {
     "run.keep_builds": _at_least(1, "keep at least the image that serves: 1 or more"),
     "run.gc_interval_seconds": _at_least(0, "set 0 (only by hand) or a number of seconds"),
     "hardware": _hardware,
+    "storage.tiers": _tiers,
+    "storage.uid_base": _at_least(65536, "set a host uid above every account's, like 1073741824"),
+    "capacity.overcommit": _overcommit,
+    "capacity.memory_mb": _at_least(0, "set 0 (the machine's memory) or a size in MB"),
+    "capacity.cpus": _at_least(0, "set 0 (the machine's cores) or a number of cores"),
     "kubernetes.service_type": lambda v, _: None if v in ("ClusterIP", "NodePort") else (
         f"must be ClusterIP or NodePort, found {v!r}", "set kubernetes.service_type: ClusterIP"),
     "kubernetes.gateway_cidrs": _strings,

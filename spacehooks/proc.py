@@ -51,6 +51,23 @@ def run(args: Sequence[str], *, cwd: str | Path | None = None, env: Mapping[str,
     return result
 
 
+def run_streams(args: Sequence[str], *, stdin=None, stdout=None, cwd: str | Path | None = None,
+                timeout: float | None = None, ok: Sequence[int] = (0,)) -> int:
+    """Run args with open files as stdin/stdout (a tar of a Space's storage: too big for memory);
+    an exit code outside `ok` is a SpaceError, else it is returned."""
+    from spacehooks.errors import SpaceError
+    try:
+        result = subprocess.run(list(args), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, cwd=cwd,
+                                timeout=timeout)
+    except FileNotFoundError as exc:
+        raise SpaceError(f"{args[0]}: command not found", hint=f"install {args[0]}") from exc
+    if result.returncode not in ok:
+        detail = result.stderr.decode(errors="replace").strip()
+        raise SpaceError(f"{' '.join(map(str, args[:3]))} failed (exit {result.returncode})"
+                         + (f": {detail}" if detail else ""))
+    return result.returncode
+
+
 def git(args: Sequence[str], git_dir: str | Path | None = None, **kw) -> str:
     base = ["git"] + (["--git-dir", str(git_dir)] if git_dir else [])
     return run(base + list(args), env=kw.pop("env", clean_env()), **kw).stdout.decode().strip()

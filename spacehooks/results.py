@@ -1,6 +1,7 @@
 """What admin operations return: plain dataclasses of str, int, float, bool, lists and dicts.
 
-The operations (admin, images, limits, doctor, gpu, the sleeper's sleep time) print nothing:
+The operations (admin, images, limits, doctor, gpu, the sleeper's sleep time, storage_admin,
+duplicate) print nothing:
 the CLI formats each result in one place, and an HTTP API serialises it with `to_json`.
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ class StageResult:
     stage: str
     error: str | None = None
     note: str | None = None  # what was done first (a rollback's target, say)
+    admitted: tuple = ()  # Spaces that were waiting for room and started once this freed it
 
 
 @dataclass
@@ -63,6 +65,7 @@ class BuildQueued:
 class Deleted:
     space_id: str
     repo_path: str  # left alone
+    admitted: tuple = ()  # as StageResult's
 
 
 @dataclass
@@ -186,6 +189,51 @@ class CdiGenerated:
     driver_files: int  # mounted read-only
     spec: dict
     ignored: list[str] = field(default_factory=list)  # other specs of the kind that Podman does not load
+
+
+@dataclass
+class StorageChanged:
+    """`storage set` (tier given) or `storage remove` (removed: the tier it had)."""
+    space_id: str
+    tier: str | None  # the tier it has now; None after a remove
+    size_mb: int | None
+    stage: str
+    restarted: str | None = None  # the stage after a restart, None when it did not run
+    removed: str | None = None
+
+
+@dataclass
+class StorageCopied:
+    """`storage export` (to a tar) or `storage import` (from one)."""
+    space_id: str
+    file: str
+    bytes: int
+    changed_while_read: bool = False  # export of a Space that wrote meanwhile: the copy is kept
+    restarted: str | None = None
+
+
+@dataclass
+class StorageRow:
+    space_id: str
+    tier: str
+    size_mb: int
+    slot: int
+    used_mb: float | None  # None: not mounted now
+    allocated_mb: float  # what its sparse image holds of the host's disk
+
+
+@dataclass
+class Duplicated:
+    from_id: str
+    to_id: str
+    repo: str
+    commit: str  # the new commit setting duplicated_from
+    variables: list[str]
+    secrets_to_set: list[str]  # the original's secrets, never copied
+    hardware: str | None
+    storage: str | None
+    private: bool
+    output: list[str] = field(default_factory=list)  # what creating the repository and the push said
 
 
 def to_json(result) -> object:

@@ -27,9 +27,11 @@ PAUSED = "PAUSED"
 STOPPED = "STOPPED"
 SLEEPING = "SLEEPING"
 DELETING = "DELETING"
+# not a Hub stage: built, but its flavor does not fit beside the running Spaces yet (capacity.py)
+WAITING_CAPACITY = "WAITING_CAPACITY"
 
 STAGES = (NO_APP_FILE, CONFIG_ERROR, BUILDING, BUILD_ERROR, APP_STARTING, RUNNING, RUNNING_BUILDING,
-          RUNNING_APP_STARTING, RUNTIME_ERROR, PAUSED, STOPPED, SLEEPING, DELETING)
+          RUNNING_APP_STARTING, RUNTIME_ERROR, PAUSED, STOPPED, SLEEPING, DELETING, WAITING_CAPACITY)
 NEW = BUILDING  # a Space's first row (the store's column default)
 # A container answers on the Space's port in these stages.
 ANSWERING = (RUNNING, RUNNING_BUILDING, RUNNING_APP_STARTING)
@@ -72,11 +74,18 @@ MOVES = (
     Move("build failed", ALIVE, BUILD_ERROR, "the build failed and no earlier version serves"),
     Move("build failed", ALIVE, RUNNING, "the build failed; the earlier version keeps serving"),
     Move("deploy", ANSWERING, RUNNING_APP_STARTING, "a new container starts beside the serving one (deploy, restart)"),
-    Move("deploy", ALIVE, APP_STARTING, "a container starts: deploy, restart, resume, rollback, wake, restore"),
+    Move("deploy", ALIVE, APP_STARTING, "a container starts: deploy, restart, resume, rollback, wake, restore, "
+         "and a Space waiting for room once room frees (admission.py)"),
     Move("deploy", ALIVE, RUNNING, "a static Space's files are in place (no container to start)"),
     Move("deploy failed", ANSWERING, RUNNING, "a static Space's new files could not be written; the served ones stay"),
     Move("deploy failed", ALIVE, RUNTIME_ERROR, "a static Space's files could not be written and none serve"),
     Move("started", ALIVE, RUNNING, "the new container answers HTTP and takes the Space's port"),
+    Move("no room", _but(*ANSWERING), WAITING_CAPACITY, "its flavor does not fit beside the running Spaces:"
+         " it waits, holding the image to run, and starts when room frees (capacity.py)"),
+    Move("no room", ANSWERING, RUNNING, "a new version's flavor does not fit now: the serving one keeps serving,"
+         " its error says what for"),
+    Move("never fits", ALIVE, RUNTIME_ERROR, "its flavor needs more than the machine gives Spaces even when"
+         " nothing else runs"),
     Move("start failed", ANSWERING, RUNNING, "the new container did not start; the old one keeps serving"),
     Move("start failed", ALIVE, RUNTIME_ERROR, "the container exited, was killed for memory or did not answer in time"),
     Move("crashed", ANSWERING, RUNTIME_ERROR, "the app exited run.crash_limit times within run.crash_window_seconds"),

@@ -19,7 +19,8 @@ from spacehooks.engine.spec import RunSpec
 
 NS = "spaces-test"
 COLLECTIONS = {"deployments": "/apis/apps/v1", "replicasets": "/apis/apps/v1", "services": "/api/v1",
-               "secrets": "/api/v1", "pods": "/api/v1", "networkpolicies": "/apis/networking.k8s.io/v1"}
+               "secrets": "/api/v1", "pods": "/api/v1", "networkpolicies": "/apis/networking.k8s.io/v1",
+               "persistentvolumeclaims": "/api/v1"}
 
 
 @dataclass

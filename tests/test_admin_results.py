@@ -54,3 +54,22 @@ def test_doctor_returns_its_checks_and_tells_progress(server, tmp_path):
     assert data["checks"][-1]["text"].startswith("Podman service is down: ")
     assert report.problems == 1
     assert [results.to_json(c) for c in seen] == data["checks"]
+
+
+def test_storage_and_capacity_results_are_json_ready(server, capsys):
+    """Issue 15's operations follow the same rule: results, nothing printed."""
+    from spacehooks.admin import storage as storage_admin
+    from spacehooks.run import capacity
+    settings = _space(server)
+    st = state.open(settings)
+    try:
+        st.storage_assign("alice/app", "small", 20480, 4)
+    finally:
+        st.close()
+    data = json.loads(json.dumps(results.to_json({"storage": storage_admin.listing(settings),
+                                                  "room": capacity.room(settings)})))
+    assert data["storage"] == [{"space_id": "alice/app", "tier": "small", "size_mb": 20480, "slot": 0,
+                                "used_mb": None, "allocated_mb": 0.0}]
+    assert (data["room"]["spaces"], data["room"]["waiting"], data["room"]["storage"]["used"]) == ([], [], 20480)
+    assert data["room"]["memory"]["used"] == 0 and data["room"]["memory"]["free"] == data["room"]["memory"]["total"]
+    assert capsys.readouterr() == ("", "")

@@ -59,6 +59,19 @@ def load(tmp_path, data):
     ({"engine": "docker"}, "'engine' must be podman or kubernetes, found 'docker'", "set engine: podman"),
     ({"podman_url": "http://localhost:8888"}, "'podman_url' must be a unix:// socket URL, found 'http://localhost:8888'",
      "write it like unix:///run/spacehooks/podman.sock"),
+    ({"storage": {"tiers": {"small": 8}}},
+     "'storage.tiers' small: the size must be a whole number of MB, at least 16, found 8",
+     "map each tier to its size in MB, like {small: 20480}"),
+    ({"storage": {"tiers": {"../x": 20480}}}, "'storage.tiers' has a tier named '../x': use letters, digits, - _",
+     "map each tier to its size in MB, like {small: 20480}"),
+    ({"storage": {"uid_base": 1000}}, "'storage.uid_base' must be at least 65536, found 1000",
+     "set a host uid above every account's, like 1073741824"),
+    ({"capacity": {"overcommit": {"disk": 2}}}, "'capacity.overcommit' has unknown key 'disk'; known: memory, cpus, storage",
+     "write it like {memory: 1.0, cpus: 4.0, storage: 1.0}"),
+    ({"capacity": {"overcommit": {"memory": 0}}}, "'capacity.overcommit' memory must be a number above 0, found 0",
+     "write it like {memory: 1.0, cpus: 4.0, storage: 1.0}"),
+    ({"capacity": {"memory_mb": -1}}, "'capacity.memory_mb' must be at least 0, found -1",
+     "set 0 (the machine's memory) or a size in MB"),
 ])
 def test_a_bad_value_names_file_key_and_fix(tmp_path, data, message, fix):
     path, loader = load(tmp_path, data)

@@ -89,6 +89,11 @@ def test_pages_fit_a_phone_and_the_space_page_fits_one_screen(gw, upstream, brow
         context.close()
 
 
+def pages_origin(gw):
+    from spacehooks.gateway.pages import public_url
+    return public_url(gw.settings, gw.settings["gateway.domain"])
+
+
 def test_space_page_shows_header_stage_and_the_app_in_an_iframe(gw, upstream, page):
     gw.add_space("alice/chat", port=upstream.port, hardware="cpu-basic", config={
         "title": "Chat Demo", "emoji": "💬", "colorFrom": "blue", "colorTo": "green", "sdk": "gradio",
@@ -104,6 +109,22 @@ def test_space_page_shows_header_stage_and_the_app_in_an_iframe(gw, upstream, pa
     assert page.locator("iframe#app").get_attribute("src") == f"http://alice-chat.localhost:{gw.port}/"
     assert page.locator(".app-wrap.narrow").count() == 1
     shot(page, "space-page")
+    # issue 15: "Duplicate" only for a signed-in user who may create Spaces (a write token)
+    assert page.locator("#duplicate").count() == 0
+    from spacehooks.access import accounts
+    from spacehooks.gateway.credentials import COOKIE
+    accounts.add_user(gw.settings, gw.state, "bob")
+    for scope, offered in (("read", False), ("write", True)):
+        page.context.clear_cookies()
+        page.context.add_cookies([{"name": COOKIE, "value": accounts.create_token(gw.state, "bob", scope)[1],
+                                   "url": f"http://localhost:{gw.port}"}])
+        page.goto(f"http://localhost:{gw.port}/spaces/alice/chat")
+        assert page.locator("#duplicate").count() == int(offered), scope
+    page.click("#duplicate summary")
+    assert page.locator("#duplicate .embed").inner_text() == (
+        f'HfApi(endpoint="{pages_origin(gw)}").duplicate_repo("alice/chat", "bob/chat", repo_type="space")')
+    page.click("#duplicate summary")
+    page.context.clear_cookies()
     page.click("button.tab[data-view=logs]")
     page.wait_for_function("document.querySelector('#view-logs .logpane').textContent.includes('Successfully built')")
     shot(page, "space-logs")

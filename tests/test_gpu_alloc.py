@@ -108,7 +108,9 @@ def test_hardware_list(host):
     gpu.devices_for(host.settings, "a/one", "test-gpu-x2")
     result = cli("hardware", "list")
     assert result.returncode == 0, result.stderr
-    status = {line.split()[0]: line.split("  ")[-1].strip() for line in result.stdout.splitlines()[1:]}
+    flavors, _, used = result.stdout.partition("\n\n")  # then what is used and free (capacity)
+    status = {line.split()[0]: line.split("  ")[-1].strip() for line in flavors.splitlines()[1:]}
+    assert used.splitlines()[0].startswith("memory   used 0 MB of ")
     assert status["cpu-basic"] == "available"
     assert status["t4-small"] == "no GPU of kind nvidia.com/gpu on this host"
     assert status["test-gpu"] == "1 of 3 free"
@@ -156,3 +158,28 @@ def test_hardware_set(host):
     result = cli("hardware", "set", "nobody/here", "test-gpu")
     assert (result.returncode, result.stderr) == (
         1, "Error: no Space 'nobody/here'\n  fix: give it as owner/name, as its repository path\n")
+
+
+def test_a_space_waits_for_gpus_held_by_others(host):
+    """Capacity (issue 15): GPUs held by other Spaces make a start wait, saying for what;
+    more GPUs than the host has is no wait but the allocation's own error at start."""
+    from spacehooks.run import capacity
+    s = host.settings
+    gpu.devices_for(s, "a/one", "test-gpu-x2")
+    st = state.open(s)
+    try:
+        st.ensure_space("b/two", "/srv/b/two.git", hardware="test-gpu-x2")
+        st.ensure_space("c/three", "/srv/c/three.git", hardware="test-gpu")
+        st.ensure_space("d/four", "/srv/d/four.git", hardware="test-gpu-x5")
+        assert capacity.shortfall(s, st, st.get_space("b/two")) == (
+            f"waiting for 2 GPU(s) of kind {KIND}: 1 of 3 free (in use by a/one)")
+        assert capacity.shortfall(s, st, st.get_space("c/three")) is None
+        assert capacity.shortfall(s, st, st.get_space("d/four")) is None
+    finally:
+        st.close()
+    gpu.release(s, "a/one")
+    st = state.open(s)
+    try:
+        assert capacity.shortfall(s, st, st.get_space("b/two")) is None
+    finally:
+        st.close()

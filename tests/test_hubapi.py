@@ -190,3 +190,90 @@ def test_a_space_created_through_the_api_takes_pushes_and_factory_reboots(hub, t
     queued = gw.state.builds("alice/site")
     assert len(queued) == 2 and queued[0]["no_cache"] == 1
     assert gw.state.audit(space_id="alice/site")[-1]["action"] == "factory-reboot"
+
+
+STORAGE_SCRIPT = r"""
+import json, sys
+from huggingface_hub import HfApi
+from huggingface_hub.utils import HfHubHTTPError
+endpoint, owner, other = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {}
+try:
+    HfApi(endpoint=endpoint, token=other).request_space_storage("bob/site", "small")
+except HfHubHTTPError as err:
+    out["other"] = err.response.status_code
+api = HfApi(endpoint=endpoint, token=owner)
+out["set"] = api.request_space_storage("bob/site", "small").storage
+out["runtime"] = api.get_space_runtime("bob/site").storage
+try:
+    api.request_space_storage("bob/site", "huge")
+except HfHubHTTPError as err:
+    out["huge"] = [err.response.status_code, err.response.json()["error"]]
+out["dup"] = api.duplicate_space("bob/site", "bob/again", private=True).repo_id
+out["deleted"] = api.delete_space_storage("bob/site").storage
+print(json.dumps(out))
+"""
+
+
+def test_duplicate_and_storage_through_the_client(hub, tmp_path, old_client):
+    """Issue 15 through the Hub API: duplicate_space (current client: duplicate_repo) copies a
+    Space the caller can see into a namespace they may write, with their secrets and variables;
+    request_space_storage / delete_space_storage follow the owner rules; all audited."""
+    from helpers import git, push, work_repo
+    from spacehooks import state
+    from spacehooks.run import storage
+    gw, tokens = hub
+    tokens["bob-read"] = accounts.create_token(gw.state, "bob", "read")[1]
+    alice = HfApi(endpoint=gw.url, token=tokens["alice"])
+    alice.create_repo("alice/site", repo_type="space", space_sdk="static")
+    alice.create_repo("acme/secret", repo_type="space", space_sdk="static", private=True)
+    work = work_repo(tmp_path / "work", {"README.md": "---\ntitle: Site\nsdk: static\n---\n", "index.html": "<p>hi</p>\n"})
+    assert push(work, str(Path(gw.settings["repo_root"]) / "alice" / "site.git")).returncode == 0
+    alice.add_space_variable("alice/site", "GREETING", "hi")
+    alice.add_space_secret("alice/site", "API_KEY", "alices")
+
+    bob = HfApi(endpoint=gw.url, token=tokens["bob"])
+    url = bob.duplicate_repo("alice/site", "bob/site", repo_type="space", space_secrets=[{"key": "API_KEY", "value": "bobs"}],
+                             space_variables=[{"key": "EXTRA", "value": "1"}])
+    assert str(url) == f"{gw.url}/spaces/bob/site"
+    copy = Path(gw.settings["repo_root"]) / "bob" / "site.git"
+    assert git("log", "--format=%s", "-1", "main", cwd=copy).stdout.strip() == "Duplicate from alice/site"
+    assert "duplicated_from: alice/site" in git("show", "main:README.md", cwd=copy).stdout
+    assert gw.state.variables("bob/site") == {"EXTRA": "1", "GREETING": "hi"}
+    assert state.read_secrets(gw.settings.home, "bob/site") == {"API_KEY": "bobs"}
+    assert bob.space_info("bob/site").private is False and len(gw.state.builds("bob/site")) == 1
+    entry = gw.state.audit(space_id="bob/site")[-1]
+    assert (entry["actor"], entry["action"], entry["detail"][:30]) == ("bob", "duplicate", "from=alice/site private=False ")
+
+    def refused(api, from_id, to_id):
+        with pytest.raises(HfHubHTTPError) as err:
+            api.duplicate_repo(from_id, to_id, repo_type="space")
+        return err.value.response.status_code, err.value.response.json()["error"]
+    assert refused(bob, "alice/site", "acme/site") == (403, "bob may not create Spaces under acme")
+    assert refused(HfApi(endpoint=gw.url, token=tokens["bob-read"]), "alice/site", "bob/x") == (
+        403, "a read token cannot create a Space")
+    assert refused(bob, "alice/site", "bob/site")[0] == 409
+    with pytest.raises(RepositoryNotFoundError):  # a private Space bob may not see is not revealed
+        bob.duplicate_repo("acme/secret", "bob/peek", repo_type="space")
+    anonymous = requests.post(f"{gw.url}/api/spaces/alice/site/duplicate", json={"repository": "bob/anon"}, timeout=30)
+    assert anonymous.status_code == 401
+    assert not any((Path(gw.settings["repo_root"]) / "bob" / f"{n}.git").exists() for n in ("x", "peek", "anon"))
+
+    try:
+        run = subprocess.run([sys.executable, "-c", STORAGE_SCRIPT, gw.url, tokens["bob"], tokens["alice"]],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+                             env={"PYTHONPATH": str(old_client), "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+                                  "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(old_client / "home")})
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+    finally:
+        for line in open("/proc/self/mountinfo").read().splitlines():
+            point = line.split(" ")[4]
+            if point.startswith(str(gw.settings.home / "storage") + "/"):
+                subprocess.run(["umount", "--lazy", point], capture_output=True)
+    assert out == {"other": 403, "set": "small", "runtime": "small", "huge": [400, "unknown storage tier 'huge'; known: small (20 GB), "
+                                                             "medium (150 GB), large (1 TB)"],
+                   "dup": "bob/again", "deleted": None}
+    assert storage.record(gw.settings, "bob/site") is None and not storage.image_path(gw.settings, "bob/site").exists()
+    assert gw.state.get_space("bob/again")["private"] == 1
+    assert [e["action"] for e in gw.state.audit(space_id="bob/site")][-3:] == ["storage", "storage", "storage-delete"]

@@ -215,6 +215,22 @@ def test_the_runners_sleep_scales_to_zero_its_wake_scales_up_and_an_old_name_is_
     assert [api.of_kind(k) for k in ("deployments", "services", "secrets", "networkpolicies")] == [[], [], [], []]
 
 
+def test_a_spaces_data_claim_outlives_its_sleep_and_goes_with_the_space(api, tmp_path):
+    from spacehooks.engine.spec import DataMount, IdMap
+    data = dict(data=DataMount(target="/data", source="/unused/on/kubernetes", size_mb=1024),
+                userns=IdMap(host_id=1 << 30, size=65536), userns_auto=False)
+    eng = engine(api, tmp_path)
+    name = eng.run(spec(**data))
+    claims = api.of_kind("persistentvolumeclaims")
+    assert [c["metadata"]["name"] for c in claims] == [km.data_claim_name("alice/demo")]
+    eng.remove(name)  # the runner's sleep
+    eng.stop(eng.run(spec(build=2, **data)))
+    assert len(api.of_kind("persistentvolumeclaims")) == 1
+    eng._images = type("NoImages", (), {"remove_all": lambda self, label, repo: None})()
+    eng.remove_all("spacehooks.space=alice/demo", "localhost/spaces/alice/demo")
+    assert api.of_kind("persistentvolumeclaims") == []
+
+
 def test_cluster_errors_are_space_errors_with_the_servers_words(api, tmp_path):
     eng = engine(api, tmp_path)
     api.denied.add(api.ns_path("deployments", NAME))

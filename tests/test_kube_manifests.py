@@ -10,7 +10,7 @@ import pytest
 
 from kube_support import settings, spec
 from spacehooks.engine import kubemanifests as km
-from spacehooks.engine.spec import FileMount
+from spacehooks.engine.spec import DataMount, FileMount, IdMap
 
 KUBERNETES = "1.30.0"  # the pinned API version every manifest is checked against
 GPU = dict(gpus=2, gpu_kind="nvidia.com/gpu")
@@ -19,6 +19,8 @@ SPECS = {
     "secrets and files": dict(secrets={"HF_TOKEN": "x", "OPENAI_API_KEY": "y"},
                               files=(FileMount(target="/home/user/app/.streamlit/secrets.toml", content=b'A = "b"\n'),)),
     "gpu": GPU,
+    "storage": dict(data=DataMount(target="/data", source="/srv/storage/mnt/alice/x", size_mb=20 * 1024),
+                    userns=IdMap(host_id=1 << 30, size=65536), userns_auto=False, env={"HF_HOME": "/data/.huggingface"}),
 }
 SETTINGS = {
     "defaults": {},
@@ -61,7 +63,25 @@ def test_every_generated_manifest_is_valid_for_the_pinned_kubernetes(tmp_path):
         else:
             validate(obj)
         kinds.add(obj["kind"])
-    assert kinds == {"Deployment", "Service", "Secret", "NetworkPolicy"}
+    assert kinds == {"Deployment", "Service", "Secret", "NetworkPolicy", "PersistentVolumeClaim"}
+
+
+@pytest.mark.parametrize("knative", [False, True])
+def test_storage_is_a_claim_of_the_tier_size_at_data_owned_by_the_app_user(tmp_path, knative):
+    conf = settings(tmp_path, **{"kubernetes.knative": knative})
+    objects = km.objects(conf, spec("alice/keeps", **SPECS["storage"]), "reg/x:1", sleep_seconds=60)
+    claims = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert [c["metadata"]["name"] for c in claims] == [km.data_claim_name("alice/keeps")]
+    assert claims[0]["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20480Mi"}}}
+    owner = objects[-1]
+    assert objects.index(claims[0]) < objects.index(owner)  # what the Pod refers to comes first
+    pod = owner["spec"]["template"]["spec"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": km.data_claim_name("alice/keeps")}} in pod["volumes"]
+    assert {"name": "data", "mountPath": "/data"} in pod["containers"][0]["volumeMounts"]
+    assert pod["securityContext"]["fsGroup"] == 1000  # the claim is the app user's in every Pod
+    assert {"name": "HF_HOME", "value": "/data/.huggingface"} in pod["containers"][0]["env"]
+    # no claim without storage
+    assert not [o for o in km.objects(conf, spec("alice/plain"), "reg/x:1") if o["kind"] == "PersistentVolumeClaim"]
 
 
 def test_the_validator_refuses_a_broken_manifest(tmp_path):

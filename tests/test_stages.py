@@ -60,6 +60,12 @@ def test_the_table_is_made_of_known_stages():
     ("BUILDING", "PAUSED", "state rebuild"),
     ("RUNTIME_ERROR", "DELETING", "delete"),
     ("RUNNING", "RUNNING", "anything writes fields"),
+    ("BUILDING", "WAITING_CAPACITY", "no room"),  # issue 15: built, its flavor does not fit yet
+    ("SLEEPING", "WAITING_CAPACITY", "no room"),  # woken, but its room was taken meanwhile
+    ("RUNNING_BUILDING", "RUNNING", "no room"),  # the new version waits; the serving one stays
+    ("WAITING_CAPACITY", "APP_STARTING", "deploy"),  # room freed (admission.py)
+    ("WAITING_CAPACITY", "PAUSED", "pause"),
+    ("BUILDING", "RUNTIME_ERROR", "never fits"),
 ])
 def test_legal_moves(source, target, event):
     assert stages.allowed(source, target, event)
@@ -76,6 +82,9 @@ def test_legal_moves(source, target, event):
     ("DELETING", "RUNNING", "started"),
     ("DELETING", "BUILDING", "push"),
     ("RUNNING", "BUILD_ERROR", "push"),  # the right target for the wrong event
+    ("RUNNING", "WAITING_CAPACITY", "no room"),  # a serving Space keeps serving instead
+    ("WAITING_CAPACITY", "SLEEPING", "sleep"),  # nothing runs that could sleep
+    ("DELETING", "WAITING_CAPACITY", "no room"),
 ])
 def test_illegal_moves(source, target, event):
     assert not stages.allowed(source, target, event)

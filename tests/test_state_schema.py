@@ -62,7 +62,7 @@ def test_a_v1_store_is_migrated_and_keeps_every_space(tmp_path):
     before = [tuple(r) for r in before_conn.execute("SELECT * FROM spaces ORDER BY id")]
     before_conn.close()
     st = state.open(settings)
-    assert state.schema_version(st) == state.SCHEMA_VERSION == 4
+    assert state.schema_version(st) == state.SCHEMA_VERSION == 5
     assert [b["attempts"] for s in st.list_spaces() for b in st.builds(s["id"])] == [0, 0, 0]
     assert [s["restarts"] for s in st.list_spaces()] == [0, 0, 0]
     after = [tuple(r)[:len(before[0])] for r in st.conn.execute("SELECT * FROM spaces ORDER BY id")]
@@ -86,7 +86,7 @@ def test_the_previous_release_opens_a_migrated_store_without_losing_a_space(tmp_
     old.update_space("alice/s0", stage="RUNNING_BUILDING")
     old.close()
     st = state.open(settings)  # and forward again
-    assert state.schema_version(st) == 4
+    assert state.schema_version(st) == 5
     assert [b["attempts"] for b in st.builds("carol/x")] == [0]
     assert st.get_space("carol/x")["restarts"] == 0
     assert [b["attempts"] for b in st.builds("bob/new")] == [2]
@@ -113,7 +113,36 @@ def test_processes_migrating_at_once_do_not_trip(tmp_path):
         thread.join(60)
     assert failed == []
     st = state.open(settings)
-    assert state.schema_version(st) == 4
+    assert state.schema_version(st) == 5
+    st.close()
+
+
+def test_a_v4_store_is_migrated_to_v5_and_the_previous_release_still_opens_it(tmp_path):
+    """Migration 5 (issue 15) only adds the storage table: a store of the release before it keeps
+    its Spaces, gains the table, and that release's statements still work on the file."""
+    settings = config.load(tmp_path / "none.yaml", tmp_path / "home")
+    (tmp_path / "home").mkdir(mode=0o700)
+    conn = sqlite3.connect(settings.db_path)
+    conn.executescript((FIXTURES / "state_schema_v4.sql").read_text())
+    conn.execute("INSERT INTO spaces (id, repo_path, private, created_at, updated_at) VALUES ('alice/a', '/r', 1, 1, 1)")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'storage'").fetchall() == []
+    conn.close()
+    st = state.open(settings)
+    assert state.schema_version(st) == 5
+    assert st.get_space("alice/a")["private"] == 1 and st.storage_all() == []
+    assert st.storage_assign("alice/a", "small", 20480, 4)["slot"] == 0
+    st.close()
+    conn = sqlite3.connect(settings.db_path)  # the v4 release's writes on the migrated file (rollback)
+    conn.execute("INSERT OR IGNORE INTO spaces (id, repo_path, hardware, sleep_seconds, created_at, updated_at)"
+                 " VALUES ('bob/b', '/r2', NULL, NULL, 1, 1)")
+    conn.execute("UPDATE spaces SET private = 0 WHERE id = 'alice/a'")
+    conn.commit()
+    assert [r[0] for r in conn.execute("SELECT id FROM spaces ORDER BY id")] == ["alice/a", "bob/b"]
+    conn.close()
+    st = state.open(settings)  # and forward again: nothing to migrate, the storage record kept
+    assert state.schema_version(st) == 5 and st.storage_of("alice/a")["tier"] == "small"
     st.close()
 
 

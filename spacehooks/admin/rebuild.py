@@ -20,6 +20,7 @@ from spacehooks import engine
 from spacehooks.access import accounts
 from spacehooks.build import builder
 from spacehooks.run import runspec
+from spacehooks.run import storage
 from spacehooks.queue import jobs as queue_mod
 from spacehooks import stages
 from spacehooks import state as state_mod
@@ -46,9 +47,10 @@ def rebuild(settings, echo, force: bool = False) -> dict[str, str]:
             accounts.restore(settings, st, access)
             echo(f"restored {len(access.get('users', {}))} users, {len(access.get('orgs', []))} organisations and "
                  f"{len(access.get('private', []))} private Spaces from {accounts.ACCESS_FILE}; tokens must be created again")
-        return done
     finally:
         st.close()
+    storage.recover(settings, set(done), echo)  # /data images outlive the store
+    return done
 
 
 def _move_aside(settings, force: bool, echo) -> None:

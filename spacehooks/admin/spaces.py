@@ -8,6 +8,7 @@ doctor.py.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,7 @@ from spacehooks import engine
 from spacehooks.build import builder
 from spacehooks.engine import netfence
 from spacehooks.run import runner
+from spacehooks.run import admission
 from spacehooks.queue import jobs as queue_mod
 from spacehooks import stages
 from spacehooks import state as state_mod
@@ -129,7 +131,8 @@ def stage_of(settings, space_id: str, note: str | None = None) -> StageResult:
 def pause(settings, space_id: str) -> StageResult:
     _existing(settings, space_id)
     runner.stop(settings, space_id, stage=stages.PAUSED)
-    return stage_of(settings, space_id)
+    admitted = admission.admit_waiting(settings)  # its room may be what another waits for
+    return replace(stage_of(settings, space_id), admitted=tuple(admitted))
 
 
 def resume(settings, space_id: str) -> StageResult:
@@ -154,6 +157,9 @@ def delete(settings, space_id: str) -> Deleted:
         runner.stop(settings, space_id, stage=stages.DELETING)
         engine.get(settings).remove_all(f"{runner.LABEL}={space_id}", builder.image_repo(space_id))
         netfence.remove_space(settings, space_id)
+        if st.storage_of(space_id):  # no container holds it any more
+            from spacehooks.run import storage
+            storage.destroy(settings, space_id)
         st.delete_space(space_id)
     finally:
         st.close()
@@ -163,7 +169,8 @@ def delete(settings, space_id: str) -> Deleted:
     run_log = state_mod.State(None, home).run_log_path(space_id)
     for path in [run_log, *run_log.parent.glob(run_log.name + ".*")]:  # with its rotated copies
         path.unlink(missing_ok=True)
-    return Deleted(space_id, str(space["repo_path"]))
+    admitted = admission.admit_waiting(settings)
+    return Deleted(space_id, str(space["repo_path"]), tuple(admitted))
 
 
 # --- secrets and variables: changing one restarts the Space ------------------------------

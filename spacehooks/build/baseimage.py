@@ -99,7 +99,7 @@ def default_reference(python: str) -> str:
     return f"{OURS}python:{python}"
 
 
-def _labels(eng: engine.Engine, reference: str) -> dict | None:
+def image_labels(eng: engine.Engine, reference: str) -> dict | None:
     """The image's labels, or None when there is no such image."""
     image = eng.image(reference)
     return None if image is None else dict(image.labels)
@@ -181,7 +181,7 @@ def build_one(settings, eng: engine.Engine, python: str, reference: str, force: 
               echo: Callable[[str], None]) -> str:
     recipe = recipe_for(python)
     digest = recipe.digest()
-    labels = _labels(eng, reference)
+    labels = image_labels(eng, reference)
     if not force and labels is not None and labels.get(LABEL) == digest:
         echo(f"-----> {reference} is up to date (recipe {digest})")
         return "current"
@@ -192,7 +192,7 @@ def build_one(settings, eng: engine.Engine, python: str, reference: str, force: 
         started = time.monotonic()
         echo(f"-----> Loading {reference} from {archive}")
         eng.load_image(archive)
-        labels = _labels(eng, reference)
+        labels = image_labels(eng, reference)
         if labels is not None and labels.get(LABEL) == digest:
             echo(f"       loaded in {time.monotonic() - started:.0f}s")
             return "loaded"
@@ -263,12 +263,12 @@ def listing(settings) -> list:
     rows = []
     for python, reference in settings["python_versions"].items():
         if not is_ours(reference):
-            state = "registry image" + ("" if _labels(eng, reference) is not None else " (not pulled)")
+            state = "registry image" + ("" if image_labels(eng, reference) is not None else " (not pulled)")
         elif python not in RELEASES:
             state = "unknown python (not buildable)"
         else:
             digest = recipe_for(python).digest()
-            labels = _labels(eng, reference)
+            labels = image_labels(eng, reference)
             if labels is None:
                 cached = cache_path(settings, reference, digest).is_file()
                 state = "missing (cached: `base-image build` loads it)" if cached else "missing"

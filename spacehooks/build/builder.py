@@ -219,8 +219,6 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
                 raise SpaceError("Dockerfile is a symbolic link", hint="commit the Dockerfile itself")
             if path.is_file():
                 text, images = dockerfrom.rewrite(settings["build.image_aliases"], path.read_text(errors="replace"))
-                for use in images:
-                    write(f"Image {dockerfrom.describe(use)}")
                 path.write_text(buildmounts.confine_dockerfile(space_id, text, ca=bool(ca_secrets)))
             # the Hub hands every secret to docker builds through RUN --mount=type=secret only
             build_secrets = {k: v.encode() for k, v in secrets.items()}
@@ -256,6 +254,8 @@ def build(settings, space_id: str, repo_path: Path, commit: str, build_id: int, 
         build_secrets.update(ca_secrets)  # after the Space's own: a Space secret cannot replace the CA
         counter = LogCounter(write, list(secrets.values()))
         write(f"Building {tag} from {commit[:12]}" + (" without cache" if no_cache else ""))
+        for use in images:  # under the heading: which image each FROM line gets
+            write(f"Image {dockerfrom.describe(use)}")
         network = netfence.prepare(settings, space_id)
         with buildfence.BuildCgroup(settings, space_id, build_id) as fence:
             try:

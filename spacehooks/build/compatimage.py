@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from spacehooks import proc
+from spacehooks import engine, proc
 from spacehooks.build import baseimage
 from spacehooks.errors import SpaceError
 
@@ -47,14 +47,14 @@ def build(settings, python: str, force: bool, echo: Callable[[str], None]) -> st
     """Make localhost/spacehooks/python-compat:PYTHON from the server's base image for that
     python (which `base-image build` made first); returns "current" or "built"."""
     base = settings["python_versions"].get(python, baseimage.default_reference(python))
-    podman = baseimage.Podman(settings["podman_url"])
-    base_labels = podman.labels(base)
+    eng = engine.get(settings)
+    base_labels = baseimage.image_labels(eng, base)
     if base_labels is None:
         raise SpaceError(f"base image {base} for python {python} is missing",
                          hint=f"spacehooks base-image build --python {python}")
     target = reference(python)
     text, digest = _containerfile(base, python, base_labels.get(baseimage.LABEL, "registry"))
-    labels = podman.labels(target)
+    labels = baseimage.image_labels(eng, target)
     if not force and labels is not None and labels.get(baseimage.LABEL) == digest:
         echo(f"-----> {target} is up to date (recipe {digest})")
     else:

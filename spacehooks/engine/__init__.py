@@ -4,4 +4,5 @@ from spacehooks.engine.base import (BuildFailed, BuildStopped, Engine, EngineErr
                                     Unreachable, get)
 from spacehooks.engine.outage import Outage  # noqa: F401
 from spacehooks.engine.spec import (BuildRequest, BuildResult, ContainerState, ContainerStats,  # noqa: F401
-                                    EngineInfo, FileMount, ImageInfo, NetworkInfo, Readiness, RunSpec)
+                                    DataMount, EngineInfo, FileMount, IdMap, ImageInfo, NetworkInfo,
+                                    Readiness, RunSpec)

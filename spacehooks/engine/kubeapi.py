@@ -25,10 +25,11 @@ TIMEOUT = 30.0
 PATHS = {
     "Deployment": "/apis/apps/v1", "Service": "/api/v1", "Secret": "/api/v1", "Pod": "/api/v1",
     "NetworkPolicy": "/apis/networking.k8s.io/v1", "KnativeService": "/apis/serving.knative.dev/v1",
-    "ReplicaSet": "/apis/apps/v1",
+    "ReplicaSet": "/apis/apps/v1", "PersistentVolumeClaim": "/api/v1",
 }
 PLURALS = {"Deployment": "deployments", "Service": "services", "Secret": "secrets", "Pod": "pods",
-           "NetworkPolicy": "networkpolicies", "KnativeService": "services", "ReplicaSet": "replicasets"}
+           "NetworkPolicy": "networkpolicies", "KnativeService": "services", "ReplicaSet": "replicasets",
+           "PersistentVolumeClaim": "persistentvolumeclaims"}
 
 
 class ApiError(SpaceError):

@@ -7,6 +7,11 @@ escalation, all capabilities dropped, seccomp RuntimeDefault, read-only root wit
 as size-capped emptyDirs (home refilled from the image at each start, as Podman's tmpfs copy-up
 does), ephemeral-storage and memory/CPU limits, no service account token, no service links, and
 a NetworkPolicy: only the gateway may connect, no Space to Space, no cluster-internal addresses.
+
+A Space with storage gets a PersistentVolumeClaim of its tier's size mounted at /data (kept
+while it sleeps, deleted with the Space). Its RunSpec's fixed id range (`userns`) exists
+because Podman's blue and green share one host folder; in a cluster the claim is the Pods'
+own volume and fsGroup 1000 gives it to uid 1000 in every Pod, so no host range is needed.
 """
 from __future__ import annotations
 
@@ -97,12 +102,26 @@ def file_data(spec: RunSpec) -> dict[str, bytes]:
     return data
 
 
+def data_claim_name(space_id: str) -> str:
+    return object_name(space_id) + "-data"
+
+
+def data_claim(settings, spec: RunSpec) -> dict:
+    """/data: ReadWriteOnce (the surge Pod of a rolling update lands on the same node)."""
+    claim = {"accessModes": ["ReadWriteOnce"],
+             "resources": {"requests": {"storage": _quantity_mb(spec.data.size_mb)}}}
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _meta(settings, spec, data_claim_name(spec.space_id)), "spec": claim}
+
+
 def pod_spec(settings, spec: RunSpec, image: str) -> dict:
     home, uid = spec.home, int(spec.user)
     mounts = [{"name": "home", "mountPath": home}, {"name": "tmp", "mountPath": "/tmp"},
               {"name": "shm", "mountPath": "/dev/shm"}]
     mounts += [{"name": "files", "mountPath": m.target, "subPath": f"file-{i}", "readOnly": True}
                for i, m in enumerate(spec.files)]
+    if spec.data is not None:
+        mounts.append({"name": "data", "mountPath": spec.data.target})
     app = {
         "name": APP, "image": image, "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": int(spec.app_port), "protocol": "TCP"}],
@@ -123,6 +142,8 @@ def pod_spec(settings, spec: RunSpec, image: str) -> dict:
                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": _quantity_mb(spec.shm_mb)}}]
     if spec.files:
         volumes.append({"name": "files", "secret": {"secretName": _files_secret(spec), "defaultMode": 0o444}})
+    if spec.data is not None:
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": data_claim_name(spec.space_id)}})
     pod = {
         "automountServiceAccountToken": False, "enableServiceLinks": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
@@ -233,6 +254,8 @@ def objects(settings, spec: RunSpec, image: str, *, recreate: bool = False, repl
             sleep_seconds: int = 0) -> list[dict]:
     """Everything a Space is, in the order to apply it: what the Pod refers to comes first."""
     first = secrets(settings, spec) + [network_policy(settings, spec)]
+    if spec.data is not None:
+        first.append(data_claim(settings, spec))
     if settings["kubernetes.knative"]:
         return first + [knative_service(settings, spec, image, sleep_seconds)]
     return first + [service(settings, spec), deployment(settings, spec, image, replicas=replicas, recreate=recreate)]

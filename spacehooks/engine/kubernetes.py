@@ -159,9 +159,11 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
                 return True
         return False
 
-    def _delete_space(self, base: str, kind: str) -> None:
+    def _delete_space(self, base: str, kind: str, data: bool = False) -> None:
+        """The Space's objects; its /data claim only when the Space goes (data), never on a sleep."""
+        extra = (("PersistentVolumeClaim", base + "-data"),) if data else ()
         for k, n in ((kind, base), ("Service", base), ("Secret", base), ("Secret", base + "-files"),
-                     ("NetworkPolicy", base)):
+                     ("NetworkPolicy", base), *extra):
             if not (k == "Service" and kind == "KnativeService"):
                 self.api.delete(k, n)
 
@@ -241,7 +243,7 @@ class KubernetesEngine(kubeimages.PodmanImages, Engine):
             labels = {k[len(km.ANNOTATION):]: v for k, v in (obj["metadata"].get("annotations") or {}).items()
                       if k.startswith(km.ANNOTATION)}
             if matches(labels, label):
-                self._delete_space(obj["metadata"]["name"], kind)
+                self._delete_space(obj["metadata"]["name"], kind, data=True)
         self.images_engine.remove_all(label, image_repo)
 
     def address(self, space_id: str, name: str | None = None, host_port: int | None = None) -> tuple[str, int]:

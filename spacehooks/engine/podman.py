@@ -86,7 +86,12 @@ def create_kwargs(spec: RunSpec, home: Path) -> dict:
         # conmon cuts the container's own log at this size
         log_config={"Type": "k8s-file", "Config": {"size": int(spec.log_bytes)}},
     )
-    if spec.userns_auto:
+    if spec.data is not None:
+        mounts.append({"type": "bind", "source": spec.data.source, "target": spec.data.target})
+    if spec.userns is not None:  # a fixed range (storage shared by blue and green), never auto
+        mapping = [{"container_id": 0, "host_id": int(spec.userns.host_id), "size": int(spec.userns.size)}]
+        kwargs.update(userns_mode="private", idmappings={"UIDMap": mapping, "GIDMap": mapping})
+    elif spec.userns_auto:
         kwargs.update(USERNS)
     if spec.gpu_devices:
         kwargs["devices"] = list(spec.gpu_devices)

@@ -22,6 +22,24 @@ class FileMount:
 
 
 @dataclass(frozen=True)
+class DataMount:
+    """Persistent storage every container of the Space shares, read-write at target: a host
+    folder (source: the Podman engine bind-mounts it) of size_mb (a Kubernetes claim's size)."""
+    target: str
+    source: str
+    size_mb: int
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """A fixed user namespace: container ids 0..size-1 are host ids host_id..host_id+size-1,
+    uids and gids alike, the same for each container of the Space (blue and green own the
+    same files in its DataMount) and no other Space's."""
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """One Space container. env and secrets are disjoint (a name is in one of them); secrets
     are kept apart so an engine can store them separately (a Kubernetes Secret)."""
@@ -53,7 +71,9 @@ class RunSpec:
     read_only_root: bool = True
     no_new_privileges: bool = True
     cap_drop: tuple[str, ...] = ("ALL",)
-    userns_auto: bool = True
+    userns_auto: bool = True  # the engine picks a fresh host range per container
+    userns: IdMap | None = None  # a fixed range instead (Spaces with storage)
+    data: DataMount | None = None
     init: bool = True
     restart: str = "no"  # supervise.py restarts crashed apps with backoff
 

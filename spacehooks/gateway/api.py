@@ -30,7 +30,7 @@ def runtime(settings, space: dict) -> dict:
                      else space.get("hardware"), "requested": space.get("hardware")},
         "gcTimeout": None if sleep_seconds(settings, space) < 0 else sleep_seconds(settings, space),
         "sleepTime": sleep_seconds(settings, space),
-        "storage": None, "sdk": v["sdk"], "commit": space.get("commit"),
+        "storage": space.get("storage"), "sdk": v["sdk"], "commit": space.get("commit"),
         "errorMessage": space.get("error") or None,
         "domains": [{"domain": v["host"], "stage": "READY"}], "url": v["app_url"],
         "static": is_static(space), "lastRequestAt": space.get("last_request_at"),

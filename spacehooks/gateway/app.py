@@ -216,13 +216,13 @@ class Gateway:
     async def space_page(self, request: web.Request) -> web.Response:
         space_id = f"{request.match_info['owner']}/{request.match_info['name']}"
         space = await self.registry.space(space_id)
-        who = await self._visitor(request)
-        if space is not None and not accounts.may(who, accounts.READ, space):
+        visitor = await self._visitor(request)
+        if space is not None and not accounts.may(visitor, accounts.READ, space):
             space = None
         if space is None:
             return pages.not_found(self.settings, f"There is no Space {space_id} on this server.")
-        return pages.space_page(self.settings, space, await self.registry.rollout_note(space_id),
-                                member=accounts.may(who, accounts.LOGS, space))
+        return pages.space_page(self.settings, space, await self.registry.rollout_note(space_id), visitor,
+                                member=accounts.may(visitor, accounts.LOGS, space))
 
 
 

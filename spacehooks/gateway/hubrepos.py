@@ -14,7 +14,7 @@ from spacehooks.admin import install, people, spaces as admin
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
 from spacehooks.gateway.access import client_address
-from spacehooks.gateway import hubupload
+from spacehooks.gateway import hubcopy, hubupload
 from spacehooks.gateway.hubapi import HubApi, error, not_found
 
 SDKS = ("gradio", "streamlit", "docker", "static")
@@ -156,6 +156,7 @@ def add_routes(app: web.Application, settings, registry, door) -> HubApi:
         app.router.add_route(method, space + "/secrets", hub.secrets)
         app.router.add_route(method, space + "/variables", hub.variables)
     app.router.add_put(space + "/settings", repos.update_settings)
+    hubcopy.add_routes(app, hub)  # storage and duplicate
     app.router.add_post("/api/repos/create", repos.create)
     app.router.add_delete("/api/repos/delete", repos.delete)
     hubupload.add_routes(app, hub)

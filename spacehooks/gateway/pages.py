@@ -26,6 +26,7 @@ STAGE_LABELS = {
     stages.RUNNING_BUILDING: ("Running · rebuilding", "ok"), stages.RUNNING_APP_STARTING: ("Running · restarting", "ok"),
     stages.RUNTIME_ERROR: ("Runtime error", "error"), stages.PAUSED: ("Paused", "idle"), stages.STOPPED: ("Stopped", "idle"),
     stages.SLEEPING: ("Sleeping", "idle"), stages.DELETING: ("Deleting", "idle"),
+    stages.WAITING_CAPACITY: ("Waiting for room on the server", "busy"),
 }
 
 # The page shows the app (and reloads when that changes) in these stages.
@@ -91,12 +92,13 @@ def view(settings, space: dict) -> dict:
         "live": stage in LIVE, "run_log_first": stage == stages.RUNTIME_ERROR,
         "error": _text(space.get("error")),
         # what a starting version waits for, as its engine said ("waiting for a GPU node: ...")
-        "waiting": _text(space.get("error")) if stage == stages.APP_STARTING else "",
+        "waiting": _text(space.get("error")) if stage in (stages.APP_STARTING, stages.WAITING_CAPACITY) else "",
         "commit": _text(space.get("commit"))[:12],
         "host": host, "app_url": app_url,
         # the text shown for copying: escaped once more by the template when it is shown
         "embed": f'<iframe src="{html.escape(app_url, quote=True)}" frameborder="0" width="850" height="450"></iframe>',
         "page_url": f"/spaces/{owner}/{name}",
+        "can_duplicate": False,  # space_page: only for a visitor who may create Spaces
         "updated_at": space.get("updated_at") or 0,
     }
 
@@ -113,11 +115,18 @@ def gallery(settings, spaces: list[dict]) -> web.Response:
                   home_url="/", page_title="Spaces")
 
 
-def space_page(settings, space: dict, rollout_note: str | None = None, member: bool = False) -> web.Response:
+def space_page(settings, space: dict, rollout_note: str | None = None, visitor=None, member: bool = False) -> web.Response:
     """rollout_note: the engine's word on how the last version rolled out (Engine.rollout_note)."""
     v = {**view(settings, space), "rollout_note": _text(rollout_note)}
+    main_origin = public_url(settings, settings["gateway.domain"])
+    if visitor is not None and visitor.scope == "write":
+        # a signed-in user with a write token may create Spaces under their own name: the page
+        # shows the client call that copies this one there (the Hub API's duplicate)
+        v["can_duplicate"] = True
+        v["duplicate_command"] = (f'HfApi(endpoint="{main_origin}").duplicate_repo("{space["id"]}", '
+                                  f'"{visitor.name}/{v["name"]}", repo_type="space")')
     return render("space.html", space=v, home_url="/", page_title=f"{v['title']} - a Hugging Face Space by {v['owner']}",
-                  main_origin=public_url(settings, settings["gateway.domain"]), member=member)
+                  main_origin=main_origin, member=member)
 
 
 def not_found(settings, what: str) -> web.Response:

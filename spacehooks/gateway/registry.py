@@ -87,7 +87,8 @@ class Registry:
         self._refreshing = loop.create_future()
         try:
             rows = await self.run(lambda st: self._addressed(st.list_spaces(), everything=True))
-            spaces = {row["id"]: row for row in rows}
+            tiers = {r["space_id"]: r["tier"] for r in await self.call("storage_all")}
+            spaces = {row["id"]: dict(row, storage=tiers.get(row["id"])) for row in rows}  # the runtime's storage
             by_label: dict[str, str] = {}
             # the oldest Space keeps its address: a newer one sharing the label never takes it
             for space_id in sorted(spaces, key=lambda k: (spaces[k].get("created_at") or 0, k)):
@@ -111,7 +112,8 @@ class Registry:
             if not row:
                 self._spaces.pop(space_id, None)
                 return None
-            self._spaces[space_id] = row[0]
+            record = await self.call("storage_of", space_id)
+            self._spaces[space_id] = dict(row[0], storage=record["tier"] if record else None)
             return self._spaces[space_id]
         await self.refresh()
         return self._spaces.get(space_id)

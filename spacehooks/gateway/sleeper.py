@@ -133,6 +133,11 @@ class Sleeper:
             self._first_seen.pop(space["id"], None)
             slept.append(space["id"])
         if slept:
+            from spacehooks.run import admission  # like the runner: loaded only once a Space sleeps
+            try:  # the room they held may be what a Space waiting for capacity needs
+                await asyncio.get_running_loop().run_in_executor(self._pool, admission.admit_waiting, self.settings)
+            except Exception:
+                log.exception("starting Spaces waiting for room failed")
             await self.registry.refresh(force=True)
         return slept
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from spacehooks import engine
 from spacehooks.build import staticsite
 from spacehooks.run import runner
+from spacehooks.run import storage
 from spacehooks.queue import jobs as queue_mod
 from spacehooks import stages
 from spacehooks.push import spaceconfig
@@ -68,6 +69,7 @@ def restore_space(settings, space: dict) -> str:
         return _rebuild(settings, space)
     if container is not None:
         try:
+            storage.run_fields(settings, space_id)  # after a reboot: its /data mounted before it starts
             eng.start(container.name)
             runner.wait_http(settings, eng, container.name, space["port"],
                              runner.duration_seconds(space["config"].get("startup_duration_timeout")))

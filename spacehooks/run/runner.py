@@ -16,6 +16,7 @@ from spacehooks.build import staticsite
 from spacehooks.engine import netfence
 from spacehooks.push import spaceconfig
 from spacehooks.run import runspec
+from spacehooks.run import capacity
 from spacehooks.engine import hostwait
 from spacehooks import state as state_mod
 from spacehooks.errors import SpaceError
@@ -161,7 +162,13 @@ def _switch(settings, st, space_id, image, build_id, commit, config, timeout: fl
         if old:
             st.retire(space_id, old, time.time() + settings["run.grace_seconds"])
         return
-    stages.change(st, space_id, stages.RUNNING_APP_STARTING if serving else stages.APP_STARTING, "deploy")
+    with capacity.admission(settings):  # the check and the stage that claims the room, together
+        wait = capacity.defer(settings, st, space, serving, image=image, build_id=build_id, commit=commit,
+                              config=config)
+        if wait:
+            _append_run_log(settings, st, space_id, f"build #{build_id}: {wait}")
+            return
+        stages.change(st, space_id, stages.RUNNING_APP_STARTING if serving else stages.APP_STARTING, "deploy")
     try:
         name, port = _launch(settings, st, space, image, config, build_id, timeout)
     except (StartFailed, SpaceError) as exc:

@@ -13,6 +13,7 @@ import time
 from spacehooks import trust
 from spacehooks.engine import netfence
 from spacehooks.push import spaceconfig
+from spacehooks.run import storage
 from spacehooks import state as state_mod
 from spacehooks.engine import FileMount, RunSpec
 
@@ -91,6 +92,9 @@ def spec(settings, st: state_mod.State, space: dict, image: str, config: dict, b
     limits = limits_for(settings, space)
     secrets = state_mod.read_secrets(settings.home, space["id"])
     env = environment(settings, space, config, limits, secrets, st.variables(space["id"]))
+    # /data shared by blue and green: one fixed id range for all the Space's containers
+    data = storage.run_fields(settings, space["id"]) or {}
+    env.update(data.pop("env", {}))
     # kept apart so an engine can store them as secrets; disjoint from env, same values as merged
     secret_env = {k: env.pop(k) for k in list(env) if k in secrets and env[k] == secrets[k]}
     files = [FileMount(target=m["target"], source=m["source"]) for m in trust.run_mounts(settings)]
@@ -104,5 +108,5 @@ def spec(settings, st: state_mod.State, space: dict, image: str, config: dict, b
         memory_mb=int(limits["memory_mb"]), cpus=float(limits["cpus"]), pids=int(limits["pids"]),
         nofile=int(settings["run.nofile"]), disk_mb=int(limits["disk_mb"]), tmp_mb=int(limits["tmp_mb"]),
         log_bytes=int(settings["run.log_bytes"]), files=tuple(files), gpu_devices=tuple(gpu_devices),
-        gpus=int(limits.get("gpus") or 0), gpu_kind=flavor.get("gpu_kind"),
+        gpus=int(limits.get("gpus") or 0), gpu_kind=flavor.get("gpu_kind"), **data,
     )

@@ -12,6 +12,7 @@ from spacehooks.build import builder
 from spacehooks.engine import netfence
 from spacehooks.queue import heal, intake
 from spacehooks.run import runlogs, runner, supervise
+from spacehooks.run import admission
 from spacehooks.queue import jobs as queue_mod
 from spacehooks import stages
 from spacehooks.push import spaceconfig
@@ -171,6 +172,7 @@ class Worker:
             if self._podman_ok():
                 try:
                     runner.reap(self.settings, st)
+                    admission.admit_waiting(self.settings)  # room freed since the last pass
                 except Exception:
                     if engine.get(self.settings).reachable():
                         raise

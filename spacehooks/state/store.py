@@ -14,6 +14,7 @@ from pathlib import Path
 from spacehooks.state.builds import Builds
 from spacehooks.state.gpus import Gpus
 from spacehooks.state.spaces import Spaces
+from spacehooks.state.storage import STORAGE_SCHEMA, Storage
 from spacehooks.state.users import USERS_SCHEMA, Users
 
 SCHEMA = """
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS gpu_allocations (
     allocated_at REAL NOT NULL,
     PRIMARY KEY (kind, device, space_id)
 );
-""" + USERS_SCHEMA
+""" + USERS_SCHEMA + STORAGE_SCHEMA
 # Schema versions (PRAGMA user_version). Version 1 is SCHEMA above as first released (its
 # files say 0). Each migration is additive only (new tables, new columns with defaults), so
 # the previous release's code still opens a migrated store: a rollback loses no Space.
@@ -89,14 +90,17 @@ MIGRATIONS = {
     # private Spaces (issue 13): hidden from anyone but their owner's members; the accounts,
     # members, tokens and audit tables come through SCHEMA (IF NOT EXISTS)
     4: ("ALTER TABLE spaces ADD COLUMN private INTEGER NOT NULL DEFAULT 0",),
+    # persistent /data storage (issue 15): a new table only (also in SCHEMA, IF NOT EXISTS); the
+    # version says the store has it, so a release before it still opens the file and ignores it
+    5: (STORAGE_SCHEMA,),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 RECOVERY_HINT = ("stop serve and worker, move the file away (keep it) and run `spacehooks state rebuild`;"
                  " see README: Recovering the state store")
 
 
-class State(Spaces, Builds, Gpus, Users):
-    """One connection to the store; its methods (spaces.py, builds.py, gpus.py, users.py) hold all its SQL."""
+class State(Spaces, Builds, Gpus, Users, Storage):
+    """One connection to the store; its methods (spaces.py, builds.py, gpus.py, users.py, storage.py) hold all its SQL."""
 
     def __init__(self, conn: sqlite3.Connection, home: Path):
         self.conn = conn
