@@ -59,7 +59,12 @@ def test_the_log_stream_follows_the_run_log_across_a_rotation(gw):
     run_log.parent.mkdir(parents=True)
     run_log.write_text("a1\na2\n")
     text = ""
-    with requests.get(gw.url + "/api/spaces/logs/stream/logs/run", stream=True, timeout=10) as stream:
+    # run logs are for the Space's members (issue 13)
+    from spacehooks.access import accounts
+    accounts.add_user(gw.settings, gw.state, "logs")
+    token = accounts.create_token(gw.state, "logs", "read")[1]
+    with requests.get(gw.url + "/api/spaces/logs/stream/logs/run", stream=True, timeout=10,
+                      headers={"Authorization": f"Bearer {token}"}) as stream:
         chunks = stream.iter_content(None)
         while log_lines(text) != ["a1", "a2"]:
             text += next(chunks).decode()

@@ -1,5 +1,6 @@
 """`spacehooks state rebuild` after the store is deleted or damaged while a Space serves: real push,
 real build, real container, real HTTP (issue 11, item 9)."""
+import re
 import subprocess
 import sys
 import urllib.request
@@ -85,9 +86,13 @@ def test_a_space_keeps_serving_through_an_upgrade_and_a_rollback_of_the_code(eng
     assert engine.drain() == 1
     before = engine.space("alice/upgrade")
     # the store as the released code left it: schema version 1, none of the later columns
+    from spacehooks.state.store import MIGRATIONS
     conn = sqlite3.connect(engine.settings.db_path)
-    conn.execute("ALTER TABLE builds DROP COLUMN attempts")
-    conn.execute("ALTER TABLE spaces DROP COLUMN restarts")
+    for statements in MIGRATIONS.values():  # every column a later version added
+        for statement in statements:
+            added = re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", statement)
+            if added:
+                conn.execute(f"ALTER TABLE {added.group(1)} DROP COLUMN {added.group(2)}")
     conn.execute("PRAGMA user_version = 0")
     conn.close()
     old_tree = tmp_path / "released"
@@ -119,5 +124,5 @@ def test_a_space_keeps_serving_through_an_upgrade_and_a_rollback_of_the_code(eng
         assert urllib.request.urlopen(f"http://127.0.0.1:{before['port']}/v.txt", timeout=10).read() == b"v1\n"
         serve.kill(signal.SIGTERM)
     st = state.open(engine.settings)
-    assert state.schema_version(st) == state.SCHEMA_VERSION == 3
+    assert state.schema_version(st) == state.SCHEMA_VERSION
     st.close()
