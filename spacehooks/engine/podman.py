@@ -42,6 +42,9 @@ def translated(url: str):
     except (podman_errors.NotFound, podman_errors.ImageNotFound) as exc:
         raise NotFound(str(exc)) from exc
     except podman_errors.APIError as exc:
+        # Podman 4.3 answers 500, not 404, for a container removed between a list and a look
+        if "no such container" in str(exc):
+            raise NotFound(str(exc)) from exc
         raise EngineError(str(exc)) from exc
     except OSError as exc:  # requests' ConnectionError: the service went away
         raise ServiceLost(f"Podman service not reachable at {url} ({type(exc).__name__})") from exc
@@ -175,13 +178,8 @@ class PodmanEngine(podman_images.Images, Engine):
         try:
             with translated(self.url):
                 client.containers.get(name).remove(force=True)
-        except NotFound:
+        except NotFound:  # removed meanwhile (reap in the worker and in a command at once)
             pass
-        except EngineError as exc:
-            # removed meanwhile by another remover (reap in the worker and in a command at once):
-            # Podman 4.3 answers 500 when the container goes between its lookup and its removal
-            if "no such container" not in str(exc):
-                raise
 
     def state(self, name: str) -> ContainerState | None:
         try:
