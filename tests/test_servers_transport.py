@@ -202,3 +202,34 @@ def test_gitlab_custom_hooks_chain(tmp_path):
     assert good.returncode == 0, good.stdout
     assert "remote: identity: ssh= gitolite= http= gitea= gitlab=dave" in good.stdout
     _check_refusal(work, str(bare), bare, env)
+
+
+def test_the_generic_wrapper_stops_once_spacehooks_has_users(tmp_path):
+    # issue 13: owner rules on every route; the wrapper cannot check them, so with users
+    # (access.json written by the server) only keys added by `users ssh-key add` are served
+    base = servers.server_dir("sshusers")
+    user = servers.ensure_user("spacehooks-git3", base / "home")
+    home = base / "spacehooks-home"
+    home.mkdir(parents=True)
+    server = servers.SSHServer(base, env={"SPACEHOOKS_HOME": str(home)}).start()
+    try:
+        key = servers.keypair(tmp_path / "alice_key")
+        wrapper = servers.CONTRIB / "ssh" / "spacehooks-git-shell"
+        server.authorize("spacehooks-git3", key.with_suffix(".pub"), f'command="{wrapper} alice",restrict')
+        bare = base / "home" / "bob" / "app.git"
+        git("init", "-q", "--bare", "-b", "main", str(bare))
+        servers.chown_tree(base / "home", user)
+        env = {"GIT_SSH_COMMAND": server.ssh_command(key)}
+        work = work_repo(tmp_path / "work", {"a": "1\n"})
+        assert push(work, server.url("spacehooks-git3", str(bare)), env=env).returncode == 0  # no users yet
+        (home / "access.json").write_text('{"users": {"bob": {"admin": false, "orgs": []}}, "orgs": [], "private": []}')
+        git("commit", "-q", "--allow-empty", "-m", "again", cwd=work)
+        refused = push(work, server.url("spacehooks-git3", str(bare)), env=env)
+        assert refused.returncode != 0
+        assert ("spacehooks-git-shell: this server has spacehooks users, whose keys are checked against the owner "
+                "rules; ask the administrator to add this key with: spacehooks users ssh-key add alice KEYFILE"
+                in refused.stdout)
+        assert git("rev-parse", "main", cwd=bare).stdout != git("rev-parse", "HEAD", cwd=work).stdout
+    finally:
+        server.stop()
+        shutil.rmtree(base)
