@@ -22,7 +22,7 @@ def test_journal_lines_carry_priority_prefixes():
     except ValueError:
         logger.exception("build 4 crashed")
     lines = stream.getvalue().splitlines()
-    assert lines[0] == "<6>spacehooks.run.worker: build 3 started"
+    assert lines[0] == "<6>spacehooks.worker: build 3 started"
     assert lines[1] == "<4>spacehooks: disk almost full"
     assert lines[2] == "<3>spacehooks: build 4 crashed"
     assert lines[3] == "<3>Traceback (most recent call last):"
