@@ -225,18 +225,26 @@ class HubApi:
                 return not_found(self.space_id(request))
             keys = admin.secret_list(settings, space["id"])
             return web.json_response({k: {"key": k, "description": None, "updatedAt": None} for k in keys})
-        body = await self._body(request)
-        key = body.get("key")
-        if not isinstance(key, str):
-            return error(400, "key is required")
+        parsed = self._key_value(await self._body(request), request.method)
+        if isinstance(parsed, web.Response):
+            return parsed
+        key, value = parsed
         if request.method == "POST":
-            value = body.get("value", "")
-            if not isinstance(value, str):
-                return error(400, "value must be a string")
             return await self._do(request, "secret-set", lambda space, who: admin.secret_set(
                 settings, space["id"], key, value), key, answer="empty")
         return await self._do(request, "secret-delete", lambda space, who: admin.secret_delete(
             settings, space["id"], key), key, answer="empty")
+
+    @staticmethod
+    def _key_value(body: dict, method: str):
+        """(key, value) of a secret or variable write (value None for a delete), or the 400 answer."""
+        key = body.get("key")
+        if not isinstance(key, str):
+            return error(400, "key is required")
+        value = body.get("value", "") if method == "POST" else None
+        if method == "POST" and not isinstance(value, str):
+            return error(400, "value must be a string")
+        return key, value
 
     async def variables(self, request: web.Request) -> web.Response:
         settings = self.settings
@@ -247,15 +255,11 @@ class HubApi:
         if request.method == "GET":
             space = await self.door.space_for(request, self.space_id(request), accounts.LOGS)
             return not_found(self.space_id(request)) if space is None else web.json_response(listing(space["id"]))
-        body = await self._body(request)
-        key = body.get("key")
-        if not isinstance(key, str):
-            return error(400, "key is required")
+        parsed = self._key_value(await self._body(request), request.method)
+        if isinstance(parsed, web.Response):
+            return parsed
+        key, value = parsed
         if request.method == "POST":
-            value = body.get("value", "")
-            if not isinstance(value, str):
-                return error(400, "value must be a string")
-
             def put(space, who):
                 admin.variable_set(settings, space["id"], key, value)
                 return listing(space["id"])
