@@ -126,8 +126,17 @@ def _make_dirs(path: Path) -> None:
     for part in path.parts[1:]:
         top = top / part
         if not top.exists():
-            top.mkdir()
+            top.mkdir(mode=0o700)
             os.chmod(top, 0o700)
+
+
+def _mount_point(mnt: Path) -> None:
+    """A mount point is root's and mode 000 while nothing is mounted on it (whatever the umask),
+    so an app never writes to the host's disk in its place."""
+    if not mnt.exists():
+        mnt.mkdir(mode=0)
+    if not is_mounted(mnt):
+        os.chmod(mnt, 0)
 
 
 def ensure_mounted(settings, space_id: str, rec: dict) -> Path:
@@ -140,10 +149,7 @@ def ensure_mounted(settings, space_id: str, rec: dict) -> Path:
     uid = host_uid(settings, rec)
     _make_dirs(image.parent)
     _make_dirs(mnt.parent)
-    if not mnt.exists():
-        mnt.mkdir()
-    if not is_mounted(mnt):
-        os.chmod(mnt, 0)
+    _mount_point(mnt)
     if not image.exists():
         fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -205,7 +211,7 @@ def recover(settings, known: set, echo) -> list[str]:
         mnt = mount_path(settings, space_id)
         if not is_mounted(mnt):
             _make_dirs(mnt.parent)
-            mnt.mkdir(exist_ok=True)
+            _mount_point(mnt)
             proc.run(["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(mnt)], timeout=120)
         prefer = (os.stat(mnt).st_uid - APP_UID - settings["storage.uid_base"]) // RANGE
         st = state_mod.open(settings)
