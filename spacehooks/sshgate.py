@@ -53,7 +53,10 @@ def decide(settings, user: str, command: str | None, access: dict | None) -> tup
     parts = [p for p in rel.rstrip("/").split("/") if p]
     if any(p in (".", "..") for p in parts) or len(parts) != 2:
         raise Refused(f"{path}: give OWNER/NAME.git")
-    space_id = f"{parts[0]}/{parts[1].removesuffix('.git')}"
+    try:  # checked here, not left to git-shell's quoting: the path is put back into a command
+        space_id = accounts.check_space_id(f"{parts[0]}/{parts[1].removesuffix('.git')}")
+    except Exception:
+        raise Refused(f"{path}: give OWNER/NAME.git (letters, digits, . _ -)") from None
     if access is not None and user not in access.get("users", {}):
         raise Refused(f"{user} is not a user of this server")
     identity = accounts.key_identity(access, user)

@@ -74,6 +74,12 @@ def upstream_app(name: str) -> web.Application:
     async def big(request):
         return web.Response(body=b"x" * (3 * 1024 * 1024))
 
+    async def cookies(request):  # a hostile Space setting the gateway's sign-in cookie
+        response = web.Response(text="cookies\n")
+        response.headers.add("Set-Cookie", "theme=dark; Path=/")
+        response.headers.add("Set-Cookie", "spacehooks_session=shk_planted; Domain=localhost; Path=/")
+        return response
+
     app = web.Application(client_max_size=64 * 1024 ** 2)
     app.router.add_get("/", index)
     app.router.add_post("/echo", echo)
@@ -81,6 +87,7 @@ def upstream_app(name: str) -> web.Application:
     app.router.add_get("/sse", sse)
     app.router.add_get("/ws", ws)
     app.router.add_get("/big", big)
+    app.router.add_get("/cookies", cookies)
     return app
 
 

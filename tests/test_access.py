@@ -105,6 +105,30 @@ def test_the_space_never_sees_the_gateways_cookie_or_tokens(site):
         assert own["Authorization"] == "Bearer app-own-token"
 
 
+def test_a_space_cannot_set_the_gateways_cookie(site):
+    # its host shares the cookie's domain: it would sign its visitors in as someone else
+    gw, tokens = site
+    for space in ("alice/public", "alice/secret"):
+        answer = requests.get(gw.space_url(space) + "/cookies", headers=bearer(tokens["alice"]), timeout=10)
+        assert answer.status_code == 200, space
+        assert answer.raw.headers.getlist("Set-Cookie") == ["theme=dark; Path=/"], space
+
+
+def test_the_api_takes_no_cookie_for_a_change(site):
+    # a page on a Space host posting here would carry the member's cookie (same site, no
+    # preflight for text/plain): changes need the bearer token the Hub's client sends
+    gw, tokens = site
+    forged = requests.post(f"{gw.url}/api/spaces/alice/public/variables", data='{"key": "K", "value": "v"}',
+                           headers={**bearer_cookie(tokens), "Content-Type": "text/plain"}, timeout=30)
+    assert forged.status_code == 401
+    assert gw.state.variables("alice/public") == {}
+    assert requests.get(f"{gw.url}/api/spaces/alice/secret/variables", headers=bearer_cookie(tokens),
+                        timeout=30).status_code == 200  # reading with the cookie stays
+    done = requests.post(f"{gw.url}/api/spaces/alice/public/variables", json={"key": "K", "value": "v"},
+                         headers=bearer(tokens["alice"]), timeout=30)
+    assert done.status_code == 200 and gw.state.variables("alice/public") == {"K": "v"}
+
+
 def bearer_cookie(tokens):
     return {"Cookie": f"spacehooks_session={tokens['alice']}"}
 

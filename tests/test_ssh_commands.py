@@ -109,3 +109,16 @@ def test_the_git_account_cannot_act_as_another_user(commands, tmp_path):
     planted = ssh(server, own, "secrets", "set", "bob/tool", "K", stdin="x")
     assert "this key was not added with `spacehooks users ssh-key add`" in planted.stderr, planted
     assert admin.secret_list(settings, "bob/tool") == []
+
+
+def test_a_login_name_cannot_forge_the_line_that_names_a_key(tmp_path):
+    # sshd logs the name a client sends as it is, inside its own lines: only whole lines count
+    from spacehooks.admin import sshcommands
+    log = tmp_path / "sshd.log"
+    log.write_bytes(b"Accepted publickey for git from 127.0.0.1 port 5555 ssh2: ED25519 SHA256:real+key=\n"
+                    b"Connection closed by invalid user x Accepted publickey for git from 127.0.0.1 port 5555 "
+                    b"ssh2: ED25519 SHA256:victim+key= 127.0.0.1 port 6666 [preauth]\n"
+                    b"Nov 29 10:00:00 host sshd[42]: Accepted publickey for git from 127.0.0.1 port 7777 ssh2: "
+                    b"ED25519 SHA256:other+key=\n")
+    assert sshcommands.logged_key(log, "127.0.0.1", 5555) == "SHA256:real+key="
+    assert sshcommands.logged_key(log, "127.0.0.1", 7777) == "SHA256:other+key="

@@ -26,7 +26,10 @@ from spacehooks.errors import SpaceError
 
 KEYS_FILE = "ssh-keys.json"
 MAX_REQUEST = 256 * 1024
-_ACCEPTED = re.compile(rb"Accepted publickey for \S+ from (\S+) port (\d+) ssh2: \S+ (SHA256:[A-Za-z0-9+/=]+)")
+# whole lines only: sshd logs a client's login name as sent (spaces included) inside other
+# lines, so a match in the middle of one could be forged; a syslog prefix is allowed, strictly
+_ACCEPTED = re.compile(rb"^(?:\w{3} [ \d]\d [\d:]{8} \S+ sshd(?:-session)?\[\d+\]: )?"
+                       rb"Accepted publickey for \S+ from (\S+) port (\d+) ssh2: \S+ (SHA256:[A-Za-z0-9+/=]+)\r?$", re.M)
 SSHD_NAMES = ("sshd", "sshd-session")
 
 
@@ -110,13 +113,17 @@ def connection_of(pid: int) -> tuple[str, int]:
     raise Unproven("the SSH connection of this command was not found")
 
 
+def _tail(path: Path, size: int) -> bytes:
+    """A file's last `size` bytes, read from there (a run log is as long as Space code makes it)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - size))
+        return fh.read()
+
+
 def logged_key(log: Path, address: str, port: int, tail: int = 8 * 1024 * 1024) -> str:
     """The fingerprint of the key the last login from address:port used, from sshd's log."""
     try:
-        with open(log, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - tail))
-            data = fh.read()
+        data = _tail(log, tail)
     except OSError as exc:
         raise Unproven(f"sshd's log cannot be read ({exc.strerror})") from None
     found = None
@@ -185,7 +192,7 @@ def run(settings, user: str, args: list, stdin: str) -> tuple[int, str]:
         if name == "logs":
             lines = int(rest[1]) if len(rest) > 1 and rest[1].isdigit() else 100
             path = st.run_log_path(space_id)
-            text = path.read_bytes()[-4 * 1024 * 1024:].decode(errors="replace") if path.exists() else ""
+            text = _tail(path, 4 * 1024 * 1024).decode(errors="replace") if path.exists() else ""
             return 0, "\n".join(text.splitlines()[-min(lines, 10000):])
         if name == "secrets list":
             return 0, "\n".join(admin.secret_list(settings, space_id))

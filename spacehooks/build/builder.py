@@ -6,6 +6,7 @@ code reuses every layer up to the app files.
 """
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -142,7 +143,7 @@ def containerfile(settings, config: dict, deps: dict[str, bytes], space_id: str)
                "--server.headless=true"]
     else:
         cmd = ["python", app_file]
-    lines.append("CMD [" + ", ".join(f'"{c}"' for c in cmd) + "]")
+    lines.append("CMD " + json.dumps(cmd, ensure_ascii=False))  # README's app_file quoted as JSON
     return "\n".join(lines) + "\n"
 
 

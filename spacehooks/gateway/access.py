@@ -59,6 +59,12 @@ def credential(request: web.Request, ours_only: bool = False) -> str | None:
         token = accounts.bearer(request.headers.get(header))
         if token and (token.startswith(accounts.TOKEN_PREFIX) or not ours_only):
             return token
+    if not ours_only and request.method not in ("GET", "HEAD") and request.path.startswith("/api/"):
+        # a browser sends the cookie with whatever a hostile Space's page posts here (the Space
+        # hosts share its domain, and a text/plain POST needs no preflight): the API's writes
+        # take a bearer token, as the Hub's client sends (the settings page's forms carry their
+        # own CSRF token)
+        return None
     return request.cookies.get(COOKIE) or None
 
 

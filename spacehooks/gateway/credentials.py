@@ -37,3 +37,10 @@ CARRIERS = frozenset((b"cookie", *(h.encode() for h in BEARER_HEADERS)))
 def may_carry(value: bytes) -> bool:
     """A cheap first look (substring searches) before a header is parsed."""
     return b"shk_" in value or b"spacehooks_session" in value
+
+
+def sets_ours(value: str | bytes) -> bool:
+    """A Space's answer setting the gateway's cookie (its host shares the cookie's domain): a
+    hostile Space would sign its visitors in as someone else. Never passed on."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return text.partition("=")[0].strip().lower() == COOKIE

@@ -152,7 +152,7 @@ class Proxy:
         raise Unreachable(str(last_error))
 
     def _whole(self, upstream: aiohttp.ClientResponse, data: bytes, extra_headers) -> web.Response:
-        headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
+        headers = _answer_headers(upstream)
         extra_headers(headers)
         response = web.Response(status=upstream.status, reason=upstream.reason, headers=headers)
         response.body = data
@@ -161,7 +161,7 @@ class Proxy:
         return response
 
     async def _relay(self, request, upstream: aiohttp.ClientResponse, extra_headers) -> web.StreamResponse:
-        headers = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP)
+        headers = _answer_headers(upstream)
         extra_headers(headers)
         length = upstream.content_length
         if length is None:
@@ -228,3 +228,9 @@ async def _pump(source, sink) -> None:
             break
     if not sink.closed:
         await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
+
+
+def _answer_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict:
+    """A Space's answer headers to pass on: no hop-by-hop ones, never our cookie set by it."""
+    return CIMultiDict((k, v) for k, v in upstream.headers.items()
+                       if k.lower() not in HOP_BY_HOP and not (k.lower() == "set-cookie" and credentials.sets_ours(v)))

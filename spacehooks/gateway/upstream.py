@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from spacehooks.gateway.credentials import sets_ours
 from spacehooks.gateway.registry import authority
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ class Upstream(Pausable):
         exchange, down = self.exchange, self.down
         status = self._status = self.parser.get_status_code()
         interim = 100 <= status < 200 and status != 101
-        _, _, extra, replaced = self.target
+        _, space_id, extra, replaced = self.target
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, self._reason)]
         length = chunked = stream = False
         for name, value in self._headers:
@@ -224,7 +225,7 @@ class Upstream(Pausable):
                 continue
             if low in HOP_BY_HOP and not (status == 101 and low in (b"connection", b"upgrade")):
                 continue
-            if low in replaced:
+            if low in replaced or (low == b"set-cookie" and space_id is not None and sets_ours(value)):
                 continue
             lines.append(b"%s: %s\r\n" % (name, value))
         if extra:
