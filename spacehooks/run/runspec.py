@@ -77,10 +77,6 @@ def labels(st: state_mod.State, space: dict, build_id) -> dict:
             "spacehooks.repo": str(space.get("repo_path") or "")}
 
 
-def app_port(config: dict) -> int:
-    return spaceconfig.app_port(config)
-
-
 def spec(settings, st: state_mod.State, space: dict, image: str, config: dict, build_id, port: int,
          gpu_devices: list[str] | tuple[str, ...] = ()) -> RunSpec:
     """The container of space's build_id on host port `port`. GPUs are allocated by the caller
@@ -104,7 +100,7 @@ def spec(settings, st: state_mod.State, space: dict, image: str, config: dict, b
     return RunSpec(
         name=container_name(space["id"], build_id), image=image, space_id=space["id"],
         labels=labels(st, space, build_id), env=env, secrets=secret_env,
-        app_port=app_port(config), host_port=port, network=netfence.network_name(settings, space["id"]),
+        app_port=spaceconfig.app_port(config), host_port=port, network=netfence.network_name(settings, space["id"]),
         memory_mb=int(limits["memory_mb"]), cpus=float(limits["cpus"]), pids=int(limits["pids"]),
         nofile=int(settings["run.nofile"]), disk_mb=int(limits["disk_mb"]), tmp_mb=int(limits["tmp_mb"]),
         log_bytes=int(settings["run.log_bytes"]), files=tuple(files), gpu_devices=tuple(gpu_devices),

@@ -201,7 +201,7 @@ def _adopt(mnt: Path, old_base: int, new_base: int) -> None:
 def recover(settings, known: set, echo) -> list[str]:
     """After `state rebuild`: record again the storage whose image outlived the store. The tier is
     the one of the image's size; the slot the one its files are owned by when still free."""
-    found = []
+    found, count = [], slots(settings)  # /etc/subuid and /etc/subgid read once
     for image in sorted((Path(settings.home) / "storage" / "images").glob("*/*.ext4")):
         space_id = f"{image.parent.name}/{image.name.removesuffix('.ext4')}"
         if space_id not in known:
@@ -216,7 +216,7 @@ def recover(settings, known: set, echo) -> list[str]:
         prefer = (os.stat(mnt).st_uid - APP_UID - settings["storage.uid_base"]) // RANGE
         st = state_mod.open(settings)
         try:
-            rec = st.storage_assign(space_id, tier, size_mb, slots(settings), prefer=prefer)
+            rec = st.storage_assign(space_id, tier, size_mb, count, prefer=prefer)
         finally:
             st.close()
         ensure_mounted(settings, space_id, rec)
