@@ -80,7 +80,7 @@ class GitHttp:
             return None, refusal
         space = await self.registry.space(space_id)
         if who is None:
-            if action == accounts.WRITE or space is None or space.get("private") \
+            if action == accounts.WRITE or space is None or space.get("private") or not space.get("repo_path") \
                     or not self.settings["git_http.anonymous_clone"]:
                 return None, text(401, f"Authentication required for {space_id}: a token as the password",
                                   CHALLENGE)

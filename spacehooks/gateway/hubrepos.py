@@ -80,22 +80,25 @@ class HubRepos:
             message = "You already created this space repo"
             return web.json_response({"error": message, "url": url}, status=409, headers={"X-Error-Message": message})
         settings = self.settings
+        try:  # checked before anything is made: a refused create leaves no half-made Space
+            secrets, variables = hubcopy._pairs(body.get("secrets")), hubcopy._pairs(body.get("variables"))
+        except SpaceError as exc:
+            return error(400, exc.message)
 
         def work():
             repo = install.create_repo(settings, space_id, echo=lambda line: None)
             people.register(settings, space_id, repo, private, sdk)
-            for item in body.get("secrets") or []:
-                admin.secret_set(settings, space_id, item["key"], item["value"])
-            for item in body.get("variables") or []:
-                admin.variable_set(settings, space_id, item["key"], item["value"])
+            for key, value in secrets.items():
+                admin.secret_set(settings, space_id, key, value)
+            for key, value in variables.items():
+                admin.variable_set(settings, space_id, key, value)
             if hardware:
                 from spacehooks.run import gpu
                 gpu.assign_flavor(settings, space_id, hardware)
         try:
             await asyncio.get_running_loop().run_in_executor(None, work)
-        except (SpaceError, KeyError, TypeError) as exc:
-            message = exc.message if isinstance(exc, SpaceError) else "secrets and variables are [{key, value}]"
-            return error(400, message)
+        except SpaceError as exc:
+            return error(400, exc.message)
         await self.registry.run(accounts.audit, who, "create", space_id, f"sdk={sdk} private={private}")
         await self.registry.space(space_id, fresh=True)
         return web.json_response({"url": url, "name": space_id, "id": space_id})
